@@ -1,0 +1,161 @@
+//! Binds the listeners, wires the services together and runs them until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::ext_authz::CheckService;
+use crate::ops::{self, Readiness};
+use crate::validator::{self, Validator};
+
+/// Why the service could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("validator client: {0}")]
+    Validator(#[from] validator::BuildError),
+    #[error("reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("ops HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("a server stopped on its own")]
+    Stopped,
+}
+
+/// A started service: its real addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    readiness: Readiness,
+    stop: watch::Sender<bool>,
+    grace: Duration,
+    servers: JoinHandle<Result<(), AppError>>,
+}
+
+/// Binds both listeners (port 0 allowed), starts serving and reports ready.
+pub async fn start(config: &Config) -> Result<Running, AppError> {
+    let validator = Validator::new(&validator::Settings {
+        base_url: config.aimenu_url.clone(),
+        timeout: config.validator_timeout,
+        cookie_name: config.session_cookie.clone(),
+        header_name: config.session_header.clone(),
+    })?;
+    let grpc_listener = bind(config.grpc_addr).await?;
+    let http_listener = bind(config.http_addr).await?;
+    let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
+    let http_addr = local_addr(&http_listener, config.http_addr)?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(health_reporter);
+    readiness.set(false).await;
+    let (reflection_v1, reflection_v1alpha) = ops::reflection_services()?;
+    let check = AuthorizationServer::new(CheckService::new(config, validator));
+    let (stop, stopped) = watch::channel(false);
+
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(check)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            stop_requested(stopped.clone()),
+        );
+    let http = axum::serve(http_listener, ops::http_router(readiness.clone()))
+        .with_graceful_shutdown(stop_requested(stopped));
+    let servers = tokio::spawn(async move {
+        tokio::try_join!(async { grpc.await.map_err(AppError::from) }, async {
+            http.await.map_err(AppError::Http)
+        },)
+        .map(|_| ())
+    });
+
+    readiness.set(true).await;
+    tracing::info!(%grpc_addr, %http_addr, validator = %validator_url(config), "session-authz ready");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        readiness,
+        stop,
+        grace: config.shutdown_grace,
+        servers,
+    })
+}
+
+impl Running {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until `signal` completes, then drains.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), AppError> {
+        let ended_early = tokio::select! {
+            () = signal => None,
+            result = &mut self.servers => Some(result),
+        };
+        match ended_early {
+            None => self.shutdown().await,
+            Some(result) => {
+                result??;
+                Err(AppError::Stopped)
+            }
+        }
+    }
+
+    /// Reports NOT_SERVING, stops accepting and waits for in-flight Checks up to the grace
+    /// period.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        tracing::info!(grace = ?self.grace, "draining");
+        self.readiness.set(false).await;
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(self.grace, self.servers).await {
+            Ok(result) => result?,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "grace period over; exiting with requests in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn stop_requested(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone: stop as well.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, AppError> {
+    listener
+        .local_addr()
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+fn validator_url(config: &Config) -> String {
+    crate::config::redact_url(&config.aimenu_url)
+}

@@ -1,0 +1,82 @@
+//! Command-line flags: the top configuration layer, one flag per config key.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Serialize;
+
+/// Envoy external-authorization gRPC service that checks session cookies and headers
+/// against an auth service's `GET /session/validate`.
+#[derive(Debug, Default, Parser, Serialize)]
+#[command(name = "session-authz", version, about)]
+pub struct Cli {
+    /// TOML config file (lowest layer above the defaults)
+    #[arg(
+        long,
+        env = "SESSION_AUTHZ_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective config (secrets redacted) and exit
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+
+    /// Check sessions (true/false/1/0/yes/no) [env: AUTH_ENABLED] [default: true]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_enabled: Option<String>,
+
+    /// Auth service base URL [env: AIMENU_URL] [default: http://localhost:5000]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aimenu_url: Option<String>,
+
+    /// gRPC listen address [env: SESSION_AUTHZ_GRPC_ADDR] [default: 0.0.0.0:9001]
+    #[arg(long, value_name = "IP:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
+
+    /// Ops HTTP listen address (/healthz, /readyz) [env: SESSION_AUTHZ_HTTP_ADDR] [default: 0.0.0.0:9002]
+    #[arg(long, value_name = "IP:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+
+    /// Session cookie name [env: SESSION_AUTHZ_SESSION_COOKIE] [default: session]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_cookie: Option<String>,
+
+    /// Session header name [env: SESSION_AUTHZ_SESSION_HEADER] [default: x-session-token]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_header: Option<String>,
+
+    /// Identity header set upstream [env: SESSION_AUTHZ_USER_HEADER] [default: x-auth-user]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_header: Option<String>,
+
+    /// Longest wait for the auth service [env: SESSION_AUTHZ_VALIDATOR_TIMEOUT] [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validator_timeout: Option<String>,
+
+    /// deny (503, fail closed) or grpc-error (let Envoy decide) [env: SESSION_AUTHZ_ON_VALIDATOR_ERROR] [default: deny]
+    #[arg(long, value_name = "MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_validator_error: Option<String>,
+
+    /// Log format: text or json (filter with RUST_LOG) [env: SESSION_AUTHZ_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+
+    /// Longest wait for in-flight Checks at shutdown [env: SESSION_AUTHZ_SHUTDOWN_GRACE] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace: Option<String>,
+}

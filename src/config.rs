@@ -1,0 +1,620 @@
+//! Configuration: figment layers (defaults < TOML file < environment < flags) into a validated
+//! [`Config`], or a [`ConfigError`] that names the key, the value and where it came from.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
+use figment::{Figment, Provider};
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+
+use crate::decision::OnValidatorError;
+
+/// Keys read from `SESSION_AUTHZ_<KEY>`. `auth_enabled` and `aimenu_url` keep the seed guide's
+/// names (`AUTH_ENABLED`, `AIMENU_URL`). Only known keys are read, so that variables such as
+/// Kubernetes' injected `SESSION_AUTHZ_PORT` do not trip the unknown-key check.
+const PREFIXED_KEYS: &[&str] = &[
+    "grpc_addr",
+    "http_addr",
+    "session_cookie",
+    "session_header",
+    "user_header",
+    "validator_timeout",
+    "on_validator_error",
+    "log_format",
+    "shutdown_grace",
+];
+const SEED_KEYS: &[&str] = &["auth_enabled", "aimenu_url"];
+pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub auth_enabled: bool,
+    pub aimenu_url: Url,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub session_cookie: String,
+    pub session_header: String,
+    pub user_header: String,
+    pub validator_timeout: Duration,
+    pub on_validator_error: OnValidatorError,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            auth_enabled: true,
+            aimenu_url: Url::parse("http://localhost:5000").unwrap_or_else(|_| unreachable!()),
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 9002)),
+            session_cookie: "session".to_owned(),
+            session_header: "x-session-token".to_owned(),
+            user_header: "x-auth-user".to_owned(),
+            validator_timeout: Duration::from_secs(5),
+            on_validator_error: OnValidatorError::Deny,
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration that cannot be used. Each renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {key} = {value} ({origin}): {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        origin: String,
+        expected: &'static str,
+    },
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("config: {0}")]
+    Source(String),
+}
+
+/// Every key, loosely typed: each is checked by hand so errors name the key and value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    auth_enabled: Option<Value>,
+    aimenu_url: Option<Value>,
+    grpc_addr: Option<Value>,
+    http_addr: Option<Value>,
+    session_cookie: Option<Value>,
+    session_header: Option<Value>,
+    user_header: Option<Value>,
+    validator_timeout: Option<Value>,
+    on_validator_error: Option<Value>,
+    log_format: Option<Value>,
+    shutdown_grace: Option<Value>,
+}
+
+impl Config {
+    /// The layered sources: TOML file (if any) < environment < `flags`.
+    pub fn figment(file: Option<&Path>, flags: impl Provider) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Ok(figment
+            .merge(Env::raw().only(SEED_KEYS))
+            .merge(Env::prefixed(ENV_PREFIX).only(PREFIXED_KEYS))
+            .merge(flags))
+    }
+
+    /// Validates the merged layers into a config.
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let raw: Raw = figment
+            .extract()
+            .map_err(|err| ConfigError::Source(first_line(&err.to_string())))?;
+        let field = Field { figment };
+        let defaults = Config::default();
+        Ok(Config {
+            auth_enabled: field.parse(
+                "auth_enabled",
+                raw.auth_enabled,
+                defaults.auth_enabled,
+                parse_bool,
+            )?,
+            aimenu_url: field.parse(
+                "aimenu_url",
+                raw.aimenu_url,
+                defaults.aimenu_url,
+                parse_url,
+            )?,
+            grpc_addr: field.parse("grpc_addr", raw.grpc_addr, defaults.grpc_addr, parse_addr)?,
+            http_addr: field.parse("http_addr", raw.http_addr, defaults.http_addr, parse_addr)?,
+            session_cookie: field.parse(
+                "session_cookie",
+                raw.session_cookie,
+                defaults.session_cookie,
+                parse_cookie_name,
+            )?,
+            session_header: field.parse(
+                "session_header",
+                raw.session_header,
+                defaults.session_header,
+                parse_header_name,
+            )?,
+            user_header: field.parse(
+                "user_header",
+                raw.user_header,
+                defaults.user_header,
+                parse_header_name,
+            )?,
+            validator_timeout: field.parse(
+                "validator_timeout",
+                raw.validator_timeout,
+                defaults.validator_timeout,
+                parse_duration,
+            )?,
+            on_validator_error: field.parse(
+                "on_validator_error",
+                raw.on_validator_error,
+                defaults.on_validator_error,
+                parse_on_error,
+            )?,
+            log_format: field.parse(
+                "log_format",
+                raw.log_format,
+                defaults.log_format,
+                parse_log_format,
+            )?,
+            shutdown_grace: field.parse(
+                "shutdown_grace",
+                raw.shutdown_grace,
+                defaults.shutdown_grace,
+                parse_duration,
+            )?,
+        })
+    }
+
+    /// The effective configuration as TOML, with secrets redacted.
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            auth_enabled: bool,
+            aimenu_url: String,
+            grpc_addr: String,
+            http_addr: String,
+            session_cookie: &'a str,
+            session_header: &'a str,
+            user_header: &'a str,
+            validator_timeout: String,
+            on_validator_error: OnValidatorError,
+            log_format: LogFormat,
+            shutdown_grace: String,
+        }
+        let shown = Shown {
+            auth_enabled: self.auth_enabled,
+            aimenu_url: redact_url(&self.aimenu_url),
+            grpc_addr: self.grpc_addr.to_string(),
+            http_addr: self.http_addr.to_string(),
+            session_cookie: &self.session_cookie,
+            session_header: &self.session_header,
+            user_header: &self.user_header,
+            validator_timeout: humantime::format_duration(self.validator_timeout).to_string(),
+            on_validator_error: self.on_validator_error,
+            log_format: self.log_format,
+            shutdown_grace: humantime::format_duration(self.shutdown_grace).to_string(),
+        };
+        toml::to_string(&shown).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("auth_enabled", &self.auth_enabled)
+            .field("aimenu_url", &redact_url(&self.aimenu_url))
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("session_cookie", &self.session_cookie)
+            .field("session_header", &self.session_header)
+            .field("user_header", &self.user_header)
+            .field("validator_timeout", &self.validator_timeout)
+            .field("on_validator_error", &self.on_validator_error)
+            .field("log_format", &self.log_format)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// Hides a password in a URL's user-info.
+pub fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("REDACTED"));
+    }
+    shown.to_string()
+}
+
+/// Looks up where a key's value came from, for error messages.
+struct Field<'a> {
+    figment: &'a Figment,
+}
+
+impl Field<'_> {
+    fn parse<T>(
+        &self,
+        key: &'static str,
+        value: Option<Value>,
+        default: T,
+        parse: fn(&Value) -> Result<T, &'static str>,
+    ) -> Result<T, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        parse(&value).map_err(|expected| ConfigError::Invalid {
+            key,
+            value: shown_value(key, &value),
+            origin: self.origin(key),
+            expected,
+        })
+    }
+
+    fn origin(&self, key: &str) -> String {
+        match self.figment.find_metadata(key) {
+            Some(metadata) if metadata.name.contains("environment") => {
+                format!("from the {} environment variable", env_var(key))
+            }
+            Some(metadata) => match &metadata.source {
+                Some(figment::Source::File(path)) => format!("from {}", path.display()),
+                _ => format!("from the --{} flag", key.replace('_', "-")),
+            },
+            None => "from an unknown source".to_owned(),
+        }
+    }
+}
+
+/// The environment variable that sets `key`.
+pub fn env_var(key: &str) -> String {
+    let upper = key.to_ascii_uppercase();
+    if SEED_KEYS.contains(&key) {
+        upper
+    } else {
+        format!("{ENV_PREFIX}{upper}")
+    }
+}
+
+fn shown_value(key: &str, value: &Value) -> String {
+    let text = match value {
+        Value::String(_, s) => s.clone(),
+        other => as_text(other).unwrap_or_else(|| "(not a scalar)".to_owned()),
+    };
+    let text = if key == "aimenu_url" {
+        match Url::parse(&text) {
+            Ok(url) => redact_url(&url),
+            Err(_) if text.contains('@') => "(not shown: may hold credentials)".to_owned(),
+            Err(_) => text,
+        }
+    } else {
+        text
+    };
+    format!("{text:?}")
+}
+
+/// The value as text: figment reads `9001` or `true` from the environment as a number or bool.
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(_, s) => Some(s.clone()),
+        Value::Char(_, c) => Some(c.to_string()),
+        Value::Bool(_, b) => Some(b.to_string()),
+        Value::Num(_, n) => n
+            .to_u128()
+            .map(|n| n.to_string())
+            .or_else(|| n.to_i128().map(|n| n.to_string()))
+            .or_else(|| n.to_f64().map(|n| n.to_string())),
+        _ => None,
+    }
+}
+
+const BOOL_EXPECTED: &str = "expected one of true, false, 1, 0, yes, no";
+
+fn parse_bool(value: &Value) -> Result<bool, &'static str> {
+    if let Value::Bool(_, b) = value {
+        return Ok(*b);
+    }
+    let text = as_text(value).ok_or(BOOL_EXPECTED)?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(BOOL_EXPECTED),
+    }
+}
+
+fn parse_url(value: &Value) -> Result<Url, &'static str> {
+    const EXPECTED: &str = "expected an http:// or https:// URL, like http://auth:5000";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let url = Url::parse(text.trim()).map_err(|_| EXPECTED)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(EXPECTED);
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("expected a URL without query or fragment");
+    }
+    Ok(url)
+}
+
+fn parse_addr(value: &Value) -> Result<SocketAddr, &'static str> {
+    const EXPECTED: &str = "expected IP:PORT, like 0.0.0.0:9001 or [::1]:9001";
+    as_text(value)
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or(EXPECTED)
+}
+
+fn parse_duration(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration with a unit, like 5s or 500ms";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let duration = humantime::parse_duration(text.trim()).map_err(|_| EXPECTED)?;
+    if duration.is_zero() {
+        return Err("expected a duration above zero");
+    }
+    Ok(duration)
+}
+
+fn parse_header_name(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected an HTTP header name, like x-auth-user";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let name = http::HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| EXPECTED)?;
+    if name.as_str().starts_with(':') || name == http::header::HOST || name == http::header::COOKIE
+    {
+        return Err("expected an ordinary header name (not a pseudo-header, host or cookie)");
+    }
+    Ok(name.as_str().to_owned())
+}
+
+fn parse_cookie_name(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    // A cookie name is an RFC 7230 token, the same alphabet as a header name but case-kept.
+    if text.is_empty() || http::HeaderName::from_bytes(text.as_bytes()).is_err() {
+        return Err(EXPECTED);
+    }
+    Ok(text)
+}
+
+fn parse_on_error(value: &Value) -> Result<OnValidatorError, &'static str> {
+    const EXPECTED: &str = "expected deny or grpc-error";
+    match as_text(value).ok_or(EXPECTED)?.trim() {
+        "deny" => Ok(OnValidatorError::Deny),
+        "grpc-error" => Ok(OnValidatorError::GrpcError),
+        _ => Err(EXPECTED),
+    }
+}
+
+fn parse_log_format(value: &Value) -> Result<LogFormat, &'static str> {
+    const EXPECTED: &str = "expected text or json";
+    match as_text(value).ok_or(EXPECTED)?.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(EXPECTED),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A flags layer from `(key, value)` pairs, for callers that do not use clap.
+pub fn flags_from_pairs(
+    pairs: &[(&str, &str)],
+) -> Serialized<std::collections::BTreeMap<String, String>> {
+    Serialized::defaults(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn jail_error(err: ConfigError) -> figment::Error {
+        err.to_string().into()
+    }
+
+    fn load(jail_env: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut result = None;
+        Jail::expect_with(|jail| {
+            for (k, v) in jail_env {
+                jail.set_env(k, v);
+            }
+            let figment = Config::figment(None, flags_from_pairs(flags)).map_err(jail_error)?;
+            result = Some(Config::from_figment(&figment));
+            Ok(())
+        });
+        result.unwrap_or_else(|| panic!("jail did not run"))
+    }
+
+    fn error_line(env: &[(&str, &str)], flags: &[(&str, &str)]) -> String {
+        let err = load(env, flags).unwrap_err().to_string();
+        assert!(!err.contains('\n'), "not one line: {err}");
+        err
+    }
+
+    #[test]
+    fn defaults() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.aimenu_url.as_str(), "http://localhost:5000/");
+    }
+
+    #[test]
+    fn seed_names_and_prefixed_env() {
+        let config = load(
+            &[
+                ("AUTH_ENABLED", "no"),
+                ("AIMENU_URL", "http://auth:5000/internal"),
+                ("SESSION_AUTHZ_GRPC_ADDR", "127.0.0.1:7001"),
+                ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "500ms"),
+                ("SESSION_AUTHZ_USER_HEADER", "X-User"),
+                ("SESSION_AUTHZ_ON_VALIDATOR_ERROR", "grpc-error"),
+                ("SESSION_AUTHZ_PORT", "tcp://10.0.0.1:9001"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!config.auth_enabled);
+        assert_eq!(config.aimenu_url.as_str(), "http://auth:5000/internal");
+        assert_eq!(config.grpc_addr, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(config.validator_timeout, Duration::from_millis(500));
+        assert_eq!(config.user_header, "x-user");
+        assert_eq!(config.on_validator_error, OnValidatorError::GrpcError);
+    }
+
+    #[test]
+    fn strict_booleans() {
+        for (text, expected) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("YES", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+        ] {
+            let config = load(&[("AUTH_ENABLED", text)], &[]).unwrap();
+            assert_eq!(config.auth_enabled, expected, "{text}");
+        }
+        for text in ["flase", "off", "", "2", "disabled", "nope"] {
+            let err = error_line(&[("AUTH_ENABLED", text)], &[]);
+            assert!(err.contains("auth_enabled"), "{err}");
+            assert!(err.contains("AUTH_ENABLED"), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_env_flag_precedence() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "authz.toml",
+                "grpc_addr = \"127.0.0.1:1001\"\nhttp_addr = \"127.0.0.1:1002\"\nsession_cookie = \"sid\"\n",
+            )?;
+            jail.set_env("SESSION_AUTHZ_HTTP_ADDR", "127.0.0.1:2002");
+            jail.set_env("SESSION_AUTHZ_SESSION_COOKIE", "sid2");
+            let figment = Config::figment(
+                Some(Path::new("authz.toml")),
+                flags_from_pairs(&[("session_cookie", "sid3")]),
+            )
+            .map_err(jail_error)?;
+            let config = Config::from_figment(&figment).map_err(jail_error)?;
+            assert_eq!(config.grpc_addr, "127.0.0.1:1001".parse().unwrap());
+            assert_eq!(config.http_addr, "127.0.0.1:2002".parse().unwrap());
+            assert_eq!(config.session_cookie, "sid3");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "auth_enabed = false\n")?;
+            let figment = Config::figment(Some(Path::new("typo.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let err = Config::from_figment(&figment).unwrap_err().to_string();
+            assert!(err.contains("auth_enabed"), "{err}");
+
+            jail.create_file("bad.toml", "validator_timeout = \"soon\"\n")?;
+            let figment = Config::figment(Some(Path::new("bad.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let err = Config::from_figment(&figment).unwrap_err().to_string();
+            assert!(
+                err.contains("validator_timeout") && err.contains("bad.toml"),
+                "{err}"
+            );
+
+            let err = Config::figment(Some(Path::new("missing.toml")), flags_from_pairs(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_key_rejects_bad_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("AIMENU_URL", "auth:5000", "aimenu_url"),
+            ("AIMENU_URL", "ftp://auth", "aimenu_url"),
+            ("AIMENU_URL", "http://auth/?x=1", "aimenu_url"),
+            ("SESSION_AUTHZ_GRPC_ADDR", "localhost", "grpc_addr"),
+            ("SESSION_AUTHZ_GRPC_ADDR", "9001", "grpc_addr"),
+            ("SESSION_AUTHZ_HTTP_ADDR", "1.2.3.4:99999", "http_addr"),
+            ("SESSION_AUTHZ_SESSION_COOKIE", "a b", "session_cookie"),
+            ("SESSION_AUTHZ_SESSION_COOKIE", "a;b", "session_cookie"),
+            (
+                "SESSION_AUTHZ_SESSION_HEADER",
+                "bad header",
+                "session_header",
+            ),
+            ("SESSION_AUTHZ_SESSION_HEADER", "cookie", "session_header"),
+            ("SESSION_AUTHZ_USER_HEADER", ":path", "user_header"),
+            ("SESSION_AUTHZ_USER_HEADER", "", "user_header"),
+            ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "5", "validator_timeout"),
+            ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "0s", "validator_timeout"),
+            (
+                "SESSION_AUTHZ_VALIDATOR_TIMEOUT",
+                "soon",
+                "validator_timeout",
+            ),
+            (
+                "SESSION_AUTHZ_ON_VALIDATOR_ERROR",
+                "allow",
+                "on_validator_error",
+            ),
+            ("SESSION_AUTHZ_LOG_FORMAT", "xml", "log_format"),
+            ("SESSION_AUTHZ_SHUTDOWN_GRACE", "-1s", "shutdown_grace"),
+        ];
+        for (var, value, key) in cases {
+            let err = error_line(&[(var, value)], &[]);
+            assert!(
+                err.contains(key) && err.contains(var),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn flag_errors_name_the_key() {
+        let err = error_line(&[], &[("grpc_addr", "nowhere")]);
+        assert!(
+            err.contains("grpc_addr") && err.contains("nowhere"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config = load(&[("AIMENU_URL", "http://svc:hunter2@auth:5000")], &[]).unwrap();
+        assert!(!config.to_toml().contains("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(config.to_toml().contains("auth_enabled = true"));
+        let err = error_line(&[("AIMENU_URL", "ftp://svc:hunter2@auth")], &[]);
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

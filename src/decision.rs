@@ -1,0 +1,268 @@
+//! The decision table of design.md as one pure function: what was found and what the validator
+//! said in, allow or deny out.
+
+use crate::credential::Ambiguity;
+use crate::validator::Verdict;
+
+/// What to do when the validator cannot give a trustworthy answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnValidatorError {
+    /// Deny with 503 (fail closed).
+    #[default]
+    Deny,
+    /// Answer the Check with gRPC UNAVAILABLE so Envoy's `failure_mode_allow` and
+    /// `status_on_error` decide.
+    GrpcError,
+}
+
+/// Everything the decision depends on, gathered by the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Situation {
+    /// `AUTH_ENABLED=false`.
+    AuthDisabled,
+    /// The CheckRequest carried no HTTP attributes.
+    Malformed,
+    NoCredential,
+    Ambiguous(Ambiguity),
+    Checked(Verdict),
+}
+
+/// The HTTP status a denial shows the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyStatus {
+    BadRequest,
+    Unauthenticated,
+    Unavailable,
+}
+
+impl DenyStatus {
+    pub fn http_code(self) -> u16 {
+        match self {
+            DenyStatus::BadRequest => 400,
+            DenyStatus::Unauthenticated => 401,
+            DenyStatus::Unavailable => 503,
+        }
+    }
+}
+
+/// Why a decision was made: a stable label for logs (never a token or user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    AuthDisabled,
+    ValidSession,
+    Malformed,
+    NoCredential,
+    Ambiguous(Ambiguity),
+    InvalidSession,
+    ValidatorError(&'static str),
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AuthDisabled => "auth_disabled",
+            Reason::ValidSession => "valid_session",
+            Reason::Malformed => "malformed_request",
+            Reason::NoCredential => "no_credential",
+            Reason::Ambiguous(a) => a.as_str(),
+            Reason::InvalidSession => "invalid_session",
+            Reason::ValidatorError(kind) => kind,
+        }
+    }
+}
+
+/// The answer for Envoy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Let the request through; `user` becomes the identity header, or it is removed.
+    Allow {
+        user: Option<String>,
+        reason: Reason,
+    },
+    Deny {
+        status: DenyStatus,
+        reason: Reason,
+    },
+    /// Fail the Check itself with gRPC UNAVAILABLE (`on_validator_error = "grpc-error"`).
+    GrpcUnavailable {
+        reason: Reason,
+    },
+}
+
+impl Decision {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Decision::Allow { reason, .. }
+            | Decision::Deny { reason, .. }
+            | Decision::GrpcUnavailable { reason } => *reason,
+        }
+    }
+
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+}
+
+/// Design.md's decision table.
+pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
+    let deny = |status, reason| Decision::Deny { status, reason };
+    match situation {
+        Situation::AuthDisabled => Decision::Allow {
+            user: None,
+            reason: Reason::AuthDisabled,
+        },
+        Situation::Malformed => deny(DenyStatus::BadRequest, Reason::Malformed),
+        Situation::NoCredential => deny(DenyStatus::Unauthenticated, Reason::NoCredential),
+        Situation::Ambiguous(why) => deny(DenyStatus::Unauthenticated, Reason::Ambiguous(why)),
+        Situation::Checked(Verdict::Valid { user }) => Decision::Allow {
+            user,
+            reason: Reason::ValidSession,
+        },
+        Situation::Checked(Verdict::Invalid) => {
+            deny(DenyStatus::Unauthenticated, Reason::InvalidSession)
+        }
+        Situation::Checked(Verdict::Error(err)) => {
+            let reason = Reason::ValidatorError(err.kind());
+            match on_error {
+                OnValidatorError::Deny => deny(DenyStatus::Unavailable, reason),
+                OnValidatorError::GrpcError => Decision::GrpcUnavailable { reason },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validator::ValidatorError;
+
+    fn deny_default(situation: Situation) -> Decision {
+        decide(situation, OnValidatorError::Deny)
+    }
+
+    #[test]
+    fn row1_auth_disabled_allows_without_identity() {
+        assert_eq!(
+            deny_default(Situation::AuthDisabled),
+            Decision::Allow {
+                user: None,
+                reason: Reason::AuthDisabled
+            }
+        );
+    }
+
+    #[test]
+    fn row2_no_credential_is_401() {
+        assert_eq!(
+            deny_default(Situation::NoCredential),
+            Decision::Deny {
+                status: DenyStatus::Unauthenticated,
+                reason: Reason::NoCredential
+            }
+        );
+    }
+
+    #[test]
+    fn row3_valid_with_user() {
+        assert_eq!(
+            deny_default(Situation::Checked(Verdict::Valid {
+                user: Some("alice".into())
+            })),
+            Decision::Allow {
+                user: Some("alice".into()),
+                reason: Reason::ValidSession
+            }
+        );
+    }
+
+    #[test]
+    fn row4_valid_without_user() {
+        assert_eq!(
+            deny_default(Situation::Checked(Verdict::Valid { user: None })),
+            Decision::Allow {
+                user: None,
+                reason: Reason::ValidSession
+            }
+        );
+    }
+
+    #[test]
+    fn row5_invalid_is_401() {
+        assert_eq!(
+            deny_default(Situation::Checked(Verdict::Invalid)),
+            Decision::Deny {
+                status: DenyStatus::Unauthenticated,
+                reason: Reason::InvalidSession
+            }
+        );
+    }
+
+    #[test]
+    fn row6_validator_error_fails_closed() {
+        let errors = [
+            ValidatorError::Timeout,
+            ValidatorError::UnexpectedStatus(500),
+            ValidatorError::Redirect(302),
+            ValidatorError::UnsafeUser("control characters"),
+            ValidatorError::BodyTooLarge,
+            ValidatorError::Malformed("x".into()),
+            ValidatorError::Transport("refused".into()),
+        ];
+        for err in errors {
+            let situation = Situation::Checked(Verdict::Error(err.clone()));
+            assert_eq!(
+                deny_default(situation.clone()),
+                Decision::Deny {
+                    status: DenyStatus::Unavailable,
+                    reason: Reason::ValidatorError(err.kind())
+                }
+            );
+            assert_eq!(
+                decide(situation, OnValidatorError::GrpcError),
+                Decision::GrpcUnavailable {
+                    reason: Reason::ValidatorError(err.kind())
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn row7_malformed_is_400() {
+        assert_eq!(
+            deny_default(Situation::Malformed),
+            Decision::Deny {
+                status: DenyStatus::BadRequest,
+                reason: Reason::Malformed
+            }
+        );
+    }
+
+    #[test]
+    fn ambiguity_is_401() {
+        let decision = deny_default(Situation::Ambiguous(Ambiguity::CookieHeaderMismatch));
+        assert_eq!(
+            decision,
+            Decision::Deny {
+                status: DenyStatus::Unauthenticated,
+                reason: Reason::Ambiguous(Ambiguity::CookieHeaderMismatch)
+            }
+        );
+    }
+
+    #[test]
+    fn only_a_valid_verdict_or_disabled_auth_allows() {
+        let situations = [
+            Situation::Malformed,
+            Situation::NoCredential,
+            Situation::Ambiguous(Ambiguity::RepeatedHeader),
+            Situation::Checked(Verdict::Invalid),
+            Situation::Checked(Verdict::Error(ValidatorError::Timeout)),
+        ];
+        for situation in situations {
+            for mode in [OnValidatorError::Deny, OnValidatorError::GrpcError] {
+                assert!(!decide(situation.clone(), mode).is_allow(), "{situation:?}");
+            }
+        }
+    }
+}

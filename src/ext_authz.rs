@@ -1,0 +1,112 @@
+//! The `envoy.service.auth.v3.Authorization` service: thin glue from a `CheckRequest` through
+//! credential → validator → decision to a `CheckResponse`.
+
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::credential::{self, Lookup, Names};
+use crate::decision::{decide, Decision, OnValidatorError, Situation};
+use crate::response::check_response;
+use crate::validator::{Validator, TRACE_HEADERS};
+
+/// Answers Envoy's Check calls.
+#[derive(Debug)]
+pub struct CheckService {
+    auth_enabled: bool,
+    names: Names,
+    user_header: String,
+    on_error: OnValidatorError,
+    validator: Validator,
+}
+
+impl CheckService {
+    pub fn new(config: &Config, validator: Validator) -> Self {
+        Self {
+            auth_enabled: config.auth_enabled,
+            names: Names {
+                cookie: config.session_cookie.clone(),
+                header: config.session_header.clone(),
+            },
+            user_header: config.user_header.clone(),
+            on_error: config.on_validator_error,
+            validator,
+        }
+    }
+
+    /// Runs one check and returns the decision with the token's fingerprint, if one was found.
+    pub async fn decide(&self, request: &CheckRequest) -> (Decision, Option<String>) {
+        let http = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let Some(http) = http else {
+            return (decide(Situation::Malformed, self.on_error), None);
+        };
+        if !self.auth_enabled {
+            return (decide(Situation::AuthDisabled, self.on_error), None);
+        }
+        let (situation, fingerprint) = match credential::find(headers(http), &self.names) {
+            Lookup::Absent => (Situation::NoCredential, None),
+            Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None),
+            Lookup::Found(credential) => {
+                let trace = headers(http).filter(|(name, _)| {
+                    TRACE_HEADERS
+                        .iter()
+                        .any(|wanted| name.eq_ignore_ascii_case(wanted))
+                });
+                let verdict = self.validator.check(&credential, trace).await;
+                (Situation::Checked(verdict), Some(credential.fingerprint()))
+            }
+        };
+        (decide(situation, self.on_error), fingerprint)
+    }
+}
+
+/// Every request header as `(name, bytes)`: the `headers` map and, when Envoy sends
+/// `encode_raw_headers: true`, the `header_map` list.
+fn headers(http: &HttpRequest) -> impl Iterator<Item = (&str, &[u8])> {
+    let plain = http
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let raw = http.header_map.iter().flat_map(|map| {
+        map.headers.iter().map(|h| {
+            let value = if h.raw_value.is_empty() {
+                h.value.as_bytes()
+            } else {
+                h.raw_value.as_slice()
+            };
+            (h.key.as_str(), value)
+        })
+    });
+    plain.chain(raw)
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let (decision, fingerprint) = self.decide(request.get_ref()).await;
+        let user = match &decision {
+            Decision::Allow { user, .. } => user.as_deref(),
+            _ => None,
+        };
+        tracing::debug!(
+            outcome = if decision.is_allow() { "allow" } else { "deny" },
+            reason = decision.reason().as_str(),
+            user,
+            token = fingerprint.as_deref(),
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "check decided"
+        );
+        check_response(&decision, &self.user_header).map(Response::new)
+    }
+}

@@ -1,0 +1,19 @@
+//! session-authz: an Envoy external-authorization gRPC service for session cookies.
+//!
+//! Data flows one way: a `CheckRequest` ([`ext_authz`]) → the credential in its headers
+//! ([`credential`]) → the auth service's verdict ([`validator`], the only outbound I/O) → the
+//! decision ([`decision`], pure) → the `CheckResponse` ([`response`]). [`config`] and [`cli`]
+//! build the settings, [`app`] binds and serves, [`ops`] holds health, readiness and reflection.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod credential;
+pub mod decision;
+pub mod ext_authz;
+pub mod ops;
+pub mod response;
+pub mod telemetry;
+pub mod validator;

@@ -1,0 +1,75 @@
+//! The `session-authz` binary: flags → config → tracing → serve until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use figment::providers::Serialized;
+use session_authz::{app, cli::Cli, config::Config, telemetry};
+
+/// Exit code for an unusable configuration (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("session-authz: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(config.log_format);
+    match serve(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let figment = Config::figment(cli.config.as_deref(), Serialized::defaults(cli))?;
+    Ok(Config::from_figment(&figment)?)
+}
+
+#[tokio::main]
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    if !config.auth_enabled {
+        tracing::warn!(
+            "AUTH_ENABLED=false: EVERY REQUEST IS ALLOWED WITHOUT A SESSION; the identity header is only stripped"
+        );
+    }
+    let running = app::start(config).await?;
+    running.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,212 @@
+//! Turns a [`Decision`] into Envoy's `CheckResponse`, minding the two Envoy traps of design.md.
+
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderAppendAction, HttpStatusCode};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+
+use envoy_types::pb::google::protobuf::BoolValue;
+
+use crate::decision::{Decision, DenyStatus};
+
+/// Seconds a client is told to wait after a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// Maps a decision to what the Check RPC returns.
+///
+/// `Err` only for [`Decision::GrpcUnavailable`], which hands the outcome to Envoy's own
+/// `failure_mode_allow` / `status_on_error`.
+pub fn check_response(
+    decision: &Decision,
+    user_header: &str,
+) -> Result<CheckResponse, tonic::Status> {
+    match decision {
+        Decision::Allow { user, .. } => Ok(allow(user.as_deref(), user_header)),
+        Decision::Deny { status, .. } => Ok(deny(*status)),
+        Decision::GrpcUnavailable { .. } => {
+            Err(tonic::Status::unavailable("session validator unavailable"))
+        }
+    }
+}
+
+fn allow(user: Option<&str>, user_header: &str) -> CheckResponse {
+    let mut ok = OkHttpResponseBuilder::new();
+    match user {
+        Some(user) => {
+            ok.add_header(
+                user_header,
+                user,
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+        // No identity to assert: make sure a client-sent one never reaches upstream.
+        None => {
+            ok.remove_header(user_header);
+        }
+    }
+    let mut ok = ok.build();
+    // Older Envoys read the deprecated `append` and default it to true (append); setting it
+    // to false as well keeps "set, never append" whichever field the proxy honours.
+    #[allow(deprecated)]
+    for option in &mut ok.headers {
+        option.append = Some(BoolValue { value: false });
+    }
+    let mut response = CheckResponse::with_status(tonic::Status::ok(""));
+    response.set_http_response(ok);
+    response
+}
+
+fn deny(status: DenyStatus) -> CheckResponse {
+    let (grpc, http, error) = match status {
+        DenyStatus::BadRequest => (
+            tonic::Status::invalid_argument("malformed check request"),
+            HttpStatusCode::BadRequest,
+            "bad_request",
+        ),
+        DenyStatus::Unauthenticated => (
+            tonic::Status::unauthenticated("no valid session"),
+            HttpStatusCode::Unauthorized,
+            "unauthenticated",
+        ),
+        DenyStatus::Unavailable => (
+            tonic::Status::unavailable("session validator unavailable"),
+            HttpStatusCode::ServiceUnavailable,
+            "auth_unavailable",
+        ),
+    };
+    let mut denied = DeniedHttpResponseBuilder::new();
+    denied
+        .set_http_status(http)
+        .set_body(format!("{{\"error\":\"{error}\"}}"));
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    denied.add_header("content-type", "application/json", overwrite, false);
+    denied.add_header("cache-control", "no-store", overwrite, false);
+    if status == DenyStatus::Unavailable {
+        denied.add_header(
+            "retry-after",
+            RETRY_AFTER_SECS.to_string(),
+            overwrite,
+            false,
+        );
+    }
+    let mut response = CheckResponse::with_status(grpc);
+    response.set_http_response(denied);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::ext_authz::v3::pb::{HeaderValueOption, HttpResponse};
+
+    use super::*;
+    use crate::credential::Ambiguity;
+    use crate::decision::Reason;
+
+    const USER_HEADER: &str = "x-auth-user";
+
+    fn identity_header(option: &HeaderValueOption) -> Option<(&str, &str)> {
+        option
+            .header
+            .as_ref()
+            .map(|h| (h.key.as_str(), h.value.as_str()))
+    }
+
+    fn every_denial() -> Vec<Decision> {
+        let reasons = [
+            Reason::Malformed,
+            Reason::NoCredential,
+            Reason::Ambiguous(Ambiguity::ConflictingCookies),
+            Reason::InvalidSession,
+            Reason::ValidatorError("timeout"),
+        ];
+        let statuses = [
+            DenyStatus::BadRequest,
+            DenyStatus::Unauthenticated,
+            DenyStatus::Unavailable,
+        ];
+        reasons
+            .iter()
+            .flat_map(|&reason| {
+                statuses
+                    .iter()
+                    .map(move |&status| Decision::Deny { status, reason })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_denial_leaves_status_ok_or_unset() {
+        for decision in every_denial() {
+            let response = check_response(&decision, USER_HEADER).unwrap();
+            let code = response.status.as_ref().map(|s| s.code).unwrap_or(0);
+            assert_ne!(code, 0, "{decision:?} would be an allow in Envoy");
+            let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+                panic!("{decision:?} has no denied_response");
+            };
+            let http = denied.status.as_ref().map(|s| s.code).unwrap_or(0);
+            let expected = match decision {
+                Decision::Deny { status, .. } => i32::from(status.http_code()),
+                _ => unreachable!(),
+            };
+            assert_eq!(http, expected);
+            assert!(denied.body.starts_with("{\"error\":"), "{}", denied.body);
+            let headers: Vec<_> = denied.headers.iter().filter_map(identity_header).collect();
+            assert!(headers.contains(&("content-type", "application/json")));
+            assert_eq!(
+                headers.iter().any(|(k, _)| *k == "retry-after"),
+                expected == 503
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_error_mode_fails_the_rpc() {
+        let status = check_response(
+            &Decision::GrpcUnavailable {
+                reason: Reason::ValidatorError("timeout"),
+            },
+            USER_HEADER,
+        )
+        .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn allow_sets_identity_without_appending() {
+        let decision = Decision::Allow {
+            user: Some("alice".into()),
+            reason: Reason::ValidSession,
+        };
+        let response = check_response(&decision, USER_HEADER).unwrap();
+        assert_eq!(response.status.as_ref().map(|s| s.code), Some(0));
+        let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+            panic!("no ok_response");
+        };
+        assert_eq!(ok.headers.len(), 1);
+        let option = &ok.headers[0];
+        assert_eq!(identity_header(option), Some((USER_HEADER, "alice")));
+        #[allow(deprecated)]
+        let append = option.append;
+        assert_eq!(append, Some(BoolValue { value: false }));
+        assert_eq!(
+            option.append_action,
+            HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+        );
+        assert!(ok.headers_to_remove.is_empty());
+    }
+
+    #[test]
+    fn allow_without_user_removes_identity() {
+        let decision = Decision::Allow {
+            user: None,
+            reason: Reason::AuthDisabled,
+        };
+        let response = check_response(&decision, USER_HEADER).unwrap();
+        let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+            panic!("no ok_response");
+        };
+        assert!(ok.headers.is_empty());
+        assert_eq!(ok.headers_to_remove, vec![USER_HEADER.to_owned()]);
+    }
+}
