@@ -1,0 +1,379 @@
+//! Integration: the service in-process, a fake validator on loopback, a tonic client sending
+//! real CheckRequests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TIMEOUT: &str = "400ms";
+
+fn contract_answers() -> Vec<(&'static str, Answer)> {
+    let big_user = "u".repeat(10 * 1024);
+    vec![
+        (
+            "valid-alice",
+            Answer::json(200, r#"{"valid":true,"user":"alice"}"#),
+        ),
+        ("valid-nouser", Answer::json(200, r#"{"valid":true}"#)),
+        ("invalid-200", Answer::json(200, r#"{"valid":false}"#)),
+        ("invalid-401", Answer::json(401, r#"{"valid":false}"#)),
+        (
+            "valid-but-401",
+            Answer::json(401, r#"{"valid":true,"user":"mallory"}"#),
+        ),
+        (
+            "valid-but-403",
+            Answer::json(403, r#"{"valid":true,"user":"mallory"}"#),
+        ),
+        (
+            "status-404",
+            Answer::json(404, r#"{"valid":true,"user":"alice"}"#),
+        ),
+        (
+            "status-429",
+            Answer::json(429, r#"{"valid":true,"user":"alice"}"#),
+        ),
+        (
+            "status-500",
+            Answer::json(500, r#"{"valid":true,"user":"alice"}"#),
+        ),
+        (
+            "html-200",
+            Answer::raw(200, "text/html", "<html>welcome</html>"),
+        ),
+        ("empty-204", Answer::raw(204, "application/json", "")),
+        (
+            "valid-string",
+            Answer::json(200, r#"{"valid":"true","user":"alice"}"#),
+        ),
+        (
+            "valid-number",
+            Answer::json(200, r#"{"valid":1,"user":"alice"}"#),
+        ),
+        (
+            "valid-null",
+            Answer::json(200, r#"{"valid":null,"user":"alice"}"#),
+        ),
+        ("valid-missing", Answer::json(200, r#"{"user":"alice"}"#)),
+        (
+            "user-crlf",
+            Answer::json(200, r#"{"valid":true,"user":"alice\r\nx-admin: 1"}"#),
+        ),
+        (
+            "user-nul",
+            Answer::json(200, r#"{"valid":true,"user":"al\u0000ice"}"#),
+        ),
+        (
+            "user-10k",
+            Answer::json(200, &format!(r#"{{"valid":true,"user":"{big_user}"}}"#)),
+        ),
+        (
+            "user-number",
+            Answer::json(200, r#"{"valid":true,"user":7}"#),
+        ),
+        (
+            "redirect",
+            Answer::raw(302, "text/plain", "").header("location", "/session/validate?followed=1"),
+        ),
+        (
+            "huge-body",
+            Answer::raw(
+                200,
+                "application/json",
+                format!(
+                    r#"{{"valid":true,"user":"alice","pad":"{}"}}"#,
+                    "x".repeat(100 * 1024)
+                ),
+            ),
+        ),
+        (
+            "slow",
+            Answer::json(200, r#"{"valid":true,"user":"alice"}"#).delayed(Duration::from_secs(3)),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_validator_answer_maps_as_the_contract_says() {
+    let validator = FakeValidator::start(contract_answers()).await;
+    let running = start_service(&[
+        ("aimenu_url", &validator.url()),
+        ("validator_timeout", TIMEOUT),
+    ])
+    .await;
+    let mut client = client(&running).await;
+
+    let expectations = [
+        ("valid-alice", allow_as("alice")),
+        ("valid-nouser", allow_anonymous()),
+        ("invalid-200", deny_401()),
+        ("invalid-401", deny_401()),
+        ("valid-but-401", deny_401()),
+        ("valid-but-403", deny_401()),
+        ("unknown-token", deny_401()),
+        ("status-404", deny_503()),
+        ("status-429", deny_503()),
+        ("status-500", deny_503()),
+        ("html-200", deny_503()),
+        ("empty-204", deny_503()),
+        ("valid-string", deny_503()),
+        ("valid-number", deny_503()),
+        ("valid-null", deny_503()),
+        ("valid-missing", deny_503()),
+        ("user-crlf", deny_503()),
+        ("user-nul", deny_503()),
+        ("user-10k", deny_503()),
+        ("user-number", deny_503()),
+        ("redirect", deny_503()),
+        ("huge-body", deny_503()),
+    ];
+    for (token, expected) in expectations {
+        let cookie = format!("session={token}");
+        let response = client
+            .check(check_request(&[("cookie", &cookie)]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(outcome(&response), expected, "token {token}");
+    }
+    // The redirect was not followed.
+    assert!(validator
+        .seen()
+        .iter()
+        .all(|s| s.path == "/session/validate"));
+
+    let started = Instant::now();
+    let response = client
+        .check(check_request(&[("cookie", "session=slow")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), deny_503());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "timeout not honoured"
+    );
+
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_connection_is_503() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let running = start_service(&[("aimenu_url", &url)]).await;
+    let mut client = client(&running).await;
+    let response = client
+        .check(check_request(&[("cookie", "session=anything")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), deny_503());
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn grpc_error_mode_leaves_it_to_envoy() {
+    let validator = FakeValidator::start(vec![("broken", Answer::json(500, "{}"))]).await;
+    let running = start_service(&[
+        ("aimenu_url", &validator.url()),
+        ("on_validator_error", "grpc-error"),
+    ])
+    .await;
+    let mut client = client(&running).await;
+    let status = client
+        .check(check_request(&[("cookie", "session=broken")]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    // Other rows are unchanged by the mode.
+    let response = client
+        .check(check_request(&[("cookie", "session=nobody")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), deny_401());
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rows_that_never_call_the_validator() {
+    let validator = FakeValidator::start(vec![]).await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let mut client = client(&running).await;
+
+    for headers in [
+        vec![],
+        vec![("cookie", "other=1; Session=T")],
+        vec![("cookie", "session=")],
+        vec![("cookie", "session=a; session=b")],
+        vec![("cookie", "session=a"), ("x-session-token", "b")],
+        vec![("x-session-token", "a,b")],
+    ] {
+        let response = client
+            .check(check_request(&headers))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(outcome(&response), deny_401(), "{headers:?}");
+    }
+
+    let malformed = envoy_types::ext_authz::v3::pb::CheckRequest::default();
+    let response = client.check(malformed).await.unwrap().into_inner();
+    assert_eq!(
+        outcome(&response),
+        Outcome::Deny {
+            grpc: tonic::Code::InvalidArgument as i32,
+            http: 400,
+            body: r#"{"error":"bad_request"}"#.to_owned()
+        }
+    );
+    assert_eq!(validator.calls(), 0);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn auth_disabled_allows_and_strips_identity() {
+    let validator = FakeValidator::start(vec![]).await;
+    let running =
+        start_service(&[("aimenu_url", &validator.url()), ("auth_enabled", "false")]).await;
+    let mut client = client(&running).await;
+    let response = client
+        .check(check_request(&[("x-auth-user", "admin")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), allow_anonymous());
+    assert_eq!(validator.calls(), 0);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn validator_sees_only_the_credential_as_sent() {
+    let valid = Answer::json(200, r#"{"valid":true,"user":"alice"}"#);
+    let validator = FakeValidator::start(vec![("tok-1", valid)]).await;
+    let prefixed = format!("{}/internal/", validator.url());
+    let running = start_service(&[("aimenu_url", &prefixed)]).await;
+    let mut client = client(&running).await;
+
+    let response = client
+        .check(check_request(&[
+            ("cookie", "theme=dark; session=tok-1; csrf=secret"),
+            ("authorization", "Bearer other"),
+            ("x-request-id", "req-42"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), allow_as("alice"));
+
+    let response = client
+        .check(check_request(&[("x-session-token", "tok-1")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), allow_as("alice"));
+
+    let seen = validator.seen();
+    assert_eq!(seen.len(), 2);
+    let by_cookie = &seen[0].headers;
+    assert_eq!(seen[0].path, "/internal/session/validate");
+    assert_eq!(by_cookie.get("cookie").unwrap(), "session=tok-1");
+    assert_eq!(by_cookie.get_all("cookie").iter().count(), 1);
+    assert!(by_cookie.get("authorization").is_none());
+    assert!(by_cookie.get("x-session-token").is_none());
+    assert_eq!(by_cookie.get("x-request-id").unwrap(), "req-42");
+    assert!(by_cookie.get("traceparent").is_some());
+
+    let by_header = &seen[1].headers;
+    assert_eq!(by_header.get("x-session-token").unwrap(), "tok-1");
+    assert!(by_header.get("cookie").is_none());
+    assert!(by_header.get("x-request-id").is_none());
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn raw_header_map_is_read() {
+    let valid = Answer::json(200, r#"{"valid":true,"user":"bob"}"#);
+    let validator = FakeValidator::start(vec![("raw-tok", valid)]).await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let mut client = client(&running).await;
+
+    let response = client
+        .check(raw_check_request(&[("cookie", b"a=1; session=raw-tok")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), allow_as("bob"));
+
+    // Repeated raw header entries are ambiguous, as Envoy's comma-joined form would be.
+    let response = client
+        .check(raw_check_request(&[
+            ("x-session-token", b"raw-tok"),
+            ("x-session-token", b"other"),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), deny_401());
+
+    // Non-UTF-8 bytes in another cookie do not hide the session.
+    let response = client
+        .check(raw_check_request(&[(
+            "cookie",
+            b"junk=\xff\xfe; session=raw-tok",
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), allow_as("bob"));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_tokens_each_get_their_own_user() {
+    let delay = Duration::from_millis(50);
+    let validator = FakeValidator::start(vec![
+        (
+            "tok-bob",
+            Answer::json(200, r#"{"valid":true,"user":"bob"}"#).delayed(delay),
+        ),
+        (
+            "tok-carol",
+            Answer::json(200, r#"{"valid":true,"user":"carol"}"#).delayed(delay),
+        ),
+    ])
+    .await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let client = client(&running).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (token, user) = if i % 2 == 0 {
+            ("tok-bob", "bob")
+        } else {
+            ("tok-carol", "carol")
+        };
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let cookie = format!("session={token}");
+            let response = client
+                .check(check_request(&[("cookie", &cookie)]))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(outcome(&response), allow_as(user), "{token}");
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    running.shutdown().await.unwrap();
+}
