@@ -430,6 +430,7 @@ pub fn flags_from_pairs(
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the error type
 mod tests {
     use super::*;
     use figment::Jail;

@@ -1,6 +1,8 @@
 //! Integration: the service in-process, a fake validator on loopback, a tonic client sending
 //! real CheckRequests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Test harness: a scriptable fake validator on loopback, the service in-process on port 0,
 //! and CheckRequest builders.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -292,5 +292,380 @@ pub fn deny_503() -> Outcome {
         grpc: tonic::Code::Unavailable as i32,
         http: 503,
         body: r#"{"error":"auth_unavailable"}"#.to_owned(),
+    }
+}
+
+/// The `session-authz` binary started as a child process on loopback port 0.
+pub struct ServiceProcess {
+    pub child: std::process::Child,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts the binary with JSON logs and waits for its "ready" line.
+    pub fn spawn(env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_session-authz"));
+        command
+            .env_clear()
+            .env("SESSION_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
+            .env("SESSION_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
+            .env("SESSION_AUTHZ_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start session-authz");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let lines = lines.clone();
+            move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if line.contains("session-authz ready") {
+                        let _ = ready_tx.send(line.clone());
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            }
+        });
+        let ready = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("session-authz never got ready: {:?}", lines.lock().unwrap());
+            }
+        };
+        let fields: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        let addr = |key: &str| fields[key].as_str().unwrap().parse().unwrap();
+        Self {
+            grpc_addr: addr("grpc_addr"),
+            http_addr: addr("http_addr"),
+            child,
+            lines,
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A fake app behind Envoy: answers 200 with the path and every header it received, as JSON.
+pub struct FakeDashboard {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<Vec<String>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl FakeDashboard {
+    pub async fn start() -> Self {
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = axum::Router::new().fallback({
+            let hits = hits.clone();
+            move |request: Request<Body>| {
+                let hits = hits.clone();
+                async move {
+                    let path = request.uri().to_string();
+                    hits.lock().unwrap().push(path.clone());
+                    let headers: Vec<(String, String)> = request
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect();
+                    axum::Json(serde_json::json!({ "path": path, "headers": headers }))
+                }
+            }
+        });
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            hits,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeDashboard {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A response read off a raw HTTP/1.1 connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The values of `name` the dashboard received (its JSON echo).
+    pub fn upstream_saw(&self, name: &str) -> Vec<String> {
+        let echo: serde_json::Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("not a dashboard echo: {}", self.body));
+        echo["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
+            .map(|pair| pair[1].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Sends `GET {target}` with exactly these header lines (no normalisation of the target) and
+/// reads the whole response.
+pub async fn raw_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut request = format!("GET {target} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str("Host: dashboard.local\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        request.push_str("Connection: close\r\n");
+    }
+    request.push_str("\r\n");
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut bytes))
+        .await
+        .expect("response within 15 s")
+        .unwrap();
+
+    let mut parsed_headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut parsed_headers);
+    let head_len = match response.parse(&bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        other => panic!(
+            "bad response to {target}: {other:?}: {}",
+            String::from_utf8_lossy(&bytes)
+        ),
+    };
+    RawResponse {
+        status: response.code.unwrap(),
+        headers: response
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&bytes[head_len..]).into_owned(),
+    }
+}
+
+/// Path of a pinned tool installed by scripts/install-tools.sh; missing is a failure, not a skip.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{name} not found at {}: run scripts/install-tools.sh (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// Real Envoy running the shipped `envoy/envoy.yaml`, with only its ports substituted.
+pub struct EnvoyProcess {
+    child: std::process::Child,
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl EnvoyProcess {
+    /// `authz` and `app` replace the sample's 9001 and 8000; listener and admin get port 0.
+    pub async fn start(authz: SocketAddr, app: SocketAddr) -> Self {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml");
+        let mut yaml = std::fs::read_to_string(shipped).unwrap();
+        for (from, to) in [
+            (8080, 0),
+            (9901, 0),
+            (9001, authz.port()),
+            (8000, app.port()),
+        ] {
+            let needle = format!("port_value: {from} ");
+            assert_eq!(
+                yaml.matches(&needle).count(),
+                1,
+                "envoy.yaml should hold {needle:?} once"
+            );
+            yaml = yaml.replace(&needle, &format!("port_value: {to} "));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("envoy.yaml");
+        let admin_file = dir.path().join("admin-address");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+
+        let child = std::process::Command::new(tool("envoy"))
+            .arg("-c")
+            .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut envoy = Self {
+            child,
+            listener: "127.0.0.1:1".parse().unwrap(),
+            admin: "127.0.0.1:1".parse().unwrap(),
+            _dir: dir,
+        };
+        envoy.admin = eventually(Duration::from_secs(30), || async {
+            std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        })
+        .await
+        .expect("Envoy wrote its admin address");
+        let admin = envoy.admin;
+        eventually(Duration::from_secs(30), || async move {
+            let ready = reqwest::get(format!("http://{admin}/ready")).await.ok()?;
+            (ready.status() == 200).then_some(())
+        })
+        .await
+        .expect("Envoy ready");
+        let listeners: serde_json::Value = serde_json::from_str(
+            &reqwest::get(format!("http://{admin}/listeners?format=json"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]
+            ["port_value"]
+            .as_u64()
+            .unwrap();
+        envoy.listener = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap()));
+        envoy
+    }
+
+    /// The health flags Envoy's admin `/clusters` shows for the session_authz host.
+    pub async fn authz_health(&self) -> String {
+        let clusters = reqwest::get(format!("http://{}/clusters", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        clusters
+            .lines()
+            .find(|l| l.starts_with("session_authz::") && l.contains("::health_flags::"))
+            .map(|l| l.rsplit("::").next().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for EnvoyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `probe` until it yields a value or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

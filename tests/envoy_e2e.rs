@@ -1,0 +1,313 @@
+//! End to end: real Envoy 1.40 running the shipped `envoy/envoy.yaml` (ports substituted),
+//! the real session-authz binary, a fake validator and a fake dashboard that echoes headers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+
+struct Stack {
+    validator: FakeValidator,
+    dashboard: FakeDashboard,
+    authz: ServiceProcess,
+    envoy: EnvoyProcess,
+}
+
+impl Stack {
+    async fn start(authz_env: &[(&str, &str)]) -> Self {
+        let validator = FakeValidator::start(vec![
+            (
+                "user1-token",
+                Answer::json(200, r#"{"valid":true,"user":"user1"}"#),
+            ),
+            (
+                "user2-token",
+                Answer::json(200, r#"{"valid":true,"user":"user2"}"#),
+            ),
+            ("nouser-token", Answer::json(200, r#"{"valid":true}"#)),
+            (
+                "broken-token",
+                Answer::json(500, r#"{"valid":true,"user":"user1"}"#),
+            ),
+        ])
+        .await;
+        let dashboard = FakeDashboard::start().await;
+        let url = validator.url();
+        let mut env = vec![("AIMENU_URL", url.as_str())];
+        env.extend_from_slice(authz_env);
+        let authz = ServiceProcess::spawn(&env);
+        let envoy = EnvoyProcess::start(authz.grpc_addr, dashboard.addr).await;
+        Self {
+            validator,
+            dashboard,
+            authz,
+            envoy,
+        }
+    }
+
+    async fn get(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+        raw_get(self.envoy.listener, target, headers).await
+    }
+}
+
+fn assert_json_deny(response: &RawResponse, status: u16, error: &str) {
+    assert_eq!(response.status, status, "{response:?}");
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.body, format!("{{\"error\":\"{error}\"}}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decision_table_rows_seen_by_the_client() {
+    let stack = Stack::start(&[]).await;
+
+    // Row 2: no credential.
+    let response = stack.get("/admin", &[]).await;
+    assert_json_deny(&response, 401, "unauthenticated");
+
+    // Row 3: valid with a user, by cookie and by header.
+    let response = stack
+        .get("/admin", &[("Cookie", "theme=dark; session=user1-token")])
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user1"]);
+    let response = stack
+        .get("/api/admin/stats", &[("X-Session-Token", "user2-token")])
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user2"]);
+
+    // Row 4: valid without a user; a client-sent identity is removed.
+    let response = stack
+        .get(
+            "/admin",
+            &[("Cookie", "session=nouser-token"), ("x-auth-user", "root")],
+        )
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.upstream_saw("x-auth-user").is_empty());
+
+    // Row 5: not valid.
+    let response = stack.get("/admin", &[("Cookie", "session=stolen")]).await;
+    assert_json_deny(&response, 401, "unauthenticated");
+
+    // Row 6: validator error fails closed, with retry-after.
+    let response = stack
+        .get("/admin", &[("Cookie", "session=broken-token")])
+        .await;
+    assert_json_deny(&response, 503, "auth_unavailable");
+    assert!(response.header("retry-after").is_some());
+
+    // Ambiguity: cookie and header disagree.
+    let response = stack
+        .get(
+            "/admin",
+            &[
+                ("Cookie", "session=user1-token"),
+                ("X-Session-Token", "user2-token"),
+            ],
+        )
+        .await;
+    assert_json_deny(&response, 401, "unauthenticated");
+
+    // Only the allowed requests reached the dashboard.
+    assert_eq!(
+        stack.dashboard.hits().len(),
+        3,
+        "{:?}",
+        stack.dashboard.hits()
+    );
+    // Envoy passed only the credential headers; the validator saw only the session cookie.
+    let seen = stack.validator.seen();
+    assert_eq!(
+        seen[0].headers.get("cookie").unwrap(),
+        "session=user1-token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row1_auth_disabled_allows_without_identity() {
+    let stack = Stack::start(&[("AUTH_ENABLED", "false")]).await;
+    let response = stack.get("/admin", &[("x-auth-user", "root")]).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.upstream_saw("x-auth-user").is_empty());
+    assert_eq!(stack.validator.calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_cannot_be_spoofed() {
+    let stack = Stack::start(&[]).await;
+    let session = ("Cookie", "session=user1-token");
+    for forged in [
+        vec![("x-auth-user", "root")],
+        vec![("x-auth-user", "root"), ("x-auth-user", "admin")],
+        vec![("X-AUTH-USER", "root"), ("X-Auth-User", "admin")],
+    ] {
+        let mut headers = vec![session];
+        headers.extend(forged.iter().copied());
+        let response = stack.get("/admin", &headers).await;
+        assert_eq!(response.status, 200, "{forged:?}: {response:?}");
+        assert_eq!(
+            response.upstream_saw("x-auth-user"),
+            ["user1"],
+            "{forged:?}"
+        );
+    }
+
+    // An underscore spelling is rejected outright, never passed on.
+    let hits = stack.dashboard.hits().len();
+    let response = stack
+        .get("/admin", &[session, ("x_auth_user", "root")])
+        .await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(stack.dashboard.hits().len(), hits);
+
+    // Naming the header as hop-by-hop does not make Envoy drop the identity it set.
+    let response = stack
+        .get("/admin", &[session, ("Connection", "close, x-auth-user")])
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user1"]);
+
+    // Public paths: no session needed, and a forged identity never arrives.
+    for target in ["/", "/public/page", "/adm"] {
+        let response = stack
+            .get(target, &[("x-auth-user", "root"), ("X-Auth-User", "admin")])
+            .await;
+        assert_eq!(response.status, 200, "{target}: {response:?}");
+        assert!(response.upstream_saw("x-auth-user").is_empty(), "{target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_path_spelling_reaches_the_dashboard_without_a_session() {
+    let stack = Stack::start(&[]).await;
+    let bypasses: &[(&str, &[(&str, &str)])] = &[
+        ("/admin", &[]),
+        ("//admin", &[]),
+        ("/ADMIN", &[]),
+        ("/Admin/", &[]),
+        ("/admin%2F..", &[]),
+        ("/admin%2f..", &[]),
+        ("/public/../admin", &[]),
+        ("/public/%2E%2E/admin", &[]),
+        ("/%61dmin", &[]),
+        ("/admin;x=1", &[]),
+        ("/admin?x=/healthz", &[]),
+        ("/admin#/public", &[]),
+        ("/api/admin/..%2F", &[]),
+        ("/API/Admin/users", &[]),
+        ("/./admin", &[]),
+        ("/admin/", &[("Host", "evil.example")]),
+        ("/admin", &[("Host", "")]),
+    ];
+    for (target, headers) in bypasses {
+        let response = stack.get(target, headers).await;
+        assert_ne!(response.status, 200, "{target} {headers:?}: {response:?}");
+        assert!(
+            [400, 401, 404].contains(&response.status),
+            "{target}: unexpected {response:?}"
+        );
+    }
+    assert!(
+        stack.dashboard.hits().is_empty(),
+        "reached the dashboard: {:?}",
+        stack.dashboard.hits()
+    );
+
+    // The same spellings with a session are checked (not merely blocked) and land on /admin.
+    for target in ["//admin", "/ADMIN", "/public/../admin", "/%61dmin"] {
+        let response = stack
+            .get(target, &[("Cookie", "session=user1-token")])
+            .await;
+        assert_eq!(response.status, 200, "{target}: {response:?}");
+        assert_eq!(response.upstream_saw("x-auth-user"), ["user1"], "{target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_health_checks_session_authz_and_fails_closed_without_it() {
+    let mut stack = Stack::start(&[]).await;
+    let health = eventually(Duration::from_secs(15), || async {
+        let flags = stack.envoy.authz_health().await;
+        (flags == "healthy").then_some(flags)
+    })
+    .await;
+    assert_eq!(health.as_deref(), Some("healthy"));
+
+    let grpc_addr = stack.authz.grpc_addr;
+    kill(stack.authz.pid(), Signal::SIGKILL).unwrap();
+    stack
+        .authz
+        .wait_exit(Duration::from_secs(5))
+        .expect("killed");
+
+    for _ in 0..10 {
+        let response = stack
+            .get("/admin", &[("Cookie", "session=user1-token")])
+            .await;
+        assert_eq!(response.status, 503, "{response:?}");
+    }
+    let unhealthy = eventually(Duration::from_secs(15), || async {
+        let flags = stack.envoy.authz_health().await;
+        flags.contains("failed_active_hc").then_some(flags)
+    })
+    .await;
+    assert!(
+        unhealthy.is_some(),
+        "Envoy never marked session-authz unhealthy: {:?}",
+        stack.envoy.authz_health().await
+    );
+
+    let url = stack.validator.url();
+    let addr = grpc_addr.to_string();
+    stack.authz = ServiceProcess::spawn(&[
+        ("AIMENU_URL", url.as_str()),
+        ("SESSION_AUTHZ_GRPC_ADDR", addr.as_str()),
+    ]);
+    let recovered = eventually(Duration::from_secs(20), || async {
+        let response = stack
+            .get("/admin", &[("Cookie", "session=user1-token")])
+            .await;
+        (response.status == 200).then_some(response)
+    })
+    .await
+    .expect("admin paths recover once session-authz is back");
+    assert_eq!(recovered.upstream_saw("x-auth-user"), ["user1"]);
+    let healthy = eventually(Duration::from_secs(15), || async {
+        (stack.envoy.authz_health().await == "healthy").then_some(())
+    })
+    .await;
+    assert!(healthy.is_some());
+}
+
+#[test]
+fn every_envoy_yaml_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            continue;
+        }
+        let out = std::process::Command::new(tool("envoy"))
+            .args(["--mode", "validate", "-l", "error", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no Envoy config under envoy/");
+}

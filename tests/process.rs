@@ -1,0 +1,203 @@
+//! The binary as a process: draining on SIGTERM, health during the drain, no token in any log
+//! line, and config errors at start-up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_checks_and_logs_no_token() {
+    let validator = FakeValidator::start(vec![
+        (
+            "slow-token-1f2e3d",
+            Answer::json(200, r#"{"valid":true,"user":"alice"}"#)
+                .delayed(Duration::from_millis(1500)),
+        ),
+        ("fast-token-9a8b7c", Answer::json(500, "{}")),
+    ])
+    .await;
+    let url = validator.url();
+    let mut service = ServiceProcess::spawn(&[
+        ("AIMENU_URL", url.as_str()),
+        ("RUST_LOG", "trace"),
+        ("SESSION_AUTHZ_SHUTDOWN_GRACE", "10s"),
+    ]);
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{}", service.grpc_addr),
+    )
+    .await
+    .unwrap();
+
+    // A few decisions of every kind, with secrets in every place a token can be.
+    for headers in [
+        vec![(
+            "cookie",
+            "csrf=cookie-secret-5e6f; session=fast-token-9a8b7c",
+        )],
+        vec![("x-session-token", "header-token-4c4c4c")],
+        vec![
+            ("cookie", "session=mismatch-token-7d7d; x=1"),
+            ("x-session-token", "other-token-8e8e"),
+        ],
+    ] {
+        client.check(check_request(&headers)).await.unwrap();
+    }
+
+    let in_flight = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .check(check_request(&[("cookie", "session=slow-token-1f2e3d")]))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(service.pid(), Signal::SIGTERM).unwrap();
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight Check answered")
+        .into_inner();
+    assert_eq!(outcome(&response), allow_as("alice"));
+    let status = service
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after draining");
+    assert!(status.success(), "{status:?}");
+
+    let logs = service.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("check decided")),
+        "no decision lines"
+    );
+    assert!(logs.iter().any(|l| l.contains("draining")));
+    for secret in [
+        "slow-token-1f2e3d",
+        "fast-token-9a8b7c",
+        "cookie-secret-5e6f",
+        "header-token-4c4c4c",
+        "mismatch-token-7d7d",
+        "other-token-8e8e",
+    ] {
+        let leaks: Vec<_> = logs.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} logged: {leaks:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_when_draining() {
+    let validator = FakeValidator::start(vec![]).await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "envoy.service.auth.v3.Authorization"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let ready = reqwest::get(format!("http://{}/readyz", running.http_addr()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let alive = reqwest::get(format!("http://{}/healthz", running.http_addr()))
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), 200);
+
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let shutdown = tokio::spawn(running.shutdown());
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    shutdown.await.unwrap().unwrap();
+}
+
+#[test]
+fn bad_config_exits_non_zero_with_one_line_naming_the_key() {
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_session-authz"));
+        command.env_clear().args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+
+    let out = run(&[("AUTH_ENABLED", "flase")], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("auth_enabled") && stderr.contains("flase"),
+        "{stderr}"
+    );
+
+    let out = run(&[], &["--validator-timeout", "soon"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("validator_timeout") && stderr.contains("--validator-timeout"),
+        "{stderr}"
+    );
+
+    let out = run(&[("SESSION_AUTHZ_CONFIG", "/nonexistent/authz.toml")], &[]);
+    assert!(!out.status.success());
+
+    let out = run(
+        &[("AIMENU_URL", "http://svc:pa55word@auth:5000")],
+        &["--check-config", "--auth-enabled", "no"],
+    );
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("auth_enabled = false"), "{stdout}");
+    assert!(!stdout.contains("pa55word"), "{stdout}");
+
+    let help = run(&[], &["--help"]);
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--auth-enabled",
+        "--aimenu-url",
+        "--grpc-addr",
+        "--http-addr",
+        "--session-cookie",
+        "--session-header",
+        "--user-header",
+        "--validator-timeout",
+        "--on-validator-error",
+        "--log-format",
+        "--shutdown-grace",
+        "--config",
+        "--check-config",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
