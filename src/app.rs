@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -10,9 +11,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::cache::DecisionCache;
 use crate::config::Config;
-use crate::ext_authz::CheckService;
-use crate::ops::{self, Readiness};
+use crate::ext_authz::{CheckService, Parts};
+use crate::metrics::Metrics;
+use crate::ops::{self, OpsState, Readiness, ValidatorHealth};
 use crate::validator::{self, Validator};
 
 /// Why the service could not start or stopped badly.
@@ -55,17 +58,31 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         timeout: config.validator_timeout,
         cookie_name: config.session_cookie.clone(),
         header_name: config.session_header.clone(),
+        max_concurrency: config.validator_max_concurrency,
+        max_queue: config.validator_max_queue,
     })?;
+    let parts = Parts {
+        validator,
+        cache: DecisionCache::new(config.cache),
+        metrics: Arc::new(Metrics::new(config.auth_enabled)),
+        validator_health: Arc::new(ValidatorHealth::default()),
+    };
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
     let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
     let http_addr = local_addr(&http_listener, config.http_addr)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(health_reporter);
+    let readiness = Readiness::new(health_reporter, parts.validator_health.subscribe());
     readiness.set(false).await;
+    tokio::spawn(readiness.clone().follow_validator());
     let (reflection_v1, reflection_v1alpha) = ops::reflection_services()?;
-    let check = AuthorizationServer::new(CheckService::new(config, validator));
+    let ops_state = OpsState {
+        readiness: readiness.clone(),
+        metrics: parts.metrics.clone(),
+        cache: parts.cache.clone(),
+    };
+    let check = AuthorizationServer::new(CheckService::new(config, parts));
     let (stop, stopped) = watch::channel(false);
 
     let grpc = tonic::transport::Server::builder()
@@ -78,7 +95,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             TcpListenerStream::new(grpc_listener),
             stop_requested(stopped.clone()),
         );
-    let http = axum::serve(http_listener, ops::http_router(readiness.clone()))
+    let http = axum::serve(http_listener, ops::http_router(ops_state))
         .with_graceful_shutdown(stop_requested(stopped));
     let servers = tokio::spawn(async move {
         tokio::try_join!(async { grpc.await.map_err(AppError::from) }, async {

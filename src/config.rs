@@ -27,6 +27,12 @@ const PREFIXED_KEYS: &[&str] = &[
     "on_validator_error",
     "log_format",
     "shutdown_grace",
+    "cache_ttl",
+    "cache_negative_ttl",
+    "cache_max_entries",
+    "stale_if_error",
+    "validator_max_concurrency",
+    "validator_max_queue",
 ];
 const SEED_KEYS: &[&str] = &["auth_enabled", "aimenu_url"];
 pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";
@@ -54,6 +60,9 @@ pub struct Config {
     pub on_validator_error: OnValidatorError,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    pub cache: crate::cache::Settings,
+    pub validator_max_concurrency: usize,
+    pub validator_max_queue: usize,
 }
 
 impl Default for Config {
@@ -70,6 +79,9 @@ impl Default for Config {
             on_validator_error: OnValidatorError::Deny,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
+            cache: crate::cache::Settings::default(),
+            validator_max_concurrency: 256,
+            validator_max_queue: 1024,
         }
     }
 }
@@ -105,6 +117,12 @@ struct Raw {
     on_validator_error: Option<Value>,
     log_format: Option<Value>,
     shutdown_grace: Option<Value>,
+    cache_ttl: Option<Value>,
+    cache_negative_ttl: Option<Value>,
+    cache_max_entries: Option<Value>,
+    stale_if_error: Option<Value>,
+    validator_max_concurrency: Option<Value>,
+    validator_max_queue: Option<Value>,
 }
 
 impl Config {
@@ -187,6 +205,39 @@ impl Config {
                 defaults.shutdown_grace,
                 parse_duration,
             )?,
+            cache: crate::cache::Settings {
+                ttl: field.parse("cache_ttl", raw.cache_ttl, defaults.cache.ttl, parse_ttl)?,
+                negative_ttl: field.parse(
+                    "cache_negative_ttl",
+                    raw.cache_negative_ttl,
+                    defaults.cache.negative_ttl,
+                    parse_ttl,
+                )?,
+                max_entries: field.parse(
+                    "cache_max_entries",
+                    raw.cache_max_entries,
+                    defaults.cache.max_entries,
+                    parse_count,
+                )?,
+                stale_if_error: field.parse(
+                    "stale_if_error",
+                    raw.stale_if_error,
+                    defaults.cache.stale_if_error,
+                    parse_ttl,
+                )?,
+            },
+            validator_max_concurrency: field.parse(
+                "validator_max_concurrency",
+                raw.validator_max_concurrency,
+                defaults.validator_max_concurrency,
+                parse_count,
+            )?,
+            validator_max_queue: field.parse(
+                "validator_max_queue",
+                raw.validator_max_queue,
+                defaults.validator_max_queue,
+                parse_count,
+            )?,
         })
     }
 
@@ -205,7 +256,14 @@ impl Config {
             on_validator_error: OnValidatorError,
             log_format: LogFormat,
             shutdown_grace: String,
+            cache_ttl: String,
+            cache_negative_ttl: String,
+            cache_max_entries: u64,
+            stale_if_error: String,
+            validator_max_concurrency: usize,
+            validator_max_queue: usize,
         }
+        let duration = |d: Duration| humantime::format_duration(d).to_string();
         let shown = Shown {
             auth_enabled: self.auth_enabled,
             aimenu_url: redact_url(&self.aimenu_url),
@@ -214,10 +272,16 @@ impl Config {
             session_cookie: &self.session_cookie,
             session_header: &self.session_header,
             user_header: &self.user_header,
-            validator_timeout: humantime::format_duration(self.validator_timeout).to_string(),
+            validator_timeout: duration(self.validator_timeout),
             on_validator_error: self.on_validator_error,
             log_format: self.log_format,
-            shutdown_grace: humantime::format_duration(self.shutdown_grace).to_string(),
+            shutdown_grace: duration(self.shutdown_grace),
+            cache_ttl: duration(self.cache.ttl),
+            cache_negative_ttl: duration(self.cache.negative_ttl),
+            cache_max_entries: self.cache.max_entries,
+            stale_if_error: duration(self.cache.stale_if_error),
+            validator_max_concurrency: self.validator_max_concurrency,
+            validator_max_queue: self.validator_max_queue,
         };
         toml::to_string(&shown).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
     }
@@ -237,6 +301,9 @@ impl fmt::Debug for Config {
             .field("on_validator_error", &self.on_validator_error)
             .field("log_format", &self.log_format)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("cache", &self.cache)
+            .field("validator_max_concurrency", &self.validator_max_concurrency)
+            .field("validator_max_queue", &self.validator_max_queue)
             .finish()
     }
 }
@@ -372,6 +439,26 @@ fn parse_duration(value: &Value) -> Result<Duration, &'static str> {
         return Err("expected a duration above zero");
     }
     Ok(duration)
+}
+
+/// A duration where `0` (or `off`) means "none".
+fn parse_ttl(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration with a unit, like 10s, or 0 to turn it off";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    match text.trim() {
+        "0" | "off" => Ok(Duration::ZERO),
+        other => humantime::parse_duration(other).map_err(|_| EXPECTED),
+    }
+}
+
+fn parse_count<T: TryFrom<u64>>(value: &Value) -> Result<T, &'static str> {
+    const EXPECTED: &str = "expected a whole number above zero";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let n: u64 = text.trim().parse().map_err(|_| EXPECTED)?;
+    if n == 0 {
+        return Err(EXPECTED);
+    }
+    T::try_from(n).map_err(|_| EXPECTED)
 }
 
 fn parse_header_name(value: &Value) -> Result<String, &'static str> {

@@ -26,6 +26,10 @@ pub enum Situation {
     NoCredential,
     Ambiguous(Ambiguity),
     Checked(Verdict),
+    /// The validator erred, but confirmed this session valid within `stale_if_error`.
+    StaleValid {
+        user: Option<String>,
+    },
 }
 
 /// The HTTP status a denial shows the client.
@@ -51,6 +55,8 @@ impl DenyStatus {
 pub enum Reason {
     AuthDisabled,
     ValidSession,
+    /// Allowed on a recent valid answer while the validator erred (`stale_if_error`).
+    StaleSession,
     Malformed,
     NoCredential,
     Ambiguous(Ambiguity),
@@ -63,6 +69,7 @@ impl Reason {
         match self {
             Reason::AuthDisabled => "auth_disabled",
             Reason::ValidSession => "valid_session",
+            Reason::StaleSession => "stale_session",
             Reason::Malformed => "malformed_request",
             Reason::NoCredential => "no_credential",
             Reason::Ambiguous(a) => a.as_str(),
@@ -118,6 +125,10 @@ pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
         Situation::Checked(Verdict::Valid { user }) => Decision::Allow {
             user,
             reason: Reason::ValidSession,
+        },
+        Situation::StaleValid { user } => Decision::Allow {
+            user,
+            reason: Reason::StaleSession,
         },
         Situation::Checked(Verdict::Invalid) => {
             deny(DenyStatus::Unauthenticated, Reason::InvalidSession)

@@ -1,17 +1,30 @@
 //! The `envoy.service.auth.v3.Authorization` service: thin glue from a `CheckRequest` through
-//! credential → validator → decision to a `CheckResponse`.
+//! credential → (cache →) validator → decision to a `CheckResponse`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Request, Response, Status};
 
+use crate::cache::{DecisionCache, Origin};
 use crate::config::Config;
-use crate::credential::{self, Lookup, Names};
+use crate::credential::{self, Credential, Lookup, Names};
 use crate::decision::{decide, Decision, OnValidatorError, Situation};
+use crate::metrics::Metrics;
+use crate::ops::ValidatorHealth;
 use crate::response::check_response;
-use crate::validator::{Validator, TRACE_HEADERS};
+use crate::validator::{Validator, ValidatorError, Verdict, TRACE_HEADERS};
+
+/// The parts a Check uses besides the config.
+#[derive(Clone, Debug)]
+pub struct Parts {
+    pub validator: Validator,
+    pub cache: DecisionCache,
+    pub metrics: Arc<Metrics>,
+    pub validator_health: Arc<ValidatorHealth>,
+}
 
 /// Answers Envoy's Check calls.
 #[derive(Debug)]
@@ -20,11 +33,11 @@ pub struct CheckService {
     names: Names,
     user_header: String,
     on_error: OnValidatorError,
-    validator: Validator,
+    parts: Parts,
 }
 
 impl CheckService {
-    pub fn new(config: &Config, validator: Validator) -> Self {
+    pub fn new(config: &Config, parts: Parts) -> Self {
         Self {
             auth_enabled: config.auth_enabled,
             names: Names {
@@ -33,7 +46,7 @@ impl CheckService {
             },
             user_header: config.user_header.clone(),
             on_error: config.on_validator_error,
-            validator,
+            parts,
         }
     }
 
@@ -53,17 +66,55 @@ impl CheckService {
         let (situation, fingerprint) = match credential::find(headers(http), &self.names) {
             Lookup::Absent => (Situation::NoCredential, None),
             Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None),
-            Lookup::Found(credential) => {
-                let trace = headers(http).filter(|(name, _)| {
-                    TRACE_HEADERS
-                        .iter()
-                        .any(|wanted| name.eq_ignore_ascii_case(wanted))
-                });
-                let verdict = self.validator.check(&credential, trace).await;
-                (Situation::Checked(verdict), Some(credential.fingerprint()))
-            }
+            Lookup::Found(credential) => (
+                self.validate(&credential, http).await,
+                Some(credential.fingerprint()),
+            ),
         };
         (decide(situation, self.on_error), fingerprint)
+    }
+
+    /// The verdict from the cache or one shared validator call.
+    async fn validate(&self, credential: &Credential, http: &HttpRequest) -> Situation {
+        let Parts {
+            validator,
+            cache,
+            metrics,
+            validator_health,
+        } = &self.parts;
+        let fetch = || async {
+            let _in_flight = metrics.validator_started();
+            let started = Instant::now();
+            let trace = headers(http).filter(|(name, _)| {
+                TRACE_HEADERS
+                    .iter()
+                    .any(|wanted| name.eq_ignore_ascii_case(wanted))
+            });
+            let reply = validator.check(credential, trace).await;
+            let outcome = match &reply.verdict {
+                Verdict::Valid { .. } => "valid",
+                Verdict::Invalid => "invalid",
+                Verdict::Error(err) => err.kind(),
+            };
+            metrics.validator_call(outcome, started.elapsed());
+            // Shedding is our own overload, not a sign of a sick validator.
+            if reply.verdict != Verdict::Error(ValidatorError::Shed) {
+                validator_health.record(!matches!(reply.verdict, Verdict::Error(_)));
+            }
+            reply
+        };
+        let (verdict, origin) = cache.verdict(credential, fetch).await;
+        metrics.cache_lookup(origin.as_str());
+        match (verdict, origin) {
+            (Verdict::Valid { user }, Origin::Stale) => {
+                tracing::warn!(
+                    token = %credential.fingerprint(),
+                    "validator failing; allowing a session it confirmed recently (stale_if_error)"
+                );
+                Situation::StaleValid { user }
+            }
+            (verdict, _) => Situation::Checked(verdict),
+        }
     }
 }
 
@@ -94,7 +145,12 @@ impl Authorization for CheckService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = self.parts.metrics.check_started();
         let (decision, fingerprint) = self.decide(request.get_ref()).await;
+        let took = started.elapsed();
+        self.parts
+            .metrics
+            .decision(decision.is_allow(), decision.reason().as_str(), took);
         let user = match &decision {
             Decision::Allow { user, .. } => user.as_deref(),
             _ => None,
@@ -104,7 +160,7 @@ impl Authorization for CheckService {
             reason = decision.reason().as_str(),
             user,
             token = fingerprint.as_deref(),
-            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             "check decided"
         );
         check_response(&decision, &self.user_header).map(Response::new)

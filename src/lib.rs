@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod decision;
 pub mod ext_authz;
+pub mod metrics;
 pub mod ops;
 pub mod response;
 pub mod telemetry;

@@ -9,27 +9,94 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tonic_reflection::server::{v1, v1alpha};
 
+use crate::cache::DecisionCache;
 use crate::ext_authz::CheckService;
+use crate::metrics::Metrics;
 
 /// Descriptors of Envoy's Authorization service and its imports, compiled by build.rs.
 pub const AUTHZ_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/session_authz_descriptor.bin"));
 
+/// Consecutive validator failures that turn the named health NOT_SERVING.
+pub const FAILURES_TO_UNHEALTHY: u32 = 5;
+/// Consecutive validator answers that turn it SERVING again.
+pub const SUCCESSES_TO_HEALTHY: u32 = 3;
+
+/// Whether the validator answers, with hysteresis so that one blip does not flap the health.
+#[derive(Debug)]
+pub struct ValidatorHealth {
+    run: std::sync::Mutex<(bool, u32)>,
+    changed: watch::Sender<bool>,
+}
+
+impl Default for ValidatorHealth {
+    fn default() -> Self {
+        Self {
+            run: std::sync::Mutex::new((true, 0)),
+            changed: watch::channel(true).0,
+        }
+    }
+}
+
+impl ValidatorHealth {
+    /// Records one validator call: `true` for an answer (valid or invalid), `false` for an error.
+    pub fn record(&self, answered: bool) {
+        let Ok(mut run) = self.run.lock() else {
+            return;
+        };
+        let (healthy, streak) = &mut *run;
+        if answered == *healthy {
+            *streak = 0;
+            return;
+        }
+        *streak += 1;
+        let needed = if *healthy {
+            FAILURES_TO_UNHEALTHY
+        } else {
+            SUCCESSES_TO_HEALTHY
+        };
+        if *streak >= needed {
+            *healthy = answered;
+            *streak = 0;
+            self.changed.send_replace(answered);
+            if answered {
+                tracing::info!("validator answering again; health SERVING");
+            } else {
+                tracing::warn!(
+                    failures = needed,
+                    "validator failing; health of the Authorization service NOT_SERVING"
+                );
+            }
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.changed.subscribe()
+    }
+}
+
 /// Whether the service should receive traffic; shared by gRPC health and `/readyz`.
+///
+/// The overall (`""`) health and `/readyz` follow only draining, so liveness and readiness
+/// probes do not restart or unlist every replica when the auth service blips; the named
+/// `envoy.service.auth.v3.Authorization` health also follows the validator.
 #[derive(Clone, Debug)]
 pub struct Readiness {
     ready: Arc<AtomicBool>,
+    validator_ok: watch::Receiver<bool>,
     health: HealthReporter,
 }
 
 impl Readiness {
-    pub fn new(health: HealthReporter) -> Self {
+    pub fn new(health: HealthReporter, validator_ok: watch::Receiver<bool>) -> Self {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
+            validator_ok,
             health,
         }
     }
@@ -41,23 +108,37 @@ impl Readiness {
     /// Marks the service ready (`true`) or draining (`false`), for both probes.
     pub async fn set(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
-        let status = if ready {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
+        self.publish().await;
+    }
+
+    /// Pushes the current state to gRPC health.
+    pub async fn publish(&self) {
+        let ready = self.is_ready();
+        let serving = |up: bool| {
+            if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
         };
-        self.health.set_service_status("", status).await;
-        if ready {
-            self.health
-                .set_serving::<AuthorizationServer<CheckService>>()
-                .await;
-        } else {
-            self.health
-                .set_not_serving::<AuthorizationServer<CheckService>>()
-                .await;
+        self.health.set_service_status("", serving(ready)).await;
+        let named = ready && *self.validator_ok.borrow();
+        self.health
+            .set_service_status(AUTHZ_SERVICE, serving(named))
+            .await;
+    }
+
+    /// Follows validator health changes until the sender goes away.
+    pub async fn follow_validator(mut self) {
+        while self.validator_ok.changed().await.is_ok() {
+            self.publish().await;
         }
     }
 }
+
+/// The gRPC name of the Authorization service, as health checks name it.
+pub const AUTHZ_SERVICE: &str =
+    <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME;
 
 /// Reflection v1 and v1alpha (grpcurl 1.8.6 asks v1alpha) over every service we serve.
 pub fn reflection_services() -> Result<
@@ -75,16 +156,35 @@ pub fn reflection_services() -> Result<
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
+/// What the ops endpoints read.
+#[derive(Clone, Debug)]
+pub struct OpsState {
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    pub cache: DecisionCache,
+}
+
 /// The ops HTTP endpoints. `/healthz` never depends on the validator or readiness.
-pub fn http_router(readiness: Readiness) -> Router {
+pub fn http_router(state: OpsState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(readiness)
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if readiness.is_ready() {
+async fn metrics(State(state): State<OpsState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(state.cache.entry_count()),
+    )
+}
+
+async fn readyz(State(state): State<OpsState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -2,7 +2,11 @@
 //!
 //! `interpret` maps an answer to a [`Verdict`] and is pure; [`Validator`] does the HTTP call.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, COOKIE};
 use reqwest::{StatusCode, Url};
@@ -40,6 +44,8 @@ pub enum ValidatorError {
     Timeout,
     #[error("validator unreachable: {0}")]
     Transport(String),
+    #[error("too many validator calls waiting; shed")]
+    Shed,
 }
 
 impl ValidatorError {
@@ -53,6 +59,7 @@ impl ValidatorError {
             ValidatorError::BodyTooLarge => "body_too_large",
             ValidatorError::Timeout => "timeout",
             ValidatorError::Transport(_) => "transport",
+            ValidatorError::Shed => "shed",
         }
     }
 }
@@ -114,6 +121,42 @@ fn check_user(user: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// What the validator's `Cache-Control` allows for its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheDirective {
+    pub no_store: bool,
+    pub max_age: Option<Duration>,
+}
+
+impl CacheDirective {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        use headers::HeaderMapExt;
+        match headers.typed_get::<headers::CacheControl>() {
+            Some(cc) => Self {
+                no_store: cc.no_store() || cc.no_cache(),
+                max_age: cc.max_age(),
+            },
+            None => Self::default(),
+        }
+    }
+}
+
+/// A verdict with the validator's caching instructions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub verdict: Verdict,
+    pub cache: CacheDirective,
+}
+
+impl From<Verdict> for Reply {
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            cache: CacheDirective::default(),
+        }
+    }
+}
+
 /// Request headers passed on to the validator so its logs join the trace.
 pub const TRACE_HEADERS: [&str; 2] = ["x-request-id", "traceparent"];
 
@@ -124,6 +167,10 @@ pub struct Settings {
     pub timeout: Duration,
     pub cookie_name: String,
     pub header_name: String,
+    /// Calls in flight at once; more wait in a queue.
+    pub max_concurrency: usize,
+    /// Calls allowed to wait; beyond that they are shed at once.
+    pub max_queue: usize,
 }
 
 /// Errors building the client (start-up only).
@@ -144,6 +191,11 @@ pub struct Validator {
     url: Url,
     cookie_name: String,
     header_name: HeaderName,
+    timeout: Duration,
+    permits: Arc<Semaphore>,
+    max_concurrency: usize,
+    waiting: Arc<AtomicUsize>,
+    max_queue: usize,
 }
 
 impl Validator {
@@ -157,6 +209,7 @@ impl Validator {
             // The validator sits next to us; never route tokens through an ambient proxy.
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(settings.max_concurrency)
             .build()
             .map_err(|err| BuildError::Client(err.without_url().to_string()))?;
         Ok(Self {
@@ -164,6 +217,11 @@ impl Validator {
             url: validate_url(&settings.base_url)?,
             cookie_name: settings.cookie_name.clone(),
             header_name,
+            timeout: settings.timeout,
+            permits: Arc::new(Semaphore::new(settings.max_concurrency)),
+            max_concurrency: settings.max_concurrency,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_queue: settings.max_queue,
         })
     }
 
@@ -172,12 +230,19 @@ impl Validator {
         &self.url
     }
 
-    /// Asks the validator about `credential`, passing along the given trace headers.
+    /// Calls in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrency
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Asks the validator about `credential`, passing along the given trace headers. Waiting
+    /// for a free slot and the call itself share one `validator_timeout`.
     pub async fn check<'a>(
         &self,
         credential: &Credential,
         trace: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ) -> Verdict {
+    ) -> Reply {
         let mut headers = HeaderMap::new();
         let (name, value) = match credential.source() {
             Source::Cookie => (
@@ -192,7 +257,8 @@ impl Validator {
         let Ok(mut value) = value else {
             return Verdict::Error(ValidatorError::Transport(
                 "token is not a valid header value".to_owned(),
-            ));
+            ))
+            .into();
         };
         value.set_sensitive(true);
         headers.insert(name, value);
@@ -205,13 +271,41 @@ impl Validator {
             }
         }
 
-        match self.fetch(headers).await {
-            Ok((status, body)) => interpret(status.as_u16(), &body),
-            Err(err) => Verdict::Error(err),
+        let call = async {
+            let _permit = self.wait_for_slot().await?;
+            self.fetch(headers).await
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok((status, cache, body))) => Reply {
+                verdict: interpret(status.as_u16(), &body),
+                cache,
+            },
+            Ok(Err(err)) => Verdict::Error(err).into(),
+            Err(_) => Verdict::Error(ValidatorError::Timeout).into(),
         }
     }
 
-    async fn fetch(&self, headers: HeaderMap) -> Result<(StatusCode, Vec<u8>), ValidatorError> {
+    /// A slot among `max_concurrency`, or `Shed` at once when `max_queue` calls already wait.
+    async fn wait_for_slot(&self) -> Result<OwnedSemaphorePermit, ValidatorError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ValidatorError::Shed);
+        }
+        let _waiting = WaitingGuard(&self.waiting);
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ValidatorError::Shed)
+    }
+
+    async fn fetch(
+        &self,
+        headers: HeaderMap,
+    ) -> Result<(StatusCode, CacheDirective, Vec<u8>), ValidatorError> {
         let mut response = self
             .client
             .get(self.url.clone())
@@ -220,9 +314,10 @@ impl Validator {
             .await
             .map_err(transport_error)?;
         let status = response.status();
+        let cache = CacheDirective::from_headers(response.headers());
         if status != StatusCode::OK {
             // Only a 200's body matters; the others are decided by status alone.
-            return Ok((status, Vec::new()));
+            return Ok((status, cache, Vec::new()));
         }
         if response
             .content_length()
@@ -237,7 +332,16 @@ impl Validator {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((status, body))
+        Ok((status, cache, body))
+    }
+}
+
+/// Counts a caller out of the queue however its wait ends (granted, timed out, cancelled).
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -1,0 +1,325 @@
+//! The decision cache in front of the validator: bounded, per-answer TTLs, one validator call per
+//! token however many Checks wait for it, and an opt-in stale-if-error window.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+
+use crate::credential::{Credential, Source};
+use crate::validator::{Reply, ValidatorError, Verdict};
+
+/// Cache settings (config keys `cache_ttl`, `cache_negative_ttl`, `cache_max_entries`,
+/// `stale_if_error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Longest life of a valid answer; zero turns caching off.
+    pub ttl: Duration,
+    /// Longest life of an invalid answer.
+    pub negative_ttl: Duration,
+    pub max_entries: u64,
+    /// How long a confirmed-valid session stays allowed while the validator errs; zero is off.
+    pub stale_if_error: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(10),
+            negative_ttl: Duration::from_secs(2),
+            max_entries: 100_000,
+            stale_if_error: Duration::ZERO,
+        }
+    }
+}
+
+/// How a verdict was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// From the cache, no call.
+    Hit,
+    /// This Check made the validator call.
+    Miss,
+    /// Another Check's call, waited for.
+    Coalesced,
+    /// The validator erred; a recent valid answer was used (stale-if-error).
+    Stale,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Hit => "hit",
+            Origin::Miss => "miss",
+            Origin::Coalesced => "coalesced",
+            Origin::Stale => "stale",
+        }
+    }
+}
+
+/// SHA-256 of the source and the whole token: the raw token is never stored.
+type Key = [u8; 32];
+
+#[derive(Clone, Debug)]
+struct Entry {
+    /// Only `Valid` or `Invalid`: errors are never cached.
+    verdict: Verdict,
+    ttl: Duration,
+}
+
+struct TtlPerEntry;
+
+impl Expiry<Key, Entry> for TtlPerEntry {
+    fn expire_after_create(&self, _key: &Key, entry: &Entry, _now: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+    // Reads and updates keep the default (no change): a hit never extends an entry's life.
+}
+
+/// The cache. Cheap to clone.
+#[derive(Clone)]
+pub struct DecisionCache {
+    settings: Settings,
+    entries: Cache<Key, Entry>,
+    /// Users of sessions confirmed valid within `stale_if_error`; `None` when that is off.
+    last_valid: Option<Cache<Key, Option<String>>>,
+}
+
+impl std::fmt::Debug for DecisionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionCache")
+            .field("settings", &self.settings)
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl DecisionCache {
+    pub fn new(settings: Settings) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(settings.max_entries)
+            .expire_after(TtlPerEntry)
+            .build();
+        let last_valid = (!settings.stale_if_error.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.stale_if_error)
+                .build()
+        });
+        Self {
+            settings,
+            entries,
+            last_valid,
+        }
+    }
+
+    /// Entries currently held (approximate, as moka counts).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// The verdict for `credential`: cached, or from one `fetch` shared by every concurrent
+    /// Check of the same credential. If the Check running `fetch` is dropped, a waiting one
+    /// takes over; if `fetch` fails, every waiter gets the error and nothing is cached.
+    pub async fn verdict<F, Fut>(&self, credential: &Credential, fetch: F) -> (Verdict, Origin)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Reply>,
+    {
+        let key = key(credential);
+        if let Some(entry) = self.entries.get(&key).await {
+            return (entry.verdict, Origin::Hit);
+        }
+        let settings = self.settings;
+        let init = async move {
+            let reply = fetch().await;
+            match reply.verdict {
+                Verdict::Error(err) => Err(err),
+                verdict => {
+                    let ttl = ttl_for(&settings, &verdict, reply.cache);
+                    Ok(Entry { verdict, ttl })
+                }
+            }
+        };
+        match self.entries.entry(key).or_try_insert_with(init).await {
+            Ok(entry) => {
+                let origin = if entry.is_fresh() {
+                    Origin::Miss
+                } else {
+                    Origin::Coalesced
+                };
+                let verdict = entry.into_value().verdict;
+                if origin == Origin::Miss {
+                    self.remember(key, &verdict).await;
+                }
+                (verdict, origin)
+            }
+            Err(err) => self.on_error(key, ValidatorError::clone(&err)).await,
+        }
+    }
+
+    async fn remember(&self, key: Key, verdict: &Verdict) {
+        let Some(last_valid) = &self.last_valid else {
+            return;
+        };
+        match verdict {
+            Verdict::Valid { user } => last_valid.insert(key, user.clone()).await,
+            // A revoked session must never come back through stale-if-error.
+            _ => last_valid.invalidate(&key).await,
+        }
+    }
+
+    async fn on_error(&self, key: Key, err: ValidatorError) -> (Verdict, Origin) {
+        if let Some(last_valid) = &self.last_valid {
+            if let Some(user) = last_valid.get(&key).await {
+                return (Verdict::Valid { user }, Origin::Stale);
+            }
+        }
+        // Coalesced waiters share the leader's error; all of them deny.
+        (Verdict::Error(err), Origin::Miss)
+    }
+}
+
+/// The entry's life: the configured TTL for its kind, shortened by `max-age`, zero for
+/// `no-store`.
+fn ttl_for(
+    settings: &Settings,
+    verdict: &Verdict,
+    cache: crate::validator::CacheDirective,
+) -> Duration {
+    if cache.no_store {
+        return Duration::ZERO;
+    }
+    let base = match verdict {
+        Verdict::Valid { .. } => settings.ttl,
+        _ => settings.negative_ttl,
+    };
+    cache.max_age.map_or(base, |max_age| max_age.min(base))
+}
+
+fn key(credential: &Credential) -> Key {
+    let mut hasher = Sha256::new();
+    hasher.update(match credential.source() {
+        Source::Cookie => b"c",
+        Source::Header => b"h",
+    });
+    hasher.update(credential.token().as_bytes());
+    hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::validator::CacheDirective;
+
+    fn valid(user: &str) -> Verdict {
+        Verdict::Valid {
+            user: Some(user.to_owned()),
+        }
+    }
+
+    fn cookie(token: &str) -> Credential {
+        Credential::new(Source::Cookie, token)
+    }
+
+    #[test]
+    fn ttl_rules() {
+        let settings = Settings::default();
+        let none = CacheDirective::default();
+        assert_eq!(ttl_for(&settings, &valid("a"), none), settings.ttl);
+        assert_eq!(
+            ttl_for(&settings, &Verdict::Invalid, none),
+            settings.negative_ttl
+        );
+        let short = CacheDirective {
+            no_store: false,
+            max_age: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            ttl_for(&settings, &valid("a"), short),
+            Duration::from_secs(3)
+        );
+        let long = CacheDirective {
+            no_store: false,
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(ttl_for(&settings, &valid("a"), long), settings.ttl);
+        let no_store = CacheDirective {
+            no_store: true,
+            max_age: Some(Duration::from_secs(5)),
+        };
+        assert_eq!(ttl_for(&settings, &valid("a"), no_store), Duration::ZERO);
+        let off = Settings {
+            ttl: Duration::ZERO,
+            ..settings
+        };
+        assert_eq!(ttl_for(&off, &valid("a"), none), Duration::ZERO);
+    }
+
+    #[test]
+    fn key_covers_source_and_whole_token() {
+        let a = key(&cookie("token-aaaa"));
+        assert_ne!(a, key(&cookie("token-aaab")));
+        assert_ne!(a, key(&Credential::new(Source::Header, "token-aaaa")));
+        assert_eq!(a, key(&cookie("token-aaaa")));
+    }
+
+    #[tokio::test]
+    async fn hits_do_not_call_and_errors_are_not_cached() {
+        let cache = DecisionCache::new(Settings::default());
+        let calls = AtomicUsize::new(0);
+        let fetch = |verdict: Verdict| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move { Reply::from(verdict) }
+        };
+        let (v, o) = cache.verdict(&cookie("t"), || fetch(valid("alice"))).await;
+        assert_eq!((v, o), (valid("alice"), Origin::Miss));
+        let (v, o) = cache
+            .verdict(&cookie("t"), || fetch(Verdict::Invalid))
+            .await;
+        assert_eq!((v, o), (valid("alice"), Origin::Hit));
+
+        let err = Verdict::Error(ValidatorError::Timeout);
+        let (v, _) = cache.verdict(&cookie("e"), || fetch(err.clone())).await;
+        assert_eq!(v, err);
+        let (v, o) = cache.verdict(&cookie("e"), || fetch(valid("bob"))).await;
+        assert_eq!((v, o), (valid("bob"), Origin::Miss));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn stale_if_error_allows_only_recently_valid_and_never_revoked() {
+        let cache = DecisionCache::new(Settings {
+            ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            stale_if_error: Duration::from_secs(60),
+            ..Settings::default()
+        });
+        let err = || async { Reply::from(Verdict::Error(ValidatorError::Timeout)) };
+        let ok = || async { Reply::from(valid("alice")) };
+        let revoked = || async { Reply::from(Verdict::Invalid) };
+
+        assert_eq!(cache.verdict(&cookie("t"), ok).await.0, valid("alice"));
+        assert_eq!(
+            cache.verdict(&cookie("t"), err).await,
+            (valid("alice"), Origin::Stale)
+        );
+        assert_eq!(
+            cache.verdict(&cookie("t"), revoked).await.0,
+            Verdict::Invalid
+        );
+        assert!(matches!(
+            cache.verdict(&cookie("t"), err).await.0,
+            Verdict::Error(_)
+        ));
+        // Never-seen tokens get no stale allow.
+        assert!(matches!(
+            cache.verdict(&cookie("other"), err).await.0,
+            Verdict::Error(_)
+        ));
+    }
+}

@@ -1,0 +1,226 @@
+//! Prometheus metrics (prometheus-client), all prefixed `session_authz_`. Labels carry only
+//! fixed words — never a token, a cookie or a user.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric the service exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    check_duration: Histogram,
+    checks_in_flight: Gauge,
+    validator_calls: Family<OutcomeLabels, Counter>,
+    validator_duration: Histogram,
+    validator_in_flight: Gauge,
+    validator_shed: Counter,
+    cache_lookups: Family<OutcomeLabels, Counter>,
+    cache_entries: Gauge<u64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new(auth_enabled: bool) -> Self {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("session_authz");
+        let latency = || Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Check decisions by outcome and reason",
+            decisions.clone(),
+        );
+        let check_duration = latency();
+        registry.register_with_unit(
+            "check_duration",
+            "Time to answer a Check",
+            Unit::Seconds,
+            check_duration.clone(),
+        );
+        let checks_in_flight = Gauge::default();
+        registry.register(
+            "checks_in_flight",
+            "Checks being answered",
+            checks_in_flight.clone(),
+        );
+        let validator_calls = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "validator_calls",
+            "Validator calls by outcome (valid, invalid or the error kind)",
+            validator_calls.clone(),
+        );
+        let validator_duration = latency();
+        registry.register_with_unit(
+            "validator_duration",
+            "Time of one validator call",
+            Unit::Seconds,
+            validator_duration.clone(),
+        );
+        let validator_in_flight = Gauge::default();
+        registry.register(
+            "validator_in_flight",
+            "Validator calls in flight",
+            validator_in_flight.clone(),
+        );
+        let validator_shed = Counter::default();
+        registry.register(
+            "validator_shed",
+            "Validator calls refused because too many were waiting",
+            validator_shed.clone(),
+        );
+        let cache_lookups = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Decision cache lookups: hit, miss, coalesced (waited for another Check's call), stale",
+            cache_lookups.clone(),
+        );
+        let cache_entries = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "cache_entries",
+            "Entries in the decision cache",
+            cache_entries.clone(),
+        );
+        let enabled = Gauge::<i64>::default();
+        enabled.set(i64::from(auth_enabled));
+        registry.register(
+            "auth_enabled",
+            "1 when sessions are checked, 0 when AUTH_ENABLED=false",
+            enabled,
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+
+        Self {
+            registry: root,
+            decisions,
+            check_duration,
+            checks_in_flight,
+            validator_calls,
+            validator_duration,
+            validator_in_flight,
+            validator_shed,
+            cache_lookups,
+            cache_entries,
+        }
+    }
+
+    pub fn decision(&self, allowed: bool, reason: &'static str, took: Duration) {
+        let outcome = if allowed { "allow" } else { "deny" };
+        self.decisions
+            .get_or_create(&DecisionLabels { outcome, reason })
+            .inc();
+        self.check_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a Check in flight until the guard drops.
+    pub fn check_started(&self) -> InFlight<'_> {
+        self.checks_in_flight.inc();
+        InFlight(&self.checks_in_flight)
+    }
+
+    pub fn validator_call(&self, outcome: &'static str, took: Duration) {
+        if outcome == "shed" {
+            self.validator_shed.inc();
+            return;
+        }
+        self.validator_calls
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.validator_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn validator_started(&self) -> InFlight<'_> {
+        self.validator_in_flight.inc();
+        InFlight(&self.validator_in_flight)
+    }
+
+    pub fn cache_lookup(&self, outcome: &'static str) {
+        self.cache_lookups
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// The Prometheus text exposition, with the cache size read now.
+    pub fn render(&self, cache_entries: u64) -> String {
+        self.cache_entries.set(cache_entries);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Decrements an in-flight gauge when dropped, however the work ends.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_and_move() {
+        let metrics = Metrics::new(true);
+        metrics.decision(true, "valid_session", Duration::from_micros(80));
+        metrics.validator_call("valid", Duration::from_millis(2));
+        metrics.validator_call("shed", Duration::ZERO);
+        metrics.cache_lookup("hit");
+        {
+            let _guard = metrics.check_started();
+            assert!(metrics
+                .render(0)
+                .contains("session_authz_checks_in_flight 1"));
+        }
+        let text = metrics.render(7);
+        for line in [
+            "session_authz_decisions_total{outcome=\"allow\",reason=\"valid_session\"} 1",
+            "session_authz_validator_calls_total{outcome=\"valid\"} 1",
+            "session_authz_validator_shed_total 1",
+            "session_authz_cache_lookups_total{outcome=\"hit\"} 1",
+            "session_authz_cache_entries 7",
+            "session_authz_checks_in_flight 0",
+            "session_authz_auth_enabled 1",
+            "session_authz_check_duration_seconds_count 1",
+            "session_authz_build_info{version=",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+    }
+}
