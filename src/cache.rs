@@ -120,6 +120,12 @@ impl DecisionCache {
         self.entries.entry_count()
     }
 
+    /// Entries held, after moka applies its pending inserts and evictions (for `/metrics`).
+    pub async fn settled_entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
+    }
+
     /// The verdict for `credential`: cached, or from one `fetch` shared by every concurrent
     /// Check of the same credential. If the Check running `fetch` is dropped, a waiting one
     /// takes over; if `fetch` fails, every waiter gets the error and nothing is cached.
@@ -321,5 +327,38 @@ mod tests {
             cache.verdict(&cookie("other"), err).await.0,
             Verdict::Error(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn token_spray_stays_bounded_and_keeps_a_real_user() {
+        let cache = DecisionCache::new(Settings {
+            max_entries: 1_000,
+            ..Settings::default()
+        });
+        let real = cookie("real-user-token");
+        let ok = || async { Reply::from(valid("alice")) };
+        cache.verdict(&real, ok).await;
+        cache.verdict(&real, ok).await;
+        for i in 0..100_000 {
+            let junk = cookie(&format!("junk-{i}"));
+            cache
+                .verdict(&junk, || async { Reply::from(Verdict::Invalid) })
+                .await;
+            if i % 100 == 0 {
+                // The real user keeps using the dashboard during the spray (1% of the traffic).
+                let (verdict, origin) = cache.verdict(&real, ok).await;
+                assert_eq!(
+                    (verdict, origin),
+                    (valid("alice"), Origin::Hit),
+                    "after {i} junk tokens"
+                );
+            }
+        }
+        cache.entries.run_pending_tasks().await;
+        assert!(cache.entry_count() <= 1_000, "{}", cache.entry_count());
+        assert_eq!(
+            cache.verdict(&real, ok).await,
+            (valid("alice"), Origin::Hit)
+        );
     }
 }

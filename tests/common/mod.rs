@@ -72,27 +72,40 @@ pub struct Seen {
 pub struct FakeValidator {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    script: Arc<Mutex<Script>>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+/// The fake's answers: per token, and a default for the rest; plus concurrency bookkeeping.
+struct Script {
+    answers: HashMap<String, Answer>,
+    default: Answer,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 impl FakeValidator {
     pub async fn start(answers: Vec<(&str, Answer)>) -> Self {
-        let answers: Arc<HashMap<String, Answer>> = Arc::new(
-            answers
+        let script = Arc::new(Mutex::new(Script {
+            answers: answers
                 .into_iter()
                 .map(|(token, answer)| (token.to_owned(), answer))
                 .collect(),
-        );
+            default: Answer::json(401, r#"{"valid":false}"#),
+            in_flight: 0,
+            max_in_flight: 0,
+        }));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let app = axum::Router::new().fallback({
             let seen = seen.clone();
+            let script = script.clone();
             move |request: Request<Body>| {
                 let seen = seen.clone();
-                let answers = answers.clone();
-                async move { answer(request, &answers, &seen).await }
+                let script = script.clone();
+                async move { answer(request, &script, &seen).await }
             }
         });
         tokio::spawn(async move {
@@ -106,8 +119,28 @@ impl FakeValidator {
         Self {
             addr,
             seen,
+            script,
             stop: Some(stop),
         }
+    }
+
+    /// Changes the answer for `token` from now on.
+    pub fn set_answer(&self, token: &str, answer: Answer) {
+        self.script
+            .lock()
+            .unwrap()
+            .answers
+            .insert(token.to_owned(), answer);
+    }
+
+    /// The answer for tokens without one of their own (initially 401 `{"valid":false}`).
+    pub fn set_default(&self, answer: Answer) {
+        self.script.lock().unwrap().default = answer;
+    }
+
+    /// The most requests it was ever answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.script.lock().unwrap().max_in_flight
     }
 
     pub fn url(&self) -> String {
@@ -148,19 +181,36 @@ fn token_of(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// Keeps the in-flight count right even when the caller hangs up mid-answer.
+struct Answering<'a>(&'a Mutex<Script>);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
 async fn answer(
     request: Request<Body>,
-    answers: &HashMap<String, Answer>,
+    script: &Mutex<Script>,
     seen: &Mutex<Vec<Seen>>,
 ) -> Response<Body> {
     seen.lock().unwrap().push(Seen {
         path: request.uri().path().to_owned(),
         headers: request.headers().clone(),
     });
-    let answer = answers
-        .get(&token_of(request.headers()))
-        .cloned()
-        .unwrap_or_else(|| Answer::json(401, r#"{"valid":false}"#));
+    let answer = {
+        let mut script = script.lock().unwrap();
+        script.in_flight += 1;
+        script.max_in_flight = script.max_in_flight.max(script.in_flight);
+        let token = token_of(request.headers());
+        script
+            .answers
+            .get(&token)
+            .cloned()
+            .unwrap_or_else(|| script.default.clone())
+    };
+    let _answering = Answering(script);
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
     }
