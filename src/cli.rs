@@ -79,4 +79,34 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
+
+    /// Longest life of a cached valid answer; 0 turns the cache off [env: SESSION_AUTHZ_CACHE_TTL] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<String>,
+
+    /// Longest life of a cached invalid answer [env: SESSION_AUTHZ_CACHE_NEGATIVE_TTL] [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_negative_ttl: Option<String>,
+
+    /// Most sessions cached [env: SESSION_AUTHZ_CACHE_MAX_ENTRIES] [default: 100000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_max_entries: Option<String>,
+
+    /// Keep recently confirmed sessions allowed while the validator errs; 0 is off [env: SESSION_AUTHZ_STALE_IF_ERROR] [default: 0]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_if_error: Option<String>,
+
+    /// Most validator calls in flight [env: SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY] [default: 256]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validator_max_concurrency: Option<String>,
+
+    /// Most validator calls waiting; beyond, Checks are denied at once [env: SESSION_AUTHZ_VALIDATOR_MAX_QUEUE] [default: 1024]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validator_max_queue: Option<String>,
 }

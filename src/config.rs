@@ -576,6 +576,28 @@ mod tests {
     }
 
     #[test]
+    fn cache_and_backpressure_keys() {
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_CACHE_TTL", "0"),
+                ("SESSION_AUTHZ_CACHE_NEGATIVE_TTL", "500ms"),
+                ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "5000"),
+                ("SESSION_AUTHZ_STALE_IF_ERROR", "5m"),
+                ("SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY", "8"),
+            ],
+            &[("validator_max_queue", "16")],
+        )
+        .unwrap();
+        assert_eq!(config.cache.ttl, Duration::ZERO);
+        assert_eq!(config.cache.negative_ttl, Duration::from_millis(500));
+        assert_eq!(config.cache.max_entries, 5000);
+        assert_eq!(config.cache.stale_if_error, Duration::from_secs(300));
+        assert_eq!(config.validator_max_concurrency, 8);
+        assert_eq!(config.validator_max_queue, 16);
+        assert!(config.to_toml().contains("stale_if_error = \"5m\""));
+    }
+
+    #[test]
     fn strict_booleans() {
         for (text, expected) in [
             ("true", true),
@@ -677,6 +699,26 @@ mod tests {
             ),
             ("SESSION_AUTHZ_LOG_FORMAT", "xml", "log_format"),
             ("SESSION_AUTHZ_SHUTDOWN_GRACE", "-1s", "shutdown_grace"),
+            ("SESSION_AUTHZ_CACHE_TTL", "soon", "cache_ttl"),
+            ("SESSION_AUTHZ_CACHE_TTL", "10", "cache_ttl"),
+            (
+                "SESSION_AUTHZ_CACHE_NEGATIVE_TTL",
+                "x",
+                "cache_negative_ttl",
+            ),
+            ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "0", "cache_max_entries"),
+            ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "-5", "cache_max_entries"),
+            ("SESSION_AUTHZ_STALE_IF_ERROR", "forever", "stale_if_error"),
+            (
+                "SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY",
+                "0",
+                "validator_max_concurrency",
+            ),
+            (
+                "SESSION_AUTHZ_VALIDATOR_MAX_QUEUE",
+                "many",
+                "validator_max_queue",
+            ),
         ];
         for (var, value, key) in cases {
             let err = error_line(&[(var, value)], &[]);

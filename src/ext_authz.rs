@@ -50,8 +50,8 @@ impl CheckService {
         }
     }
 
-    /// Runs one check and returns the decision with the token's fingerprint, if one was found.
-    pub async fn decide(&self, request: &CheckRequest) -> (Decision, Option<String>) {
+    /// Runs one check and returns the decision with the credential, if one was found.
+    pub async fn decide(&self, request: &CheckRequest) -> (Decision, Option<Credential>) {
         let http = request
             .attributes
             .as_ref()
@@ -63,15 +63,12 @@ impl CheckService {
         if !self.auth_enabled {
             return (decide(Situation::AuthDisabled, self.on_error), None);
         }
-        let (situation, fingerprint) = match credential::find(headers(http), &self.names) {
+        let (situation, credential) = match credential::find(headers(http), &self.names) {
             Lookup::Absent => (Situation::NoCredential, None),
             Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None),
-            Lookup::Found(credential) => (
-                self.validate(&credential, http).await,
-                Some(credential.fingerprint()),
-            ),
+            Lookup::Found(credential) => (self.validate(&credential, http).await, Some(credential)),
         };
-        (decide(situation, self.on_error), fingerprint)
+        (decide(situation, self.on_error), credential)
     }
 
     /// The verdict from the cache or one shared validator call.
@@ -146,7 +143,7 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let _in_flight = self.parts.metrics.check_started();
-        let (decision, fingerprint) = self.decide(request.get_ref()).await;
+        let (decision, credential) = self.decide(request.get_ref()).await;
         let took = started.elapsed();
         self.parts
             .metrics
@@ -159,7 +156,8 @@ impl Authorization for CheckService {
             outcome = if decision.is_allow() { "allow" } else { "deny" },
             reason = decision.reason().as_str(),
             user,
-            token = fingerprint.as_deref(),
+            // Evaluated only when debug is on: hashing is not free.
+            token = credential.as_ref().map(Credential::fingerprint),
             latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             "check decided"
         );

@@ -195,6 +195,12 @@ fn bad_config_exits_non_zero_with_one_line_naming_the_key() {
         "--on-validator-error",
         "--log-format",
         "--shutdown-grace",
+        "--cache-ttl",
+        "--cache-negative-ttl",
+        "--cache-max-entries",
+        "--stale-if-error",
+        "--validator-max-concurrency",
+        "--validator-max-queue",
         "--config",
         "--check-config",
     ] {

@@ -2,6 +2,8 @@
 //! and CheckRequest builders.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod envoy_config;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -604,22 +606,7 @@ pub struct EnvoyProcess {
 impl EnvoyProcess {
     /// `authz` and `app` replace the sample's 9001 and 8000; listener and admin get port 0.
     pub async fn start(authz: SocketAddr, app: SocketAddr) -> Self {
-        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml");
-        let mut yaml = std::fs::read_to_string(shipped).unwrap();
-        for (from, to) in [
-            (8080, 0),
-            (9901, 0),
-            (9001, authz.port()),
-            (8000, app.port()),
-        ] {
-            let needle = format!("port_value: {from} ");
-            assert_eq!(
-                yaml.matches(&needle).count(),
-                1,
-                "envoy.yaml should hold {needle:?} once"
-            );
-            yaml = yaml.replace(&needle, &format!("port_value: {to} "));
-        }
+        let yaml = envoy_config::sample_with_ports(authz, app);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
         let admin_file = dir.path().join("admin-address");
