@@ -8,7 +8,7 @@ requirements="$root/scripts/tools-requirements.txt"
 stamp="$tools/installed.sha256"
 want="$(sha256sum "$requirements" | cut -d' ' -f1)"
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" ]]; then
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" && -x "$tools/bin/hadolint" ]]; then
   exit 0
 fi
 
@@ -28,6 +28,14 @@ for pair in "grpcurl:$grpcurl" "envoy:$envoy"; do
   fi
   chmod +x "$path"
   ln -sf "$path" "$tools/bin/$name"
+done
+# Console scripts of the Python packages (manifest and Dockerfile linters).
+for name in kubernetes-validate yamllint hadolint; do
+  if [[ ! -x "$tools/venv/bin/$name" ]]; then
+    echo "install-tools: $name not found in $tools/venv/bin" >&2
+    exit 1
+  fi
+  ln -sf "$tools/venv/bin/$name" "$tools/bin/$name"
 done
 "$tools/bin/grpcurl" -version >&2
 "$tools/bin/envoy" --version | head -n 2 >&2
