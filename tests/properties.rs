@@ -1,0 +1,183 @@
+//! Property tests of the pure core: credential lookup, validator-answer parsing and the decision,
+//! alone and composed as a Check runs them. No input panics; an allow happens only on a valid
+//! answer for the exact token found; the identity is only ever the validator's user.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use session_authz::credential::{find, Credential, Lookup, Names, Source};
+use session_authz::decision::{decide, Decision, OnValidatorError, Situation};
+use session_authz::validator::{interpret, Verdict, MAX_USER_BYTES};
+
+/// Header names that matter, in odd spellings, plus noise.
+fn header_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("cookie".to_owned()),
+        Just("Cookie".to_owned()),
+        Just("x-session-token".to_owned()),
+        Just("X-Session-Token".to_owned()),
+        Just("x-auth-user".to_owned()),
+        "[a-z_-]{1,12}",
+    ]
+}
+
+/// Header values built from cookie-ish fragments and arbitrary bytes.
+fn header_value() -> impl Strategy<Value = Vec<u8>> {
+    let fragment = prop_oneof![
+        Just(b"session=".to_vec()),
+        Just(b"Session=".to_vec()),
+        Just(b"; ".to_vec()),
+        Just(b";".to_vec()),
+        Just(b"=".to_vec()),
+        Just(b"\"".to_vec()),
+        Just(b",".to_vec()),
+        Just(b" ".to_vec()),
+        "[a-zA-Z0-9+/=._-]{0,8}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..4),
+    ];
+    proptest::collection::vec(fragment, 0..10).prop_map(|parts| parts.concat())
+}
+
+fn headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+    proptest::collection::vec((header_name(), header_value()), 0..6)
+}
+
+/// Validator answers: well-formed ones of every kind and garbage.
+fn answer() -> impl Strategy<Value = (u16, Vec<u8>)> {
+    let status = prop_oneof![
+        Just(200u16),
+        Just(401),
+        Just(403),
+        Just(302),
+        Just(404),
+        Just(500),
+        100u16..600
+    ];
+    let user = prop_oneof![
+        Just(None),
+        "[a-z]{1,10}".prop_map(Some),
+        any::<String>().prop_map(Some),
+        "[a-z]{300}".prop_map(Some),
+    ];
+    let json = (any::<bool>(), user).prop_map(|(valid, user)| {
+        let mut body = serde_json::json!({ "valid": valid });
+        if let Some(user) = user {
+            body["user"] = serde_json::Value::String(user);
+        }
+        body.to_string().into_bytes()
+    });
+    let body = prop_oneof![
+        json,
+        proptest::collection::vec(any::<u8>(), 0..64),
+        Just(br#"{"valid":"true"}"#.to_vec()),
+        Just(br#"[{"valid":true}]"#.to_vec()),
+        Just(br#"{"valid":true,"user":null}"#.to_vec()),
+    ];
+    (status, body)
+}
+
+fn lookup(headers: &[(String, Vec<u8>)]) -> Lookup {
+    find(
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        &Names::default(),
+    )
+}
+
+fn user_is_safe(user: &str) -> bool {
+    user.len() <= MAX_USER_BYTES && !user.chars().any(char::is_control) && user.trim() == user
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn a_found_token_was_in_the_request_and_is_forwardable(headers in headers()) {
+        if let Lookup::Found(credential) = lookup(&headers) {
+            let token = credential.token();
+            prop_assert!(!token.is_empty());
+            prop_assert!(!token.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f));
+            let carrier = match credential.source() {
+                Source::Cookie => "cookie",
+                Source::Header => "x-session-token",
+            };
+            let present = headers.iter().any(|(name, value)| {
+                name.eq_ignore_ascii_case(carrier)
+                    && String::from_utf8_lossy(value).contains(token)
+            });
+            prop_assert!(present, "{token:?} not in any {carrier} header");
+        }
+    }
+
+    #[test]
+    fn lookup_is_stable_under_header_order(headers in headers()) {
+        let mut reversed = headers.clone();
+        reversed.reverse();
+        // Order may change which copy is seen first, never whether the result is a credential.
+        let a = matches!(lookup(&headers), Lookup::Found(_));
+        let b = matches!(lookup(&reversed), Lookup::Found(_));
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn interpret_never_panics_and_is_strict((status, body) in answer()) {
+        match interpret(status, &body) {
+            Verdict::Valid { user } => {
+                prop_assert_eq!(status, 200);
+                let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
+                if let Some(user) = user {
+                    prop_assert!(user_is_safe(&user));
+                    prop_assert_eq!(parsed["user"].as_str(), Some(user.as_str()));
+                }
+            }
+            Verdict::Invalid => prop_assert!(status == 200 || status == 401 || status == 403),
+            Verdict::Error(_) => prop_assert!(status != 401 && status != 403),
+        }
+    }
+
+    /// The composition a Check runs, with a validator that answers per token.
+    #[test]
+    fn allows_only_on_a_valid_answer_for_that_exact_token(
+        headers in headers(),
+        answers in proptest::collection::hash_map("[a-zA-Z0-9=._-]{1,8}", answer(), 0..4),
+        fallback in answer(),
+        grpc_error in any::<bool>(),
+    ) {
+        let validator: HashMap<String, (u16, Vec<u8>)> = answers;
+        let situation = match lookup(&headers) {
+            Lookup::Found(credential) => {
+                let (status, body) = validator.get(credential.token()).unwrap_or(&fallback);
+                Situation::Checked(interpret(*status, body))
+            }
+            Lookup::Absent => Situation::NoCredential,
+            Lookup::Ambiguous(why) => Situation::Ambiguous(why),
+        };
+        let mode = if grpc_error { OnValidatorError::GrpcError } else { OnValidatorError::Deny };
+        let decision = decide(situation, mode);
+        if let Decision::Allow { user, .. } = decision {
+            let Lookup::Found(credential) = lookup(&headers) else {
+                return Err(TestCaseError::fail("allowed without a credential"));
+            };
+            let (status, body) = validator.get(credential.token()).unwrap_or(&fallback);
+            prop_assert_eq!(*status, 200);
+            let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
+            prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
+            match user {
+                Some(user) => prop_assert_eq!(parsed["user"].as_str(), Some(user.as_str())),
+                None => prop_assert!(parsed["user"].as_str().is_none_or(str::is_empty)),
+            }
+        }
+    }
+
+    #[test]
+    fn fingerprints_never_contain_the_token(token in "[ -~]{1,64}") {
+        let credential = Credential::new(Source::Cookie, token.clone());
+        let fingerprint = credential.fingerprint();
+        prop_assert_eq!(fingerprint.len(), 8);
+        // Debug shows the source and the fingerprint, and nothing of the token.
+        let expected = format!("Credential {{ source: Cookie, token: #{fingerprint} }}");
+        prop_assert_eq!(format!("{credential:?}"), expected);
+    }
+}
