@@ -311,3 +311,86 @@ fn every_envoy_yaml_validates() {
     }
     assert!(checked > 0, "no Envoy config under envoy/");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_session_authz_under_load_never_lets_anyone_through() {
+    let mut stack = Stack::start(&[]).await;
+    let listener = stack.envoy.listener;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kinds: [(&str, &[(&str, &str)]); 5] = [
+        ("valid", &[("Cookie", "session=user1-token")]),
+        ("invalid", &[("Cookie", "session=forged-token")]),
+        ("none", &[]),
+        ("forged-identity", &[("x-auth-user", "user1")]),
+        (
+            "ambiguous",
+            &[
+                ("Cookie", "session=user1-token"),
+                ("X-Session-Token", "user2-token"),
+            ],
+        ),
+    ];
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut i = w;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (kind, headers) = kinds[i % kinds.len()];
+                    let response = raw_get(listener, "/admin", headers).await;
+                    let user = if response.status == 200 {
+                        response.upstream_saw("x-auth-user")
+                    } else {
+                        Vec::new()
+                    };
+                    seen.push((kind, response.status, user));
+                    i += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let grpc_addr = stack.authz.grpc_addr;
+    kill(stack.authz.pid(), Signal::SIGKILL).unwrap();
+    stack
+        .authz
+        .wait_exit(Duration::from_secs(5))
+        .expect("killed");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let url = stack.validator.url();
+    let addr = grpc_addr.to_string();
+    stack.authz = ServiceProcess::spawn(&[
+        ("AIMENU_URL", url.as_str()),
+        ("SESSION_AUTHZ_GRPC_ADDR", addr.as_str()),
+    ]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut valid_ok_after_restart = 0;
+    let mut total = 0;
+    for worker in workers {
+        let seen = worker.await.unwrap();
+        for (kind, status, user) in &seen {
+            total += 1;
+            if *kind == "valid" {
+                assert!([200, 503].contains(status), "valid session got {status}");
+                if *status == 200 {
+                    assert_eq!(user, &["user1"], "wrong identity");
+                }
+            } else {
+                assert_ne!(*status, 200, "{kind} request let through");
+            }
+        }
+        valid_ok_after_restart += seen
+            .iter()
+            .rev()
+            .take(20)
+            .filter(|(kind, status, _)| *kind == "valid" && *status == 200)
+            .count();
+    }
+    assert!(total > 100, "too little load: {total}");
+    assert!(valid_ok_after_restart > 0, "valid sessions never recovered");
+}
