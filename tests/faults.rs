@@ -114,7 +114,7 @@ async fn serve(mut stream: TcpStream, fault: &Mutex<Fault>) {
                 Fault::ResetMidBody => {
                     stream.write_all(head(100).as_bytes()).await?;
                     stream.write_all(&ok_body[..10]).await?;
-                    stream.set_linger(Some(Duration::ZERO))?;
+                    stream.set_zero_linger()?;
                     return Err(std::io::ErrorKind::Other.into());
                 }
                 Fault::LateHeaders(delay) => {
