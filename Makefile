@@ -1,11 +1,12 @@
 # The README's two commands: `make demo` runs the stack, `make test` runs every test (CI too).
-.PHONY: demo test tools lint bench
+.PHONY: demo test tools lint bench chaos
 
 demo:
 	./scripts/demo.sh
 
 test: tools lint
 	cargo test --locked --all-targets
+	CHAOS_SECONDS=$${CHAOS_SECONDS:-60} ./target/debug/examples/chaos
 
 tools:
 	./scripts/install-tools.sh
@@ -18,3 +19,8 @@ lint:
 bench: tools
 	cargo build --locked --release --bins --examples
 	./target/release/examples/bench
+
+# Chaos and soak through real Envoy (10 minutes unless CHAOS_SECONDS says otherwise).
+chaos: tools
+	cargo build --locked --release --bins --examples
+	CHAOS_SECONDS=$${CHAOS_SECONDS:-600} ./target/release/examples/chaos

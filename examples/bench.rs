@@ -8,12 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/envoy_config.rs"]
-mod envoy_config;
+mod support;
+
+use support::{bin_dir, free_addr, rss_kib, start_envoy, wait_for_port, Proc};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,46 +29,9 @@ use hdrhistogram::Histogram;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const CACHED_SESSIONS: u64 = 100_000;
 
-/// A child process stopped (by pid) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn release_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-async fn wait_for_port(addr: SocketAddr) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on {addr}");
-}
-
 async fn start_baseline(call: Option<&str>) -> (Proc, SocketAddr) {
     let addr = free_addr();
-    let mut command = Command::new(release_dir().join("examples/baseline_authz"));
+    let mut command = Command::new(bin_dir().join("examples/baseline_authz"));
     command.arg(addr.to_string()).stderr(Stdio::null());
     if let Some(url) = call {
         command.args(["--call", url]);
@@ -85,7 +49,7 @@ async fn start_authz(
 ) -> (Proc, SocketAddr, SocketAddr) {
     let grpc = free_addr();
     let http = free_addr();
-    let mut command = Command::new(release_dir().join("session-authz"));
+    let mut command = Command::new(bin_dir().join("session-authz"));
     command
         .env_clear()
         .env("AIMENU_URL", format!("http://{validator}"))
@@ -105,57 +69,6 @@ async fn start_authz(
         .expect("session-authz built in release mode");
     wait_for_port(grpc).await;
     (Proc(child), grpc, http)
-}
-
-async fn start_envoy(authz: SocketAddr, app: SocketAddr, dir: &Path) -> (Proc, SocketAddr) {
-    let config = dir.join(format!("envoy-{}.yaml", authz.port()));
-    let admin_file = dir.join(format!("admin-{}", authz.port()));
-    std::fs::write(&config, envoy_config::sample_with_ports(authz, app)).unwrap();
-    let envoy = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/envoy");
-    let child = Command::new(envoy)
-        .arg("-c")
-        .arg(&config)
-        .arg("--admin-address-path")
-        .arg(&admin_file)
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "error"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("Envoy installed by scripts/install-tools.sh");
-    let proc = Proc(child);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut admin = None;
-    for _ in 0..200 {
-        if let Some(addr) = std::fs::read_to_string(&admin_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<SocketAddr>().ok())
-        {
-            let ready = client.get(format!("http://{addr}/ready")).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                admin = Some(addr);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let admin = admin.expect("Envoy ready");
-    let listeners: serde_json::Value = serde_json::from_str(
-        &client
-            .get(format!("http://{admin}/listeners?format=json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
-        .as_u64()
-        .unwrap();
-    (
-        proc,
-        SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap())),
-    )
 }
 
 /// The fast fake validator (valid for every `bench-` token) and the app behind Envoy, on a
@@ -354,18 +267,6 @@ async fn measure(load: Load, server: u32, length: Duration) -> Vec<Stats> {
         rows.push(run_load(load, server, concurrency, length).await);
     }
     rows
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn machine() -> String {

@@ -38,7 +38,7 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:5000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!(
-        "sample validator on http://{}/session/validate (sessions: user1-token, user2-token)",
+        "sample validator on http://{}/session/validate (demo users: user1, user2)",
         listener.local_addr()?
     );
     let app = Router::new().route("/session/validate", get(validate));
