@@ -10,9 +10,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::cache::DecisionCache;
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::ext_authz::{CheckService, Parts};
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState, Readiness, ValidatorHealth};
@@ -28,6 +29,11 @@ pub enum AppError {
     },
     #[error("validator client: {0}")]
     Validator(#[from] validator::BuildError),
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("reflection descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -60,6 +66,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         header_name: config.session_header.clone(),
         max_concurrency: config.validator_max_concurrency,
         max_queue: config.validator_max_queue,
+        extra_ca_pem: config.validator_ca.as_deref().map(read).transpose()?,
     })?;
     let parts = Parts {
         validator,
@@ -85,7 +92,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let check = AuthorizationServer::new(CheckService::new(config, parts));
     let (stop, stopped) = watch::channel(false);
 
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(server_tls(tls)?)?;
+    }
+    let grpc = builder
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -154,6 +165,23 @@ impl Running {
             }
         }
     }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, AppError> {
+    std::fs::read(path).map_err(|source| AppError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The listener's TLS: our certificate and key, and the client CA when mTLS is on.
+fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, AppError> {
+    let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &files.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(tls)
 }
 
 async fn stop_requested(mut stopped: watch::Receiver<bool>) {

@@ -109,4 +109,24 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validator_max_queue: Option<String>,
+
+    /// PEM certificate (chain) for TLS on the gRPC listener [env: SESSION_AUTHZ_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key for --tls-cert [env: SESSION_AUTHZ_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+
+    /// PEM CA bundle; clients must present a certificate it signed (mTLS) [env: SESSION_AUTHZ_TLS_CLIENT_CA]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<String>,
+
+    /// Extra PEM CA bundle trusted for an https:// auth service [env: SESSION_AUTHZ_VALIDATOR_CA]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validator_ca: Option<String>,
 }

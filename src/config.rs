@@ -33,6 +33,10 @@ const PREFIXED_KEYS: &[&str] = &[
     "stale_if_error",
     "validator_max_concurrency",
     "validator_max_queue",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "validator_ca",
 ];
 const SEED_KEYS: &[&str] = &["auth_enabled", "aimenu_url"];
 pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";
@@ -63,6 +67,19 @@ pub struct Config {
     pub cache: crate::cache::Settings,
     pub validator_max_concurrency: usize,
     pub validator_max_queue: usize,
+    /// TLS for the gRPC listener; `None` serves plaintext.
+    pub tls: Option<TlsFiles>,
+    /// Extra CA bundle (PEM) trusted for an `https://` validator.
+    pub validator_ca: Option<PathBuf>,
+}
+
+/// PEM files for the gRPC listener's TLS; with `client_ca`, clients must present a certificate
+/// it signed (mTLS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -82,6 +99,8 @@ impl Default for Config {
             cache: crate::cache::Settings::default(),
             validator_max_concurrency: 256,
             validator_max_queue: 1024,
+            tls: None,
+            validator_ca: None,
         }
     }
 }
@@ -100,6 +119,8 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("config: {0}")]
     Source(String),
+    #[error("config: {0}")]
+    Incomplete(&'static str),
 }
 
 /// Every key, loosely typed: each is checked by hand so errors name the key and value.
@@ -123,6 +144,10 @@ struct Raw {
     stale_if_error: Option<Value>,
     validator_max_concurrency: Option<Value>,
     validator_max_queue: Option<Value>,
+    tls_cert: Option<Value>,
+    tls_key: Option<Value>,
+    tls_client_ca: Option<Value>,
+    validator_ca: Option<Value>,
 }
 
 impl Config {
@@ -148,6 +173,24 @@ impl Config {
             .map_err(|err| ConfigError::Source(first_line(&err.to_string())))?;
         let field = Field { figment };
         let defaults = Config::default();
+        let path = |key, value| field.parse(key, value, None, parse_path);
+        let tls = match (
+            path("tls_cert", raw.tls_cert)?,
+            path("tls_key", raw.tls_key)?,
+            path("tls_client_ca", raw.tls_client_ca)?,
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Incomplete(
+                    "tls_cert and tls_key must be set together, and tls_client_ca needs both",
+                ))
+            }
+        };
         Ok(Config {
             auth_enabled: field.parse(
                 "auth_enabled",
@@ -238,6 +281,8 @@ impl Config {
                 defaults.validator_max_queue,
                 parse_count,
             )?,
+            tls,
+            validator_ca: path("validator_ca", raw.validator_ca)?,
         })
     }
 
@@ -262,6 +307,14 @@ impl Config {
             stale_if_error: String,
             validator_max_concurrency: usize,
             validator_max_queue: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls_cert: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls_key: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls_client_ca: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            validator_ca: Option<String>,
         }
         let duration = |d: Duration| humantime::format_duration(d).to_string();
         let shown = Shown {
@@ -282,6 +335,14 @@ impl Config {
             stale_if_error: duration(self.cache.stale_if_error),
             validator_max_concurrency: self.validator_max_concurrency,
             validator_max_queue: self.validator_max_queue,
+            tls_cert: self.tls.as_ref().map(|t| t.cert.display().to_string()),
+            tls_key: self.tls.as_ref().map(|t| t.key.display().to_string()),
+            tls_client_ca: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_ca.as_ref())
+                .map(|p| p.display().to_string()),
+            validator_ca: self.validator_ca.as_ref().map(|p| p.display().to_string()),
         };
         toml::to_string(&shown).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
     }
@@ -304,6 +365,8 @@ impl fmt::Debug for Config {
             .field("cache", &self.cache)
             .field("validator_max_concurrency", &self.validator_max_concurrency)
             .field("validator_max_queue", &self.validator_max_queue)
+            .field("tls", &self.tls)
+            .field("validator_ca", &self.validator_ca)
             .finish()
     }
 }
@@ -461,6 +524,14 @@ fn parse_count<T: TryFrom<u64>>(value: &Value) -> Result<T, &'static str> {
     T::try_from(n).map_err(|_| EXPECTED)
 }
 
+fn parse_path(value: &Value) -> Result<Option<PathBuf>, &'static str> {
+    const EXPECTED: &str = "expected a file path";
+    match as_text(value) {
+        Some(text) if !text.trim().is_empty() => Ok(Some(PathBuf::from(text.trim()))),
+        _ => Err(EXPECTED),
+    }
+}
+
 fn parse_header_name(value: &Value) -> Result<String, &'static str> {
     const EXPECTED: &str = "expected an HTTP header name, like x-auth-user";
     let text = as_text(value).ok_or(EXPECTED)?;
@@ -594,6 +665,43 @@ mod tests {
         assert_eq!(config.cache.stale_if_error, Duration::from_secs(300));
         assert_eq!(config.validator_max_concurrency, 8);
         assert_eq!(config.validator_max_queue, 16);
+        assert_eq!(config.tls, None);
+    }
+
+    #[test]
+    fn tls_files_come_together() {
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_TLS_CERT", "/etc/authz/tls.crt"),
+                ("SESSION_AUTHZ_TLS_KEY", "/etc/authz/tls.key"),
+                ("SESSION_AUTHZ_TLS_CLIENT_CA", "/etc/authz/ca.crt"),
+                ("SESSION_AUTHZ_VALIDATOR_CA", "/etc/authz/auth-ca.crt"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let tls = config.tls.clone().unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/authz/tls.crt"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/authz/ca.crt")));
+        assert_eq!(
+            config.validator_ca,
+            Some(PathBuf::from("/etc/authz/auth-ca.crt"))
+        );
+        assert!(config
+            .to_toml()
+            .contains("tls_cert = \"/etc/authz/tls.crt\""));
+        for env in [
+            &[("SESSION_AUTHZ_TLS_CERT", "/a")][..],
+            &[("SESSION_AUTHZ_TLS_KEY", "/a")],
+            &[("SESSION_AUTHZ_TLS_CLIENT_CA", "/a")],
+            &[
+                ("SESSION_AUTHZ_TLS_CLIENT_CA", "/a"),
+                ("SESSION_AUTHZ_TLS_CERT", "/b"),
+            ],
+        ] {
+            let err = error_line(env, &[]);
+            assert!(err.contains("tls_cert and tls_key"), "{err}");
+        }
         assert!(config.to_toml().contains("stale_if_error = \"5m\""));
     }
 

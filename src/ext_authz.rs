@@ -52,12 +52,7 @@ impl CheckService {
 
     /// Runs one check and returns the decision with the credential, if one was found.
     pub async fn decide(&self, request: &CheckRequest) -> (Decision, Option<Credential>) {
-        let http = request
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref());
-        let Some(http) = http else {
+        let Some(http) = http_request(request) else {
             return (decide(Situation::Malformed, self.on_error), None);
         };
         if !self.auth_enabled {
@@ -113,6 +108,16 @@ impl CheckService {
             (verdict, _) => Situation::Checked(verdict),
         }
     }
+}
+
+/// The HTTP request a Check is about, if the CheckRequest carries one.
+pub fn http_request(request: &CheckRequest) -> Option<&HttpRequest> {
+    request.attributes.as_ref()?.request.as_ref()?.http.as_ref()
+}
+
+/// The credential lookup a Check runs on its request (pure; for tests and fuzzing).
+pub fn lookup(request: &CheckRequest, names: &Names) -> Option<Lookup> {
+    http_request(request).map(|http| credential::find(headers(http), names))
 }
 
 /// Every request header as `(name, bytes)`: the `headers` map and, when Envoy sends

@@ -171,6 +171,8 @@ pub struct Settings {
     pub max_concurrency: usize,
     /// Calls allowed to wait; beyond that they are shed at once.
     pub max_queue: usize,
+    /// Extra CA certificates (PEM) to trust for an `https://` validator.
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 /// Errors building the client (start-up only).
@@ -182,6 +184,8 @@ pub enum BuildError {
     Url,
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error("validator CA bundle holds no usable PEM certificate")]
+    CaBundle,
 }
 
 /// A pooled HTTP client for the validator.
@@ -202,7 +206,18 @@ impl Validator {
     pub fn new(settings: &Settings) -> Result<Self, BuildError> {
         let header_name = HeaderName::from_bytes(settings.header_name.as_bytes())
             .map_err(|_| BuildError::HeaderName(settings.header_name.clone()))?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &settings.extra_ca_pem {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|_| BuildError::CaBundle)?;
+            if certificates.is_empty() {
+                return Err(BuildError::CaBundle);
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
