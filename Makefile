@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` runs the stack, `make test` runs every test (CI too).
-.PHONY: demo test tools lint bench chaos
+.PHONY: demo test tools lint bench chaos fuzz
 
 demo:
 	./scripts/demo.sh
@@ -24,3 +24,7 @@ bench: tools
 chaos: tools
 	cargo build --locked --release --bins --examples
 	CHAOS_SECONDS=$${CHAOS_SECONDS:-600} ./target/release/examples/chaos
+
+# Every fuzz target for FUZZ_SECONDS each (default 60); see scripts/fuzz.sh.
+fuzz:
+	./scripts/fuzz.sh
