@@ -201,6 +201,10 @@ fn bad_config_exits_non_zero_with_one_line_naming_the_key() {
         "--stale-if-error",
         "--validator-max-concurrency",
         "--validator-max-queue",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+        "--validator-ca",
         "--config",
         "--check-config",
     ] {
