@@ -10,7 +10,8 @@
 
 mod support;
 
-use support::{bin_dir, free_addr, rss_kib, start_envoy, wait_for_port, Proc};
+use support::procfs::rss_kib;
+use support::{bin_dir, free_addr, start_envoy, wait_for_port, Proc};
 
 use std::net::SocketAddr;
 

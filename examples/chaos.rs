@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{bin_dir, free_addr, open_fds, rss_kib, start_envoy, wait_for_port, Proc};
+use support::procfs::{open_fds, rss_kib};
+use support::{bin_dir, free_addr, start_envoy, wait_for_port, Proc};
 
 /// Every token the run invents starts with this, so the logs can be searched for all of them.
 const TOKEN_PREFIX: &str = "chaos-";

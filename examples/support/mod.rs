@@ -5,6 +5,8 @@
 
 #[path = "../../tests/common/envoy_config.rs"]
 mod envoy_config;
+#[path = "../../tests/common/procfs.rs"]
+pub mod procfs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,40 +83,5 @@ pub async fn start_envoy(authz: SocketAddr, app: SocketAddr, dir: &Path) -> (Pro
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let admin = admin.expect("Envoy ready");
-    let listeners: serde_json::Value = serde_json::from_str(
-        &client
-            .get(format!("http://{admin}/listeners?format=json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
-        .as_u64()
-        .unwrap();
-    (
-        proc,
-        SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap())),
-    )
-}
-
-/// Resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Open file descriptors of a process.
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+    (proc, envoy_config::listener_addr(admin).await)
 }

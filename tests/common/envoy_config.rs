@@ -26,3 +26,21 @@ pub(crate) fn sample_with_ports(authz: SocketAddr, app: SocketAddr) -> String {
     }
     yaml
 }
+
+/// The address of Envoy's (first) listener, asked from its admin `/listeners`.
+pub(crate) async fn listener_addr(admin: SocketAddr) -> SocketAddr {
+    let text = reqwest::get(format!("http://{admin}/listeners?format=json"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|err| panic!("Envoy admin /listeners: {err}"))
+        .text()
+        .await
+        .unwrap_or_else(|err| panic!("Envoy admin /listeners: {err}"));
+    let listeners: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("Envoy admin /listeners is not JSON: {err}"));
+    let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no listener port in {text}"));
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod envoy_config;
+pub mod procfs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -649,20 +650,7 @@ impl EnvoyProcess {
         })
         .await
         .expect("Envoy ready");
-        let listeners: serde_json::Value = serde_json::from_str(
-            &reqwest::get(format!("http://{admin}/listeners?format=json"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        let port = listeners["listener_statuses"][0]["local_address"]["socket_address"]
-            ["port_value"]
-            .as_u64()
-            .unwrap();
-        envoy.listener = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap()));
+        envoy.listener = envoy_config::listener_addr(admin).await;
         envoy
     }
 
