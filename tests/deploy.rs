@@ -1,0 +1,1000 @@
+//! The deployment files — Dockerfile, Kubernetes manifests, Istio config — checked offline with
+//! the pinned tools (hadolint, yamllint, kubernetes-validate, Envoy, installed by
+//! scripts/install-tools.sh) and with session-authz's own `--check-config`. YAML is read with the
+//! PyYAML that comes with yamllint, as JSON.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Kubernetes versions whose schemas the manifests must pass: the oldest we claim (native
+/// `preStop: sleep` is on by default from 1.30) and a current one.
+const K8S_VERSIONS: &[&str] = &["1.30.0", "1.34.0"];
+
+/// The fields of Istio's `EnvoyExternalAuthorizationGrpcProvider`; istiod rejects any other
+/// (the header lists exist only on the HTTP provider).
+const ISTIO_GRPC_PROVIDER_FIELDS: &[&str] = &[
+    "service",
+    "port",
+    "timeout",
+    "failOpen",
+    "statusOnError",
+    "includeRequestBodyInCheck",
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A pinned tool in .tools/bin; missing is a failure, not a skip.
+fn tool(name: &str) -> PathBuf {
+    let path = root().join(".tools/bin").join(name);
+    assert!(
+        path.exists(),
+        "{name} not found at {}: run scripts/install-tools.sh (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `command` to success and returns its stdout.
+fn run(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Every YAML document in `text`, as JSON (empty documents dropped).
+fn yaml_to_json(text: &str) -> Vec<Value> {
+    let python = root().join(".tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} not found: run scripts/install-tools.sh",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; \
+             print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d is not None]))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "YAML does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        Value::Array(docs) => docs,
+        other => panic!("expected a list of documents, got {other}"),
+    }
+}
+
+fn yaml_file(rel: &str) -> Vec<Value> {
+    let path = root().join(rel);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    yaml_to_json(&text)
+}
+
+fn yaml_files_under(rel: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(rel))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no YAML under {rel}");
+    files
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn s(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+}
+
+fn arr(value: &Value) -> &Vec<Value> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    arr(&pod["containers"])
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// A container's plain `env` values (no valueFrom expected in these manifests).
+fn env_of(container: &Value) -> Vec<(String, String)> {
+    arr(&container["env"])
+        .iter()
+        .map(|e| (s(&e["name"]).to_owned(), s(&e["value"]).to_owned()))
+        .collect()
+}
+
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
+    env.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+/// A named or numbered container port of the pod, as a number.
+fn resolve_port(pod: &Value, port: &Value) -> u64 {
+    if let Some(number) = port.as_u64() {
+        return number;
+    }
+    let name = s(port);
+    arr(&pod["containers"])
+        .iter()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+fn port_of(addr: &str) -> u64 {
+    addr.parse::<SocketAddr>().unwrap().port().into()
+}
+
+fn duration(text: &str) -> Duration {
+    humantime::parse_duration(text).unwrap_or_else(|e| panic!("duration {text:?}: {e}"))
+}
+
+/// The probes of a container: (kind, probe).
+fn probes(container: &Value) -> Vec<(&'static str, &Value)> {
+    ["livenessProbe", "readinessProbe", "startupProbe"]
+        .into_iter()
+        .filter(|k| !container[*k].is_null())
+        .map(|k| (k, &container[k]))
+        .collect()
+}
+
+/// The hardening every Pod here must have, in every container.
+fn assert_hardened(pod: &Value) {
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["enableServiceLinks"], false);
+    for c in arr(&pod["containers"]) {
+        let name = s(&c["name"]);
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
+        // Numeric and not root, so runAsNonRoot can verify it whatever the image says.
+        assert!(sc["runAsUser"].as_u64().unwrap() > 0, "{name}");
+        for key in ["requests", "limits"] {
+            assert!(c["resources"][key]["memory"].is_string(), "{name} {key}");
+        }
+        assert!(c["resources"]["requests"]["cpu"].is_string(), "{name}");
+        let image = s(&c["image"]);
+        let tag = image.rsplit('/').next().unwrap().split_once(':');
+        assert!(
+            matches!(tag, Some((_, t)) if t != "latest"),
+            "{name}: pin the image tag: {image}"
+        );
+    }
+}
+
+/// Seconds of the longest `preStop: sleep` in the pod.
+fn longest_pre_stop(pod: &Value) -> u64 {
+    arr(&pod["containers"])
+        .iter()
+        .filter_map(|c| c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// session-authz's effective configuration (`--check-config`) under exactly this environment
+/// and, if given, this TOML file in place of `SESSION_AUTHZ_CONFIG`'s path.
+fn effective_config(env: &[(String, String)], toml_file: Option<&str>) -> toml::Table {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_session-authz"));
+    command.arg("--check-config").env_clear();
+    for (name, value) in env {
+        if name == "SESSION_AUTHZ_CONFIG" {
+            let path = dir.path().join("session-authz.toml");
+            std::fs::write(
+                &path,
+                toml_file.expect("a TOML file for SESSION_AUTHZ_CONFIG"),
+            )
+            .unwrap();
+            command.env(name, path);
+        } else {
+            command.env(name, value);
+        }
+    }
+    run(&mut command).parse().unwrap()
+}
+
+fn config_str<'a>(config: &'a toml::Table, key: &str) -> &'a str {
+    config[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string"))
+}
+
+/// The address each listener of an Envoy config binds: (name, address, port).
+fn envoy_listeners(config: &Value) -> Vec<(String, String, u64)> {
+    arr(&config["static_resources"]["listeners"])
+        .iter()
+        .map(|l| {
+            let socket = &l["address"]["socket_address"];
+            (
+                s(&l["name"]).to_owned(),
+                s(&socket["address"]).to_owned(),
+                socket["port_value"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The one endpoint of a static Envoy cluster.
+fn envoy_cluster_endpoint(config: &Value, cluster: &str) -> (String, u64) {
+    let cluster = arr(&config["static_resources"]["clusters"])
+        .iter()
+        .find(|c| c["name"] == cluster)
+        .unwrap_or_else(|| panic!("no cluster {cluster}"));
+    let socket = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        ["address"]["socket_address"];
+    (
+        s(&socket["address"]).to_owned(),
+        socket["port_value"].as_u64().unwrap(),
+    )
+}
+
+/// The ext_authz filter's gRPC timeout in the dashboard listener.
+fn envoy_ext_authz_timeout(config: &Value) -> Duration {
+    let listener = arr(&config["static_resources"]["listeners"])
+        .iter()
+        .find(|l| l["name"] == "dashboard")
+        .unwrap();
+    let filters = &listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+    let ext_authz = arr(filters)
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .unwrap();
+    duration(s(&ext_authz["typed_config"]["grpc_service"]["timeout"]))
+}
+
+fn envoy_validate(config_text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config_text).unwrap();
+    run(Command::new(tool("envoy"))
+        .args(["--mode", "validate", "-l", "error", "-c"])
+        .arg(&path));
+}
+
+fn sidecar_envoy_config(docs: &[Value]) -> &str {
+    s(&find(docs, "ConfigMap", "dashboard-envoy")["data"]["envoy.yaml"])
+}
+
+#[test]
+fn kubernetes_manifests_validate_strictly() {
+    for file in yaml_files_under("deploy/kubernetes") {
+        let docs = yaml_to_json(&std::fs::read_to_string(&file).unwrap()).len();
+        let mut command = Command::new(tool("kubernetes-validate"));
+        command.arg("--strict");
+        for version in K8S_VERSIONS {
+            command.args(["-k", version]);
+        }
+        let out = run(command.arg(&file));
+        // It exits 0 with a WARN for a kind it has no schema for: not good enough here.
+        assert!(
+            !out.contains("WARN") && !out.contains("ERROR"),
+            "{}:\n{out}",
+            file.display()
+        );
+        let passed = out.lines().filter(|l| l.contains(" passed for ")).count();
+        assert_eq!(
+            passed,
+            docs * K8S_VERSIONS.len(),
+            "{}:\n{out}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn yaml_lints_clean() {
+    run(Command::new(tool("yamllint")).current_dir(root()).args([
+        "--strict",
+        "-c",
+        ".yamllint",
+        "deploy",
+        "envoy",
+        ".yamllint",
+    ]));
+}
+
+#[test]
+fn dockerfile_lints_clean_and_builds_locked_for_a_non_root_user() {
+    run(Command::new(tool("hadolint")).current_dir(root()).args([
+        "--failure-threshold",
+        "style",
+        "Dockerfile",
+    ]));
+
+    // Instructions, with continuation lines joined and comments dropped.
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let mut instructions: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && !continued) {
+            continue;
+        }
+        let (body, more) = match trimmed.strip_suffix('\\') {
+            Some(body) => (body.trim(), true),
+            None => (trimmed, false),
+        };
+        if continued {
+            let last = instructions.last_mut().unwrap();
+            last.push(' ');
+            last.push_str(body);
+        } else {
+            instructions.push(body.to_owned());
+        }
+        continued = more;
+    }
+    let keyword = |i: &String| i.split_whitespace().next().unwrap().to_ascii_uppercase();
+    let stages: Vec<&[String]> = {
+        let starts: Vec<usize> = (0..instructions.len())
+            .filter(|&n| keyword(&instructions[n]) == "FROM")
+            .collect();
+        assert!(starts.len() >= 2, "a multi-stage build");
+        starts
+            .iter()
+            .zip(starts.iter().skip(1).chain([&instructions.len()]))
+            .map(|(&a, &b)| &instructions[a..b])
+            .collect()
+    };
+
+    let builds: Vec<&String> = instructions
+        .iter()
+        .filter(|i| i.contains("cargo build"))
+        .collect();
+    assert!(!builds.is_empty());
+    for build in &builds {
+        for flag in ["--locked", "--release", "--bin session-authz"] {
+            assert!(build.contains(flag), "{build}: wants {flag}");
+        }
+    }
+
+    let last = stages.last().unwrap();
+    let user = last
+        .iter()
+        .rev()
+        .find(|i| keyword(i) == "USER")
+        .expect("USER in the final stage");
+    let uid = user
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(
+        uid.parse::<u32>().is_ok_and(|uid| uid > 0),
+        "numeric non-root USER: {user}"
+    );
+    let entrypoint = last
+        .iter()
+        .find(|i| keyword(i) == "ENTRYPOINT")
+        .expect("ENTRYPOINT in the final stage");
+    assert!(
+        entrypoint.contains("[\"") && entrypoint.contains("session-authz\""),
+        "exec-form ENTRYPOINT of the binary: {entrypoint}"
+    );
+    let expose = last
+        .iter()
+        .find(|i| keyword(i) == "EXPOSE")
+        .expect("EXPOSE");
+    assert!(
+        expose.contains("9001") && expose.contains("9002"),
+        "{expose}"
+    );
+    assert!(
+        !last.iter().any(|i| i.contains("cargo")),
+        "no toolchain in the runtime stage"
+    );
+
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let ignored: BTreeSet<&str> = ignore
+        .lines()
+        .map(|l| l.trim().trim_end_matches('/'))
+        .collect();
+    for dir in ["target", ".tools", ".git"] {
+        assert!(ignored.contains(dir), ".dockerignore should hold {dir}/");
+    }
+    for needed in ["src", "proto", "Cargo.lock", "Cargo.toml", "build.rs"] {
+        assert!(
+            !ignored.contains(needed),
+            ".dockerignore must not hold {needed}"
+        );
+    }
+}
+
+#[test]
+fn sidecar_keeps_session_authz_on_loopback_and_exposes_only_envoy() {
+    let docs = yaml_file("deploy/kubernetes/sidecar.yaml");
+    let deployment = find(&docs, "Deployment", "dashboard");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_hardened(pod);
+
+    let authz = container(pod, "session-authz");
+    let env = env_of(authz);
+    let config = effective_config(&env, None);
+    let grpc_addr = config_str(&config, "grpc_addr");
+    let http_addr = config_str(&config, "http_addr");
+    assert!(grpc_addr.starts_with("127.0.0.1:"), "{grpc_addr}");
+    assert_eq!(config_str(&config, "log_format"), "json");
+    assert!(config_str(&config, "aimenu_url").starts_with("http"));
+
+    // What the pod IP serves: ops HTTP, and Envoy's listeners bound to 0.0.0.0.
+    let envoy_docs = yaml_to_json(sidecar_envoy_config(&docs));
+    let envoy_config = &envoy_docs[0];
+    let mut pod_ip_ports = BTreeSet::new();
+    if http_addr.starts_with("0.0.0.0:") {
+        pod_ip_ports.insert(port_of(http_addr));
+    }
+    for (_, address, port) in envoy_listeners(envoy_config) {
+        if address == "0.0.0.0" {
+            pod_ip_ports.insert(port);
+        }
+    }
+    assert!(!pod_ip_ports.contains(&port_of(grpc_addr)));
+
+    // Kubelet probes the pod IP: every probe must target a port served there, and
+    // session-authz's probes are HTTP (a grpc probe could not reach its loopback gRPC).
+    for c in arr(&pod["containers"]) {
+        for (kind, probe) in probes(c) {
+            let target = ["httpGet", "grpc", "tcpSocket"]
+                .iter()
+                .map(|k| &probe[*k]["port"])
+                .find(|port| !port.is_null())
+                .unwrap_or_else(|| panic!("{kind}: no port"));
+            let port = resolve_port(pod, target);
+            assert!(
+                pod_ip_ports.contains(&port),
+                "{} {kind} probes {port}, which is not on the pod IP",
+                c["name"]
+            );
+        }
+    }
+    let authz_probes = probes(authz);
+    assert!(authz_probes.len() >= 2, "liveness and readiness");
+    assert!(authz_probes.iter().all(|(_, p)| p["httpGet"].is_object()));
+    assert_eq!(authz["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(authz["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(arr(&authz["ports"])
+        .iter()
+        .all(|p| p["containerPort"].as_u64() != Some(port_of(grpc_addr))));
+
+    // Envoy reaches session-authz and the app on loopback; its admin stays there.
+    assert_eq!(
+        envoy_cluster_endpoint(envoy_config, "session_authz"),
+        ("127.0.0.1".to_owned(), port_of(grpc_addr))
+    );
+    assert_eq!(envoy_cluster_endpoint(envoy_config, "app").0, "127.0.0.1");
+    assert_eq!(
+        envoy_config["admin"]["address"]["socket_address"]["address"],
+        "127.0.0.1"
+    );
+    assert!(
+        envoy_ext_authz_timeout(envoy_config) > duration(config_str(&config, "validator_timeout"))
+    );
+
+    // Envoy reads the ConfigMap's envoy.yaml.
+    let envoy = container(pod, "envoy");
+    let args: Vec<&str> = arr(&envoy["args"]).iter().map(s).collect();
+    let config_path = args[args.iter().position(|a| *a == "--config-path").unwrap() + 1];
+    let (dir, key) = config_path.rsplit_once('/').unwrap();
+    let mount = arr(&envoy["volumeMounts"])
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .expect("Envoy's config mounted");
+    let volume = arr(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], "dashboard-envoy");
+    assert_eq!(key, "envoy.yaml");
+
+    // The Service: Envoy's client listener only.
+    let service = find(&docs, "Service", "dashboard");
+    let ports = arr(&service["spec"]["ports"]);
+    assert_eq!(ports.len(), 1, "only Envoy's listener");
+    let target = resolve_port(pod, &ports[0]["targetPort"]);
+    let listener = envoy_listeners(envoy_config)
+        .into_iter()
+        .find(|(name, _, _)| name == "dashboard")
+        .unwrap();
+    assert_eq!(target, listener.2);
+    assert!(arr(&envoy["ports"])
+        .iter()
+        .any(|p| p["containerPort"].as_u64() == Some(target)));
+    for (label, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(
+            &deployment["spec"]["template"]["metadata"]["labels"][label],
+            value
+        );
+    }
+
+    // Long enough for the preStop sleep and session-authz's drain.
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    let drain = duration(config_str(&config, "shutdown_grace")).as_secs();
+    assert!(grace > longest_pre_stop(pod) + drain, "{grace}");
+}
+
+#[test]
+fn sidecar_envoy_config_validates_and_matches_the_sample() {
+    let docs = yaml_file("deploy/kubernetes/sidecar.yaml");
+    let text = sidecar_envoy_config(&docs);
+    envoy_validate(text);
+
+    // The probe listener answers /ready itself and routes nowhere.
+    let mut sidecar = yaml_to_json(text).remove(0);
+    let listeners = sidecar["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap();
+    let probes = listeners
+        .iter()
+        .position(|l| l["name"] == "probes")
+        .unwrap();
+    let probe = listeners.remove(probes);
+    let hcm = &probe["filter_chains"][0]["filters"][0]["typed_config"];
+    for route in arr(&hcm["route_config"]["virtual_hosts"][0]["routes"]) {
+        assert!(route["route"].is_null(), "{route}");
+    }
+    assert_eq!(
+        hcm["http_filters"][0]["name"],
+        "envoy.filters.http.health_check"
+    );
+
+    // Otherwise it is envoy/envoy.yaml with the listener on 0.0.0.0: keep the two in step.
+    let address = &mut listeners
+        .iter_mut()
+        .find(|l| l["name"] == "dashboard")
+        .unwrap()["address"]["socket_address"]["address"];
+    assert_eq!(*address, "0.0.0.0");
+    *address = json!("127.0.0.1");
+    let sample = yaml_file("envoy/envoy.yaml").remove(0);
+    assert!(
+        sidecar == sample,
+        "the sidecar's Envoy config drifted from envoy/envoy.yaml (beyond the listener address \
+         and the probe listener); apply the same change to deploy/kubernetes/sidecar.yaml"
+    );
+}
+
+#[test]
+fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
+    let docs = yaml_file("deploy/kubernetes/standalone.yaml");
+    let deployment = find(&docs, "Deployment", "session-authz");
+    let namespace = s(&deployment["metadata"]["namespace"]);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_hardened(pod);
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+
+    let authz = container(pod, "session-authz");
+    let env = env_of(authz);
+    assert!(env_value(&env, "AIMENU_URL").starts_with("http"));
+    let config = standalone_config(&docs);
+    let grpc_port = port_of(config_str(&config, "grpc_addr"));
+    assert!(config_str(&config, "grpc_addr").starts_with("0.0.0.0:"));
+    assert_eq!(config_str(&config, "log_format"), "json");
+    assert_eq!(
+        config_str(&config, "aimenu_url").trim_end_matches('/'),
+        env_value(&env, "AIMENU_URL").trim_end_matches('/')
+    );
+
+    // Readiness: kubelet's gRPC probe on the overall health; liveness: /healthz.
+    let readiness = &authz["readinessProbe"]["grpc"];
+    assert_eq!(readiness["port"].as_u64(), Some(grpc_port));
+    assert!(
+        readiness["service"].is_null() || readiness["service"] == "",
+        "the overall status, not the named one that follows the auth service"
+    );
+    assert_eq!(authz["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(
+        resolve_port(pod, &authz["livenessProbe"]["httpGet"]["port"]),
+        port_of(config_str(&config, "http_addr"))
+    );
+
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let drain = duration(config_str(&config, "shutdown_grace")).as_secs();
+    assert!(grace > longest_pre_stop(pod) + drain, "{grace}");
+
+    // The Service speaks gRPC on 9001, to these Pods.
+    let service = find(&docs, "Service", "session-authz");
+    assert_eq!(service["metadata"]["namespace"], namespace);
+    let ports = arr(&service["spec"]["ports"]);
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["port"], 9001);
+    assert_eq!(ports[0]["name"], "grpc");
+    assert_eq!(ports[0]["appProtocol"], "grpc");
+    assert_eq!(resolve_port(pod, &ports[0]["targetPort"]), grpc_port);
+    for (label, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[label], value);
+    }
+
+    // The budget covers these Pods and leaves at least one up.
+    let pdb = find(&docs, "PodDisruptionBudget", "session-authz");
+    assert_eq!(pdb["metadata"]["namespace"], namespace);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let min = pdb["spec"]["minAvailable"].as_u64().unwrap();
+    assert!(min >= 1 && min < deployment["spec"]["replicas"].as_u64().unwrap());
+
+    // gRPC only from selected clients.
+    let policy = find(&docs, "NetworkPolicy", "session-authz");
+    for rule in arr(&policy["spec"]["ingress"]) {
+        let ports: Vec<u64> = arr(&rule["ports"])
+            .iter()
+            .map(|p| resolve_port(pod, &p["port"]))
+            .collect();
+        if ports.contains(&grpc_port) {
+            assert!(!arr(&rule["from"]).is_empty(), "{rule}");
+        }
+    }
+}
+
+/// The standalone Deployment's effective configuration: the TOML from the ConfigMap mounted
+/// where SESSION_AUTHZ_CONFIG says, under the container's environment.
+fn standalone_config(docs: &[Value]) -> toml::Table {
+    let deployment = find(docs, "Deployment", "session-authz");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let authz = container(pod, "session-authz");
+    let env = env_of(authz);
+    let config_path = env_value(&env, "SESSION_AUTHZ_CONFIG");
+    let (dir, key) = config_path.rsplit_once('/').unwrap();
+    let mount = arr(&authz["volumeMounts"])
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .expect("the config mounted");
+    assert_eq!(mount["readOnly"], true);
+    let volume = arr(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let config_map = find(docs, "ConfigMap", s(&volume["configMap"]["name"]));
+    effective_config(&env, Some(s(&config_map["data"][key])))
+}
+
+/// Istio's path match: exact, `prefix*`, `*suffix`, or `*`.
+fn istio_path_matches(pattern: &str, path: &str) -> bool {
+    if pattern == "*" {
+        true
+    } else if let Some(prefix) = pattern.strip_suffix('*') {
+        path.starts_with(prefix)
+    } else if let Some(suffix) = pattern.strip_prefix('*') {
+        path.ends_with(suffix)
+    } else {
+        pattern == path
+    }
+}
+
+#[test]
+fn istio_provider_fails_closed_after_the_validator_timeout() {
+    let operator = yaml_file("deploy/istio/mesh-config.yaml").remove(0);
+    assert_eq!(operator["kind"], "IstioOperator");
+    let mesh = &operator["spec"]["meshConfig"];
+    let provider = arr(&mesh["extensionProviders"])
+        .iter()
+        .find(|p| p["name"] == "session-authz")
+        .expect("the session-authz provider");
+    let grpc = provider["envoyExtAuthzGrpc"]
+        .as_object()
+        .expect("envoyExtAuthzGrpc: session-authz serves the gRPC API");
+    for field in grpc.keys() {
+        assert!(
+            ISTIO_GRPC_PROVIDER_FIELDS.contains(&field.as_str()),
+            "{field} is not a field of Istio's gRPC provider; istiod would reject it"
+        );
+    }
+    assert_eq!(grpc["failOpen"], false);
+    assert_eq!(grpc["statusOnError"], "503");
+
+    // It names the standalone Service, fully qualified, on its gRPC port, and waits longer than
+    // that Deployment waits for the auth service (so session-authz's own 503 wins).
+    let standalone = yaml_file("deploy/kubernetes/standalone.yaml");
+    let validator_timeout = duration(config_str(
+        &standalone_config(&standalone),
+        "validator_timeout",
+    ));
+    assert!(duration(s(&grpc["timeout"])) > validator_timeout);
+    let service = find(&standalone, "Service", "session-authz");
+    assert_eq!(
+        grpc["service"],
+        format!(
+            "{}.{}.svc.cluster.local",
+            s(&service["metadata"]["name"]),
+            s(&service["metadata"]["namespace"])
+        )
+    );
+    assert_eq!(grpc["port"], service["spec"]["ports"][0]["port"]);
+
+    // //admin and %2F spellings must be normalized before the policy's paths are compared.
+    let normalization = s(&mesh["pathNormalization"]["normalization"]);
+    assert!(
+        ["MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"].contains(&normalization),
+        "{normalization}"
+    );
+}
+
+#[test]
+fn istio_policy_checks_the_admin_paths_and_strips_forged_identity() {
+    let docs = yaml_file("deploy/istio/authorization-policy.yaml");
+    let policy = find(&docs, "AuthorizationPolicy", "dashboard-session-authz");
+    let spec = &policy["spec"];
+    assert_eq!(spec["action"], "CUSTOM");
+    assert_eq!(spec["provider"]["name"], "session-authz");
+    let selector = &spec["selector"]["matchLabels"];
+    assert!(selector.as_object().is_some_and(|m| !m.is_empty()));
+
+    let mut paths = Vec::new();
+    for rule in arr(&spec["rules"]) {
+        // Only `to`: a `from` or `when` would leave admin requests unchecked.
+        assert_eq!(
+            rule.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["to"],
+            "{rule}"
+        );
+        for to in arr(&rule["to"]) {
+            let operation = to["operation"].as_object().unwrap();
+            assert_eq!(operation.keys().collect::<Vec<_>>(), ["paths"], "{to}");
+            paths.extend(arr(&operation["paths"]).iter().map(s));
+        }
+    }
+    let checked = |path: &str| paths.iter().any(|p| istio_path_matches(p, path));
+    for path in [
+        "/admin",
+        "/admin/",
+        "/admin/users",
+        "/administrator",
+        "/api/admin",
+        "/api/admin/",
+        "/api/admin/stats",
+    ] {
+        assert!(checked(path), "{path} should be checked by {paths:?}");
+    }
+    for path in ["/", "/public", "/api/public", "/static/admin.css"] {
+        assert!(
+            !checked(path),
+            "{path} should stay public, not in {paths:?}"
+        );
+    }
+
+    // The Lua filter that drops client-sent x-auth-user runs first on the same workload.
+    let filter = find(&docs, "EnvoyFilter", "dashboard-strip-identity");
+    assert_eq!(
+        filter["metadata"]["namespace"],
+        policy["metadata"]["namespace"]
+    );
+    assert_eq!(&filter["spec"]["workloadSelector"]["labels"], selector);
+    let patch = &filter["spec"]["configPatches"][0];
+    assert_eq!(patch["applyTo"], "HTTP_FILTER");
+    assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND");
+    assert_eq!(patch["patch"]["operation"], "INSERT_FIRST");
+}
+
+/// An Envoy process on ephemeral loopback ports, killed on drop.
+struct Envoy {
+    child: std::process::Child,
+    listener: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    fn start(config: &Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envoy.json");
+        let admin_file = dir.path().join("admin-address");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let child = Command::new(tool("envoy"))
+            .arg("-c")
+            .arg(&path)
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut envoy = Self {
+            child,
+            listener: "127.0.0.1:1".parse().unwrap(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin: SocketAddr = loop {
+            if let Some(addr) = std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|a| a.trim().parse().ok())
+            {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "Envoy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let port = loop {
+            let listeners: Option<Value> =
+                http_get(admin, "/listeners?format=json", &[]).and_then(|(status, body)| {
+                    (status == 200).then(|| serde_json::from_str(&body).ok())?
+                });
+            if let Some(port) = listeners.as_ref().and_then(|l| {
+                l["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()
+            }) {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Envoy's listener did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        envoy.listener = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).unwrap()));
+        envoy
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close`: (status, body), or None if it could not connect.
+fn http_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+/// The payload of a chunked HTTP/1.1 body (Envoy's admin answers chunked).
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+#[test]
+fn istio_identity_filter_drops_client_copies_in_envoy() {
+    let docs = yaml_file("deploy/istio/authorization-policy.yaml");
+    let filter = find(&docs, "EnvoyFilter", "dashboard-strip-identity");
+    let strip = filter["spec"]["configPatches"][0]["patch"]["value"].clone();
+
+    // The patch's filter first, then one that answers with the identity headers it still sees.
+    let echo = json!({
+        "name": "echo",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": { "inline_string": r#"
+function envoy_on_request(handle)
+  local seen = {}
+  for _, name in ipairs({"x-auth-user", "x_auth_user", "x-other"}) do
+    table.insert(seen, name .. "=" .. (handle:headers():get(name) or "-"))
+  end
+  handle:respond({[":status"] = "200"}, table.concat(seen, " "))
+end
+"# }
+        }
+    });
+    let config = json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": { "listeners": [{
+            "name": "inbound",
+            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+            "filter_chains": [{ "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "inbound",
+                    "route_config": { "virtual_hosts": [{
+                        "name": "all",
+                        "domains": ["*"],
+                        "routes": [{ "match": { "prefix": "/" }, "direct_response": { "status": 404 } }]
+                    }] },
+                    "http_filters": [strip, echo, {
+                        "name": "envoy.filters.http.router",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                        }
+                    }]
+                }
+            }] }]
+        }] }
+    });
+    envoy_validate(&config.to_string());
+
+    let envoy = Envoy::start(&config);
+    let (status, body) = http_get(
+        envoy.listener,
+        "/",
+        &[
+            ("X-Auth-User", "root"),
+            ("x-auth-user", "admin"),
+            ("x_auth_user", "root"),
+            ("x-other", "kept"),
+        ],
+    )
+    .expect("Envoy answers");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "x-auth-user=- x_auth_user=- x-other=kept");
+}
