@@ -32,16 +32,20 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn start_validator(addr: SocketAddr, log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
+/// A log file that restarts of the same process keep adding to.
+fn append_to(log: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
-        .unwrap();
+        .unwrap()
+}
+
+fn start_validator(addr: SocketAddr, log: &std::path::Path) -> Proc {
     Proc(
         Command::new(bin_dir().join("examples/sample_validator"))
             .arg(addr.to_string())
-            .stderr(log)
+            .stderr(append_to(log))
             .spawn()
             .expect("sample_validator built next to this example"),
     )
@@ -53,11 +57,6 @@ fn start_authz(
     http: SocketAddr,
     log: &std::path::Path,
 ) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
     Proc(
         Command::new(bin_dir().join("session-authz"))
             .env_clear()
@@ -68,7 +67,7 @@ fn start_authz(
             .env("SESSION_AUTHZ_CACHE_TTL", "2s")
             .env("RUST_LOG", "trace")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(append_to(log))
             .spawn()
             .expect("session-authz built next to this example"),
     )

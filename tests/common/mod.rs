@@ -99,9 +99,6 @@ impl FakeValidator {
             max_in_flight: 0,
         }));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
         let app = axum::Router::new().fallback({
             let seen = seen.clone();
             let script = script.clone();
@@ -111,14 +108,7 @@ impl FakeValidator {
                 async move { answer(request, &script, &seen).await }
             }
         });
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (addr, stop) = serve(app).await;
         Self {
             addr,
             seen,
@@ -222,6 +212,22 @@ async fn answer(
         response = response.header(*name, value);
     }
     response.body(Body::from(answer.body)).unwrap()
+}
+
+/// Serves `app` on a loopback port until the returned sender is used or dropped.
+async fn serve(app: axum::Router) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, stop)
 }
 
 /// The service in-process on loopback port 0 with the given config keys.
@@ -448,9 +454,6 @@ pub struct FakeDashboard {
 impl FakeDashboard {
     pub async fn start() -> Self {
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
         let app = axum::Router::new().fallback({
             let hits = hits.clone();
             move |request: Request<Body>| {
@@ -472,14 +475,7 @@ impl FakeDashboard {
                 }
             }
         });
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (addr, stop) = serve(app).await;
         Self {
             addr,
             hits,
