@@ -6,6 +6,7 @@ demo:
 
 test: tools lint
 	cargo test --locked --all-targets
+	cargo build --locked --bins --examples
 	CHAOS_SECONDS=$${CHAOS_SECONDS:-60} ./target/debug/examples/chaos
 
 tools:
