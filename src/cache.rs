@@ -5,7 +5,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
-use moka::Expiry;
 use sha2::{Digest, Sha256};
 
 use crate::credential::{Credential, Source};
@@ -66,16 +65,8 @@ type Key = [u8; 32];
 struct Entry {
     /// Only `Valid` or `Invalid`: errors are never cached.
     verdict: Verdict,
-    ttl: Duration,
-}
-
-struct TtlPerEntry;
-
-impl Expiry<Key, Entry> for TtlPerEntry {
-    fn expire_after_create(&self, _key: &Key, entry: &Entry, _now: Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
-    // Reads and updates keep the default (no change): a hit never extends an entry's life.
+    /// When this answer stops counting; fixed at insertion, so a hit never extends it.
+    expires: Instant,
 }
 
 /// The cache. Cheap to clone.
@@ -98,9 +89,16 @@ impl std::fmt::Debug for DecisionCache {
 
 impl DecisionCache {
     pub fn new(settings: Settings) -> Self {
+        // One cache-wide time-to-live (the longest an answer may count) lets moka evict by
+        // insertion order; each entry's own, shorter deadline is checked on read. This is much
+        // cheaper per insert than moka's per-entry expiry timer wheel.
+        let longest = settings
+            .ttl
+            .max(settings.negative_ttl)
+            .max(Duration::from_millis(1));
         let entries = Cache::builder()
             .max_capacity(settings.max_entries)
-            .expire_after(TtlPerEntry)
+            .time_to_live(longest)
             .build();
         let last_valid = (!settings.stale_if_error.is_zero()).then(|| {
             Cache::builder()
@@ -136,7 +134,10 @@ impl DecisionCache {
     {
         let key = key(credential);
         if let Some(entry) = self.entries.get(&key).await {
-            return (entry.verdict, Origin::Hit);
+            if entry.expires > Instant::now() {
+                return (entry.verdict, Origin::Hit);
+            }
+            self.entries.invalidate(&key).await;
         }
         let settings = self.settings;
         let init = async move {
@@ -145,7 +146,10 @@ impl DecisionCache {
                 Verdict::Error(err) => Err(err),
                 verdict => {
                     let ttl = ttl_for(&settings, &verdict, reply.cache);
-                    Ok(Entry { verdict, ttl })
+                    Ok(Entry {
+                        verdict,
+                        expires: Instant::now() + ttl,
+                    })
                 }
             }
         };
