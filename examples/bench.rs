@@ -4,7 +4,8 @@
 //! gRPC rows drive Check calls over one HTTP/2 connection; Envoy rows drive HTTP/1.1 requests
 //! over keep-alive connections (one per concurrent client). Release binaries are expected next to
 //! this example (`cargo build --release --bins --examples`), Envoy in `.tools/bin/envoy`.
-//! `BENCH_SECONDS` (default 5) sets each measurement's length, after one second of warm-up.
+//! `BENCH_SECONDS` (default 3) sets each measurement's length and `BENCH_REPEATS` (default 3) how
+//! many interleaved rounds a cell's median is taken from, after one second of warm-up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -261,13 +262,38 @@ async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration)
     }
 }
 
-async fn measure(load: Load, server: u32, length: Duration) -> Vec<Stats> {
-    let mut rows = Vec::new();
-    for concurrency in CONCURRENCY {
-        run_load(load, server, concurrency, Duration::from_secs(1)).await; // warm-up
-        rows.push(run_load(load, server, concurrency, length).await);
+/// Measures every scenario at every concurrency, `repeats` times, interleaved: at each
+/// concurrency all scenarios run one after another, then again, so that a baseline and what is
+/// compared with it are measured moments apart and the machine's drift hits both alike. Each cell
+/// is the run with the median throughput.
+async fn measure_all(
+    scenarios: &[(Load, u32)],
+    length: Duration,
+    repeats: usize,
+) -> Vec<Vec<Stats>> {
+    let mut cells = vec![vec![Vec::new(); CONCURRENCY.len()]; scenarios.len()];
+    for (ci, concurrency) in CONCURRENCY.into_iter().enumerate() {
+        for &(load, server) in scenarios {
+            run_load(load, server, concurrency, Duration::from_secs(1)).await; // warm-up
+        }
+        for repeat in 0..repeats {
+            eprintln!("c={concurrency}: round {} of {repeats}", repeat + 1);
+            for (si, &(load, server)) in scenarios.iter().enumerate() {
+                cells[si][ci].push(run_load(load, server, concurrency, length).await);
+            }
+        }
     }
-    rows
+    cells
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|mut runs: Vec<Stats>| {
+                    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                    runs[runs.len() / 2]
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn machine() -> String {
@@ -291,9 +317,10 @@ struct Row {
     baseline: Option<usize>,
 }
 
-fn render(rows: &[Row], length: Duration) -> String {
+fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
     let mut out = format!(
-        "Machine: {}. Each cell: {} s after 1 s warm-up; ratio = throughput / its baseline's.\n\n",
+        "Machine: {}. Each cell: the median of {repeats} interleaved {} s runs after 1 s of warm-up; \
+         ratio = throughput / its baseline's.\n\n",
         machine(),
         length.as_secs()
     );
@@ -333,8 +360,13 @@ async fn main() {
         std::env::var("BENCH_SECONDS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(5),
+            .unwrap_or(3),
     );
+    let repeats = std::env::var("BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3usize)
+        .max(1);
     let dir = std::env::temp_dir().join(format!("session-authz-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (validator, app) = start_fakes();
@@ -395,22 +427,30 @@ async fn main() {
     ];
     // BENCH_ONLY=<words> measures just the matching scenarios (for profiling), without ratios.
     if let Ok(only) = std::env::var("BENCH_ONLY") {
-        for (name, load, pid, _) in scenarios.iter().filter(|s| s.0.contains(only.as_str())) {
-            for (stats, c) in measure(*load, *pid, length).await.iter().zip(CONCURRENCY) {
-                println!("{name} c={c}: {stats:?}");
+        let picked: Vec<_> = scenarios
+            .iter()
+            .filter(|s| s.0.contains(only.as_str()))
+            .collect();
+        let loads: Vec<_> = picked.iter().map(|s| (s.1, s.2)).collect();
+        let cells = measure_all(&loads, length, repeats).await;
+        for (scenario, stats) in picked.iter().zip(cells) {
+            for (stats, c) in stats.iter().zip(CONCURRENCY) {
+                println!("{} c={c}: {stats:?}", scenario.0);
             }
         }
         return;
     }
-    let mut rows = Vec::new();
-    for (name, load, pid, baseline) in scenarios {
-        eprintln!("measuring: {name}");
-        rows.push(Row {
+    let loads: Vec<_> = scenarios.iter().map(|s| (s.1, s.2)).collect();
+    let cells = measure_all(&loads, length, repeats).await;
+    let rows: Vec<Row> = scenarios
+        .iter()
+        .zip(cells)
+        .map(|(&(name, _, _, baseline), stats)| Row {
             name,
-            stats: measure(load, pid, length).await,
+            stats,
             baseline,
-        });
-    }
+        })
+        .collect();
 
     // Memory with 100 000 distinct sessions cached.
     eprintln!("filling a fresh session-authz with {CACHED_SESSIONS} sessions");
@@ -444,7 +484,7 @@ async fn main() {
     client.check(check_request("bench-fill-0")).await.unwrap();
     let after = rss_kib(filled.0.id());
 
-    let mut report = render(&rows, length);
+    let mut report = render(&rows, length, repeats);
     let pick = |row: usize, c: usize| rows[row].stats[c];
     report.push_str(&format!(
         "\nTargets (same run):\n\
