@@ -23,12 +23,7 @@ async fn check_cookie(
     token: &str,
 ) -> Outcome {
     let cookie = format!("session={token}");
-    let response = client
-        .check(check_request(&[("cookie", &cookie)]))
-        .await
-        .unwrap()
-        .into_inner();
-    outcome(&response)
+    outcome_of(client, check_request(&[("cookie", &cookie)])).await
 }
 
 async fn metrics_text(running: &session_authz::app::Running) -> String {
@@ -283,13 +278,7 @@ async fn named_health_follows_the_validator_with_hysteresis() {
     validator.set_default(Answer::json(500, "{}"));
     let running = start_service(&[("aimenu_url", &validator.url())]).await;
     let mut client = client(&running).await;
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let health = HealthClient::new(channel);
+    let health = HealthClient::new(channel(&running).await);
     let status = |service: &'static str| {
         let mut health = health.clone();
         async move {

@@ -133,12 +133,11 @@ async fn every_validator_answer_maps_as_the_contract_says() {
     ];
     for (token, expected) in expectations {
         let cookie = format!("session={token}");
-        let response = client
-            .check(check_request(&[("cookie", &cookie)]))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(outcome(&response), expected, "token {token}");
+        assert_eq!(
+            outcome_of(&mut client, check_request(&[("cookie", &cookie)])).await,
+            expected,
+            "token {token}"
+        );
     }
     // The redirect was not followed.
     assert!(validator
@@ -147,12 +146,10 @@ async fn every_validator_answer_maps_as_the_contract_says() {
         .all(|s| s.path == "/session/validate"));
 
     let started = Instant::now();
-    let response = client
-        .check(check_request(&[("cookie", "session=slow")]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), deny_503());
+    assert_eq!(
+        outcome_of(&mut client, check_request(&[("cookie", "session=slow")])).await,
+        deny_503()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "timeout not honoured"
@@ -168,12 +165,14 @@ async fn refused_connection_is_503() {
     drop(closed);
     let running = start_service(&[("aimenu_url", &url)]).await;
     let mut client = client(&running).await;
-    let response = client
-        .check(check_request(&[("cookie", "session=anything")]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), deny_503());
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            check_request(&[("cookie", "session=anything")])
+        )
+        .await,
+        deny_503()
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -192,12 +191,10 @@ async fn grpc_error_mode_leaves_it_to_envoy() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     // Other rows are unchanged by the mode.
-    let response = client
-        .check(check_request(&[("cookie", "session=nobody")]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), deny_401());
+    assert_eq!(
+        outcome_of(&mut client, check_request(&[("cookie", "session=nobody")])).await,
+        deny_401()
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -215,12 +212,11 @@ async fn rows_that_never_call_the_validator() {
         vec![("cookie", "session=a"), ("x-session-token", "b")],
         vec![("x-session-token", "a,b")],
     ] {
-        let response = client
-            .check(check_request(&headers))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(outcome(&response), deny_401(), "{headers:?}");
+        assert_eq!(
+            outcome_of(&mut client, check_request(&headers)).await,
+            deny_401(),
+            "{headers:?}"
+        );
     }
 
     let malformed = envoy_types::ext_authz::v3::pb::CheckRequest::default();
@@ -243,12 +239,10 @@ async fn auth_disabled_allows_and_strips_identity() {
     let running =
         start_service(&[("aimenu_url", &validator.url()), ("auth_enabled", "false")]).await;
     let mut client = client(&running).await;
-    let response = client
-        .check(check_request(&[("x-auth-user", "admin")]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), allow_anonymous());
+    assert_eq!(
+        outcome_of(&mut client, check_request(&[("x-auth-user", "admin")])).await,
+        allow_anonymous()
+    );
     assert_eq!(validator.calls(), 0);
     running.shutdown().await.unwrap();
 }
@@ -261,27 +255,27 @@ async fn validator_sees_only_the_credential_as_sent() {
     let running = start_service(&[("aimenu_url", &prefixed)]).await;
     let mut client = client(&running).await;
 
-    let response = client
-        .check(check_request(&[
-            ("cookie", "theme=dark; session=tok-1; csrf=secret"),
-            ("authorization", "Bearer other"),
-            ("x-request-id", "req-42"),
-            (
-                "traceparent",
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            ),
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), allow_as("alice"));
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            check_request(&[
+                ("cookie", "theme=dark; session=tok-1; csrf=secret"),
+                ("authorization", "Bearer other"),
+                ("x-request-id", "req-42"),
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+            ])
+        )
+        .await,
+        allow_as("alice")
+    );
 
-    let response = client
-        .check(check_request(&[("x-session-token", "tok-1")]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), allow_as("alice"));
+    assert_eq!(
+        outcome_of(&mut client, check_request(&[("x-session-token", "tok-1")])).await,
+        allow_as("alice")
+    );
 
     let seen = validator.seen();
     assert_eq!(seen.len(), 2);
@@ -308,34 +302,37 @@ async fn raw_header_map_is_read() {
     let running = start_service(&[("aimenu_url", &validator.url())]).await;
     let mut client = client(&running).await;
 
-    let response = client
-        .check(raw_check_request(&[("cookie", b"a=1; session=raw-tok")]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), allow_as("bob"));
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            raw_check_request(&[("cookie", b"a=1; session=raw-tok")])
+        )
+        .await,
+        allow_as("bob")
+    );
 
     // Repeated raw header entries are ambiguous, as Envoy's comma-joined form would be.
-    let response = client
-        .check(raw_check_request(&[
-            ("x-session-token", b"raw-tok"),
-            ("x-session-token", b"other"),
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), deny_401());
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            raw_check_request(&[
+                ("x-session-token", b"raw-tok"),
+                ("x-session-token", b"other"),
+            ])
+        )
+        .await,
+        deny_401()
+    );
 
     // Non-UTF-8 bytes in another cookie do not hide the session.
-    let response = client
-        .check(raw_check_request(&[(
-            "cookie",
-            b"junk=\xff\xfe; session=raw-tok",
-        )]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(outcome(&response), allow_as("bob"));
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            raw_check_request(&[("cookie", b"junk=\xff\xfe; session=raw-tok",)])
+        )
+        .await,
+        allow_as("bob")
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -366,12 +363,11 @@ async fn concurrent_tokens_each_get_their_own_user() {
         let mut client = client.clone();
         tasks.push(tokio::spawn(async move {
             let cookie = format!("session={token}");
-            let response = client
-                .check(check_request(&[("cookie", &cookie)]))
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(outcome(&response), allow_as(user), "{token}");
+            assert_eq!(
+                outcome_of(&mut client, check_request(&[("cookie", &cookie)])).await,
+                allow_as(user),
+                "{token}"
+            );
         }));
     }
     for task in tasks {

@@ -187,12 +187,8 @@ async fn check(running: &session_authz::app::Running, token: &str) -> (Outcome, 
     let mut client = client(running).await;
     let cookie = format!("session={token}");
     let started = Instant::now();
-    let response = client
-        .check(check_request(&[("cookie", &cookie)]))
-        .await
-        .unwrap()
-        .into_inner();
-    (outcome(&response), started.elapsed())
+    let outcome = outcome_of(&mut client, check_request(&[("cookie", &cookie)])).await;
+    (outcome, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,13 +97,7 @@ async fn sigterm_drains_in_flight_checks_and_logs_no_token() {
 async fn health_turns_not_serving_when_draining() {
     let validator = FakeValidator::start(vec![]).await;
     let running = start_service(&[("aimenu_url", &validator.url())]).await;
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(channel(&running).await);
     for service in ["", "envoy.service.auth.v3.Authorization"] {
         let status = health
             .check(HealthCheckRequest {

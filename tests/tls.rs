@@ -254,12 +254,10 @@ async fn https_validator_needs_a_trusted_certificate() {
 
     // Not trusted: a validator error, so 503.
     let untrusting = start_service(&[("aimenu_url", &url)]).await;
-    let channel = Endpoint::from_shared(format!("http://{}", untrusting.grpc_addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    assert_eq!(check_user1(channel).await.unwrap(), deny_503());
+    assert_eq!(
+        check_user1(channel(&untrusting).await).await.unwrap(),
+        deny_503()
+    );
     untrusting.shutdown().await.unwrap();
 
     // Trusted through validator_ca.
@@ -269,12 +267,10 @@ async fn https_validator_needs_a_trusted_certificate() {
         ("validator_ca", &pki.path("auth-ca.crt")),
     ])
     .await;
-    let channel = Endpoint::from_shared(format!("http://{}", trusting.grpc_addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    assert_eq!(check_user1(channel).await.unwrap(), allow_as("user1"));
+    assert_eq!(
+        check_user1(channel(&trusting).await).await.unwrap(),
+        allow_as("user1")
+    );
     trusting.shutdown().await.unwrap();
 }
 

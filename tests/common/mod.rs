@@ -324,6 +324,23 @@ pub fn outcome(response: &CheckResponse) -> Outcome {
     }
 }
 
+/// Sends a CheckRequest and reads the answer as an [`Outcome`].
+pub async fn outcome_of(
+    client: &mut AuthorizationClient<Channel>,
+    request: CheckRequest,
+) -> Outcome {
+    outcome(&client.check(request).await.unwrap().into_inner())
+}
+
+/// A gRPC channel to the service, for clients other than Authorization.
+pub async fn channel(running: &Running) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 pub fn allow_as(user: &str) -> Outcome {
     Outcome::Allow {
         set: vec![("x-auth-user".to_owned(), user.to_owned())],
