@@ -36,6 +36,7 @@ pids+=($!)
 AIMENU_URL=http://127.0.0.1:5000 \
 SESSION_AUTHZ_GRPC_ADDR=127.0.0.1:9001 \
 SESSION_AUTHZ_HTTP_ADDR=127.0.0.1:9002 \
+SESSION_AUTHZ_DRAIN_DELAY=0 \
 RUST_LOG="${RUST_LOG:-info,session_authz=debug}" \
   target/release/session-authz &
 pids+=($!)

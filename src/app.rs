@@ -53,6 +53,7 @@ pub struct Running {
     http_addr: SocketAddr,
     readiness: Readiness,
     stop: watch::Sender<bool>,
+    drain_delay: Duration,
     grace: Duration,
     servers: JoinHandle<Result<(), AppError>>,
 }
@@ -122,6 +123,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         http_addr,
         readiness,
         stop,
+        drain_delay: config.drain_delay,
         grace: config.shutdown_grace,
         servers,
     })
@@ -151,11 +153,13 @@ impl Running {
         }
     }
 
-    /// Reports NOT_SERVING, stops accepting and waits for in-flight Checks up to the grace
-    /// period.
+    /// Reports NOT_SERVING, keeps answering for the drain delay (so health checks and endpoint
+    /// lists see it before connections are refused), stops accepting, and waits for in-flight
+    /// Checks up to the grace period.
     pub async fn shutdown(self) -> Result<(), AppError> {
-        tracing::info!(grace = ?self.grace, "draining");
+        tracing::info!(drain_delay = ?self.drain_delay, grace = ?self.grace, "draining");
         self.readiness.set(false).await;
+        tokio::time::sleep(self.drain_delay).await;
         let _ = self.stop.send(true);
         match tokio::time::timeout(self.grace, self.servers).await {
             Ok(result) => result?,

@@ -80,6 +80,11 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
 
+    /// After SIGTERM, stay NOT_SERVING but answering this long before closing; 0 is off [env: SESSION_AUTHZ_DRAIN_DELAY] [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_delay: Option<String>,
+
     /// Longest life of a cached valid answer; 0 turns the cache off [env: SESSION_AUTHZ_CACHE_TTL] [default: 10s]
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -27,6 +27,7 @@ const PREFIXED_KEYS: &[&str] = &[
     "on_validator_error",
     "log_format",
     "shutdown_grace",
+    "drain_delay",
     "cache_ttl",
     "cache_negative_ttl",
     "cache_max_entries",
@@ -64,6 +65,8 @@ pub struct Config {
     pub on_validator_error: OnValidatorError,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    /// How long the service stays NOT_SERVING, still answering, before it stops accepting.
+    pub drain_delay: Duration,
     pub cache: crate::cache::Settings,
     pub validator_max_concurrency: usize,
     pub validator_max_queue: usize,
@@ -96,6 +99,7 @@ impl Default for Config {
             on_validator_error: OnValidatorError::Deny,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::from_secs(5),
             cache: crate::cache::Settings::default(),
             validator_max_concurrency: 256,
             validator_max_queue: 1024,
@@ -138,6 +142,7 @@ struct Raw {
     on_validator_error: Option<Value>,
     log_format: Option<Value>,
     shutdown_grace: Option<Value>,
+    drain_delay: Option<Value>,
     cache_ttl: Option<Value>,
     cache_negative_ttl: Option<Value>,
     cache_max_entries: Option<Value>,
@@ -248,6 +253,12 @@ impl Config {
                 defaults.shutdown_grace,
                 parse_duration,
             )?,
+            drain_delay: field.parse(
+                "drain_delay",
+                raw.drain_delay,
+                defaults.drain_delay,
+                parse_ttl,
+            )?,
             cache: crate::cache::Settings {
                 ttl: field.parse("cache_ttl", raw.cache_ttl, defaults.cache.ttl, parse_ttl)?,
                 negative_ttl: field.parse(
@@ -301,6 +312,7 @@ impl Config {
             on_validator_error: OnValidatorError,
             log_format: LogFormat,
             shutdown_grace: String,
+            drain_delay: String,
             cache_ttl: String,
             cache_negative_ttl: String,
             cache_max_entries: u64,
@@ -329,6 +341,7 @@ impl Config {
             on_validator_error: self.on_validator_error,
             log_format: self.log_format,
             shutdown_grace: duration(self.shutdown_grace),
+            drain_delay: duration(self.drain_delay),
             cache_ttl: duration(self.cache.ttl),
             cache_negative_ttl: duration(self.cache.negative_ttl),
             cache_max_entries: self.cache.max_entries,
@@ -362,6 +375,7 @@ impl fmt::Debug for Config {
             .field("on_validator_error", &self.on_validator_error)
             .field("log_format", &self.log_format)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("drain_delay", &self.drain_delay)
             .field("cache", &self.cache)
             .field("validator_max_concurrency", &self.validator_max_concurrency)
             .field("validator_max_queue", &self.validator_max_queue)

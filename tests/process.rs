@@ -135,6 +135,59 @@ async fn health_turns_not_serving_when_draining() {
     shutdown.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn draining_keeps_answering_for_the_drain_delay() {
+    let validator = FakeValidator::start(vec![(
+        "token-a",
+        Answer::json(200, r#"{"valid":true,"user":"alice"}"#),
+    )])
+    .await;
+    // Long enough that the checks below always fall inside it; the test ends before it does.
+    let running = start_service(&[("aimenu_url", &validator.url()), ("drain_delay", "60s")]).await;
+    let grpc_addr = running.grpc_addr();
+    let http_addr = running.http_addr();
+    let shutdown = tokio::spawn(running.shutdown());
+
+    let ready = eventually(Duration::from_secs(10), || async {
+        let status = reqwest::get(format!("http://{http_addr}/readyz"))
+            .await
+            .ok()?
+            .status();
+        (status == 503).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "/readyz never reported draining");
+    // NOT_SERVING, yet new connections are still accepted and answered.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("listener still open while draining");
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{grpc_addr}"),
+    )
+    .await
+    .unwrap();
+    let response = client
+        .check(check_request(&[("cookie", "session=token-a")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), allow_as("alice"));
+    assert!(!shutdown.is_finished());
+    shutdown.abort();
+}
+
 #[test]
 fn bad_config_exits_non_zero_with_one_line_naming_the_key() {
     let run = |env: &[(&str, &str)], args: &[&str]| {
@@ -189,6 +242,7 @@ fn bad_config_exits_non_zero_with_one_line_naming_the_key() {
         "--on-validator-error",
         "--log-format",
         "--shutdown-grace",
+        "--drain-delay",
         "--cache-ttl",
         "--cache-negative-ttl",
         "--cache-max-entries",

@@ -232,7 +232,12 @@ async fn serve(app: axum::Router) -> (SocketAddr, oneshot::Sender<()>) {
 
 /// The service in-process on loopback port 0 with the given config keys.
 pub async fn start_service(pairs: &[(&str, &str)]) -> Running {
-    let mut all = vec![("grpc_addr", "127.0.0.1:0"), ("http_addr", "127.0.0.1:0")];
+    // No drain delay unless a test asks for one: most tests stop the service many times.
+    let mut all = vec![
+        ("grpc_addr", "127.0.0.1:0"),
+        ("http_addr", "127.0.0.1:0"),
+        ("drain_delay", "0"),
+    ];
     all.extend_from_slice(pairs);
     let figment = figment::Figment::new().merge(flags_from_pairs(&all));
     let config = Config::from_figment(&figment).unwrap();
@@ -391,6 +396,7 @@ impl ServiceProcess {
             .env("SESSION_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
             .env("SESSION_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
             .env("SESSION_AUTHZ_LOG_FORMAT", "json")
+            .env("SESSION_AUTHZ_DRAIN_DELAY", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
