@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::value::Value;
-use figment::{Figment, Provider};
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,62 @@ impl Default for Config {
     }
 }
 
+/// The environment layer: exactly the variables [`env_var`] names, values kept as text.
+///
+/// figment's `Env` matches names case-insensitively and parses values (`0.0` becomes a number
+/// that reads as `0`); a gate reads exact names and exact words instead. A variable that
+/// differs from one of ours only in letter case is an error, never silently read or ignored.
+#[derive(Debug)]
+struct Environment(std::collections::BTreeMap<&'static str, String>);
+
+impl Environment {
+    fn read() -> Result<Self, ConfigError> {
+        let mut values = std::collections::BTreeMap::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str() else {
+                continue; // not UTF-8, so none of ours
+            };
+            let Some(key) = SEED_KEYS
+                .iter()
+                .chain(PREFIXED_KEYS)
+                .find(|key| env_var(key).eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            let expected = env_var(key);
+            if name != expected {
+                return Err(ConfigError::EnvSpelling {
+                    found: name.to_owned(),
+                    expected,
+                });
+            }
+            let value = value.into_string().map_err(|_| ConfigError::Invalid {
+                key,
+                value: "(not UTF-8)".to_owned(),
+                origin: format!("from the {expected} environment variable"),
+                expected: "expected UTF-8 text",
+            })?;
+            values.insert(*key, value);
+        }
+        Ok(Self(values))
+    }
+}
+
+impl Provider for Environment {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = self
+            .0
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), Value::from(value.as_str())))
+            .collect();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
 /// A configuration that cannot be used. Each renders as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -125,6 +181,14 @@ pub enum ConfigError {
     Source(String),
     #[error("config: {0}")]
     Incomplete(&'static str),
+    #[error("config {key} ({origin}) {why}")]
+    Conflict {
+        key: &'static str,
+        origin: String,
+        why: &'static str,
+    },
+    #[error("config: environment variable {found} is not read; the name is {expected} (exact letter case)")]
+    EnvSpelling { found: String, expected: String },
 }
 
 /// Every key, loosely typed: each is checked by hand so errors name the key and value.
@@ -165,10 +229,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        Ok(figment
-            .merge(Env::raw().only(SEED_KEYS))
-            .merge(Env::prefixed(ENV_PREFIX).only(PREFIXED_KEYS))
-            .merge(flags))
+        Ok(figment.merge(Environment::read()?).merge(flags))
     }
 
     /// Validates the merged layers into a config.
@@ -196,7 +257,7 @@ impl Config {
                 ))
             }
         };
-        Ok(Config {
+        let config = Config {
             auth_enabled: field.parse(
                 "auth_enabled",
                 raw.auth_enabled,
@@ -233,7 +294,7 @@ impl Config {
                 "validator_timeout",
                 raw.validator_timeout,
                 defaults.validator_timeout,
-                parse_duration,
+                parse_validator_timeout,
             )?,
             on_validator_error: field.parse(
                 "on_validator_error",
@@ -251,13 +312,13 @@ impl Config {
                 "shutdown_grace",
                 raw.shutdown_grace,
                 defaults.shutdown_grace,
-                parse_duration,
+                parse_shutdown_grace,
             )?,
             drain_delay: field.parse(
                 "drain_delay",
                 raw.drain_delay,
                 defaults.drain_delay,
-                parse_ttl,
+                parse_drain_delay,
             )?,
             cache: crate::cache::Settings {
                 ttl: field.parse("cache_ttl", raw.cache_ttl, defaults.cache.ttl, parse_ttl)?,
@@ -271,7 +332,7 @@ impl Config {
                     "cache_max_entries",
                     raw.cache_max_entries,
                     defaults.cache.max_entries,
-                    parse_count,
+                    parse_cache_entries,
                 )?,
                 stale_if_error: field.parse(
                     "stale_if_error",
@@ -284,17 +345,59 @@ impl Config {
                 "validator_max_concurrency",
                 raw.validator_max_concurrency,
                 defaults.validator_max_concurrency,
-                parse_count,
+                parse_concurrency,
             )?,
             validator_max_queue: field.parse(
                 "validator_max_queue",
                 raw.validator_max_queue,
                 defaults.validator_max_queue,
-                parse_count,
+                parse_queue,
             )?,
             tls,
             validator_ca: path("validator_ca", raw.validator_ca)?,
-        })
+        };
+        config.check_consistency(&field)?;
+        Ok(config)
+    }
+
+    /// Rules between keys: each value alone is fine, together they would misbehave.
+    fn check_consistency(&self, field: &Field<'_>) -> Result<(), ConfigError> {
+        if self.user_header == self.session_header {
+            return Err(ConfigError::Conflict {
+                key: "user_header",
+                origin: field.origin("user_header"),
+                why: "equals session_header: the session token would be sent upstream, or the \
+                      identity read as a token",
+            });
+        }
+        if self.validator_ca.is_some() && self.aimenu_url.scheme() != "https" {
+            return Err(ConfigError::Conflict {
+                key: "validator_ca",
+                origin: field.origin("validator_ca"),
+                why: "is set but aimenu_url is not https://, so the CA would never be used",
+            });
+        }
+        Ok(())
+    }
+
+    /// What an operator should hear about at start-up, although the configuration is usable.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        let url = &self.aimenu_url;
+        let has_userinfo = !url.username().is_empty() || url.password().is_some();
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if has_userinfo && url.scheme() == "http" && !loopback {
+            warnings.push(
+                "aimenu_url carries credentials (user-info) over plain http:// to a non-loopback host: anyone on the path can read them; use https://",
+            );
+        }
+        warnings
     }
 
     /// The effective configuration as TOML, with secrets redacted.
@@ -385,11 +488,22 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Hides a password in a URL's user-info.
+/// A URL fit for logs and messages: user name, password, query and fragment replaced, since
+/// API keys hide in any of them.
 pub fn redact_url(url: &Url) -> String {
+    const HIDDEN: &str = "REDACTED";
     let mut shown = url.clone();
+    if !shown.username().is_empty() {
+        let _ = shown.set_username(HIDDEN);
+    }
     if shown.password().is_some() {
-        let _ = shown.set_password(Some("REDACTED"));
+        let _ = shown.set_password(Some(HIDDEN));
+    }
+    if shown.query().is_some() {
+        shown.set_query(Some(HIDDEN));
+    }
+    if shown.fragment().is_some() {
+        shown.set_fragment(Some(HIDDEN));
     }
     shown.to_string()
 }
@@ -445,12 +559,18 @@ pub fn env_var(key: &str) -> String {
 fn shown_value(key: &str, value: &Value) -> String {
     let text = match value {
         Value::String(_, s) => s.clone(),
+        Value::Num(_, n) => match n.to_f64() {
+            Some(f) if as_text(value).is_none() => f.to_string(),
+            _ => as_text(value).unwrap_or_default(),
+        },
         other => as_text(other).unwrap_or_else(|| "(not a scalar)".to_owned()),
     };
     let text = if key == "aimenu_url" {
         match Url::parse(&text) {
             Ok(url) => redact_url(&url),
-            Err(_) if text.contains('@') => "(not shown: may hold credentials)".to_owned(),
+            Err(_) if text.contains(['@', '?', '#']) => {
+                "(not shown: may hold credentials)".to_owned()
+            }
             Err(_) => text,
         }
     } else {
@@ -465,11 +585,11 @@ fn as_text(value: &Value) -> Option<String> {
         Value::String(_, s) => Some(s.clone()),
         Value::Char(_, c) => Some(c.to_string()),
         Value::Bool(_, b) => Some(b.to_string()),
+        // A float is no key's value: rendering 0.0 as "0" would turn it into a valid word.
         Value::Num(_, n) => n
             .to_u128()
             .map(|n| n.to_string())
-            .or_else(|| n.to_i128().map(|n| n.to_string()))
-            .or_else(|| n.to_f64().map(|n| n.to_string())),
+            .or_else(|| n.to_i128().map(|n| n.to_string())),
         _ => None,
     }
 }
@@ -481,7 +601,8 @@ fn parse_bool(value: &Value) -> Result<bool, &'static str> {
         return Ok(*b);
     }
     let text = as_text(value).ok_or(BOOL_EXPECTED)?;
-    match text.trim().to_ascii_lowercase().as_str() {
+    // Exact words in any letter case; `00`, `+0` or `0.0` are not among them.
+    match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err(BOOL_EXPECTED),
@@ -508,34 +629,82 @@ fn parse_addr(value: &Value) -> Result<SocketAddr, &'static str> {
         .ok_or(EXPECTED)
 }
 
-fn parse_duration(value: &Value) -> Result<Duration, &'static str> {
-    const EXPECTED: &str = "expected a duration with a unit, like 5s or 500ms";
-    let text = as_text(value).ok_or(EXPECTED)?;
-    let duration = humantime::parse_duration(text.trim()).map_err(|_| EXPECTED)?;
-    if duration.is_zero() {
-        return Err("expected a duration above zero");
+// Upper bounds: every accepted value must also start and serve (moka refuses a time-to-live
+// over 1000 years, tokio's semaphore more than 2^61 permits), and far beyond these a value is a
+// typo rather than a wish.
+const MINUTE: u64 = 60;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+
+fn bounded_duration(
+    text: Option<String>,
+    off_allowed: bool,
+    max_secs: u64,
+    expected: &'static str,
+) -> Result<Duration, &'static str> {
+    let text = text.ok_or(expected)?;
+    let duration = match text.trim() {
+        "0" | "off" if off_allowed => Duration::ZERO,
+        other => humantime::parse_duration(other).map_err(|_| expected)?,
+    };
+    if (duration.is_zero() && !off_allowed) || duration > Duration::from_secs(max_secs) {
+        return Err(expected);
     }
     Ok(duration)
 }
 
-/// A duration where `0` (or `off`) means "none".
-fn parse_ttl(value: &Value) -> Result<Duration, &'static str> {
-    const EXPECTED: &str = "expected a duration with a unit, like 10s, or 0 to turn it off";
-    let text = as_text(value).ok_or(EXPECTED)?;
-    match text.trim() {
-        "0" | "off" => Ok(Duration::ZERO),
-        other => humantime::parse_duration(other).map_err(|_| EXPECTED),
-    }
+fn parse_validator_timeout(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration from 1ms to 5m, like 5s or 500ms";
+    bounded_duration(as_text(value), false, 5 * MINUTE, EXPECTED)
 }
 
-fn parse_count<T: TryFrom<u64>>(value: &Value) -> Result<T, &'static str> {
-    const EXPECTED: &str = "expected a whole number above zero";
-    let text = as_text(value).ok_or(EXPECTED)?;
-    let n: u64 = text.trim().parse().map_err(|_| EXPECTED)?;
-    if n == 0 {
-        return Err(EXPECTED);
+fn parse_shutdown_grace(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration from 1ms to 1h, like 10s";
+    bounded_duration(as_text(value), false, HOUR, EXPECTED)
+}
+
+fn parse_drain_delay(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration up to 1h, like 5s, or 0 to turn it off";
+    bounded_duration(as_text(value), true, HOUR, EXPECTED)
+}
+
+/// A cache lifetime where `0` (or `off`) means "none".
+fn parse_ttl(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration up to 24h, like 10s, or 0 to turn it off";
+    bounded_duration(as_text(value), true, DAY, EXPECTED)
+}
+
+fn bounded_count<T: TryFrom<u64>>(
+    value: &Value,
+    max: u64,
+    expected: &'static str,
+) -> Result<T, &'static str> {
+    let text = as_text(value).ok_or(expected)?;
+    let n: u64 = text.trim().parse().map_err(|_| expected)?;
+    if n == 0 || n > max {
+        return Err(expected);
     }
-    T::try_from(n).map_err(|_| EXPECTED)
+    T::try_from(n).map_err(|_| expected)
+}
+
+fn parse_cache_entries(value: &Value) -> Result<u64, &'static str> {
+    bounded_count(
+        value,
+        10_000_000,
+        "expected a whole number from 1 to 10000000",
+    )
+}
+
+fn parse_concurrency(value: &Value) -> Result<usize, &'static str> {
+    bounded_count(value, 65_536, "expected a whole number from 1 to 65536")
+}
+
+fn parse_queue(value: &Value) -> Result<usize, &'static str> {
+    bounded_count(
+        value,
+        1_000_000,
+        "expected a whole number from 1 to 1000000",
+    )
 }
 
 fn parse_path(value: &Value) -> Result<Option<PathBuf>, &'static str> {
@@ -550,9 +719,25 @@ fn parse_header_name(value: &Value) -> Result<String, &'static str> {
     const EXPECTED: &str = "expected an HTTP header name, like x-auth-user";
     let text = as_text(value).ok_or(EXPECTED)?;
     let name = http::HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| EXPECTED)?;
-    if name.as_str().starts_with(':') || name == http::header::HOST || name == http::header::COOKIE
-    {
-        return Err("expected an ordinary header name (not a pseudo-header, host or cookie)");
+    // Pseudo-headers and host route the request, cookie holds the session, and hop-by-hop
+    // headers are dropped or re-framed by every proxy on the way: none can carry a session
+    // or an identity.
+    const RESERVED: &[&str] = &[
+        "host",
+        "cookie",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    if name.as_str().starts_with(':') || RESERVED.contains(&name.as_str()) {
+        return Err(
+            "expected an ordinary header name (not a pseudo-header, host, cookie, content-length or hop-by-hop)",
+        );
     }
     Ok(name.as_str().to_owned())
 }
@@ -617,8 +802,10 @@ mod tests {
             for (k, v) in jail_env {
                 jail.set_env(k, v);
             }
-            let figment = Config::figment(None, flags_from_pairs(flags)).map_err(jail_error)?;
-            result = Some(Config::from_figment(&figment));
+            result = Some(
+                Config::figment(None, flags_from_pairs(flags))
+                    .and_then(|figment| Config::from_figment(&figment)),
+            );
             Ok(())
         });
         result.unwrap_or_else(|| panic!("jail did not run"))
@@ -691,6 +878,7 @@ mod tests {
                 ("SESSION_AUTHZ_TLS_KEY", "/etc/authz/tls.key"),
                 ("SESSION_AUTHZ_TLS_CLIENT_CA", "/etc/authz/ca.crt"),
                 ("SESSION_AUTHZ_VALIDATOR_CA", "/etc/authz/auth-ca.crt"),
+                ("AIMENU_URL", "https://auth:5443"),
             ],
             &[],
         )
@@ -849,6 +1037,161 @@ mod tests {
                 "{var}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn booleans_are_exact_words() {
+        for text in [
+            "0.0", "00", "+0", "-0", "1.0", " 0", "0 ", "ture", "y", "n", "on",
+        ] {
+            let err = error_line(&[("AUTH_ENABLED", text)], &[]);
+            assert!(err.contains("AUTH_ENABLED"), "{text:?}: {err}");
+        }
+        Jail::expect_with(|jail| {
+            jail.create_file("float.toml", "auth_enabled = 0.0\n")?;
+            let figment = Config::figment(Some(Path::new("float.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let err = Config::from_figment(&figment).unwrap_err().to_string();
+            assert!(
+                err.contains("auth_enabled") && err.contains("float.toml"),
+                "{err}"
+            );
+            jail.create_file("int.toml", "auth_enabled = 0\n")?;
+            let figment = Config::figment(Some(Path::new("int.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            assert!(
+                !Config::from_figment(&figment)
+                    .map_err(jail_error)?
+                    .auth_enabled
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_names_are_exact() {
+        // A second spelling would otherwise decide which value wins.
+        let err = error_line(&[("AUTH_ENABLED", "true"), ("auth_enabled", "false")], &[]);
+        assert!(
+            err.contains("auth_enabled") && err.contains("AUTH_ENABLED"),
+            "{err}"
+        );
+        let err = error_line(&[("auth_enabled", "false")], &[]);
+        assert!(err.contains("exact letter case"), "{err}");
+        let err = error_line(&[("Session_Authz_Cache_Ttl", "0")], &[]);
+        assert!(err.contains("SESSION_AUTHZ_CACHE_TTL"), "{err}");
+        // Values are text: `5` stays the word 5, not a number figment guessed.
+        let config = load(&[("SESSION_AUTHZ_SESSION_COOKIE", "1.0")], &[]).unwrap();
+        assert_eq!(config.session_cookie, "1.0");
+    }
+
+    #[test]
+    fn values_are_bounded() {
+        for (var, value) in [
+            ("SESSION_AUTHZ_CACHE_TTL", "2000years"),
+            ("SESSION_AUTHZ_CACHE_TTL", "25h"),
+            ("SESSION_AUTHZ_CACHE_NEGATIVE_TTL", "1000000000000s"),
+            ("SESSION_AUTHZ_STALE_IF_ERROR", "2d"),
+            ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "6m"),
+            ("SESSION_AUTHZ_SHUTDOWN_GRACE", "2h"),
+            ("SESSION_AUTHZ_DRAIN_DELAY", "2h"),
+            (
+                "SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY",
+                "18446744073709551615",
+            ),
+            ("SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY", "65537"),
+            ("SESSION_AUTHZ_VALIDATOR_MAX_QUEUE", "1000001"),
+            ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "10000001"),
+        ] {
+            let err = error_line(&[(var, value)], &[]);
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_CACHE_TTL", "24h"),
+                ("SESSION_AUTHZ_DRAIN_DELAY", "0"),
+                ("SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY", "65536"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.cache.ttl, Duration::from_secs(86_400));
+        assert_eq!(config.drain_delay, Duration::ZERO);
+        assert_eq!(config.validator_max_concurrency, 65_536);
+    }
+
+    #[test]
+    fn keys_that_contradict_each_other() {
+        let err = error_line(&[("SESSION_AUTHZ_USER_HEADER", "X-Session-Token")], &[]);
+        assert!(
+            err.contains("user_header") && err.contains("session_header"),
+            "{err}"
+        );
+        let err = error_line(&[("SESSION_AUTHZ_VALIDATOR_CA", "/etc/ca.pem")], &[]);
+        assert!(
+            err.contains("validator_ca") && err.contains("https"),
+            "{err}"
+        );
+        assert!(load(
+            &[
+                ("SESSION_AUTHZ_VALIDATOR_CA", "/etc/ca.pem"),
+                ("AIMENU_URL", "https://auth:5000"),
+            ],
+            &[]
+        )
+        .is_ok());
+        for name in [
+            "host",
+            "Cookie",
+            "connection",
+            "keep-alive",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "trailer",
+            "proxy-connection",
+            "content-length",
+        ] {
+            for var in ["SESSION_AUTHZ_USER_HEADER", "SESSION_AUTHZ_SESSION_HEADER"] {
+                let err = error_line(&[(var, name)], &[]);
+                assert!(err.contains(var), "{var}={name}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn url_secrets_never_shown() {
+        // A user name alone is an API key as often as not.
+        let config = load(&[("AIMENU_URL", "http://APIKEY123@auth:5000")], &[]).unwrap();
+        assert!(!config.to_toml().contains("APIKEY123"));
+        assert!(!format!("{config:?}").contains("APIKEY123"));
+        assert!(!redact_url(&config.aimenu_url).contains("APIKEY123"));
+        let err = error_line(&[("AIMENU_URL", "http://auth:5000/?apikey=SECRET")], &[]);
+        assert!(
+            err.contains("aimenu_url") && !err.contains("SECRET"),
+            "{err}"
+        );
+        let err = error_line(&[("AIMENU_URL", "http://auth:5000/#SECRET")], &[]);
+        assert!(!err.contains("SECRET"), "{err}");
+        let err = error_line(&[("AIMENU_URL", "auth:5000?apikey=SECRET")], &[]);
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+
+    #[test]
+    fn warns_of_credentials_over_plain_http() {
+        let warned = |url: &str| {
+            !load(&[("AIMENU_URL", url)], &[])
+                .unwrap()
+                .warnings()
+                .is_empty()
+        };
+        assert!(warned("http://key@auth:5000"));
+        assert!(warned("http://user:pw@10.0.0.7:5000"));
+        assert!(!warned("https://key@auth:5000"));
+        assert!(!warned("http://key@127.0.0.1:5000"));
+        assert!(!warned("http://key@[::1]:5000"));
+        assert!(!warned("http://key@localhost:5000"));
+        assert!(!warned("http://auth:5000"));
     }
 
     #[test]

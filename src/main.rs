@@ -44,6 +44,9 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
             "AUTH_ENABLED=false: EVERY REQUEST IS ALLOWED WITHOUT A SESSION; the identity header is only stripped"
         );
     }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let running = app::start(config).await?;
     running.run_until(shutdown_signal()).await?;
     tracing::info!("stopped");
