@@ -67,13 +67,28 @@ impl ValidatorError {
 #[derive(Deserialize)]
 struct Answer {
     valid: bool,
-    #[serde(default, deserialize_with = "present_string")]
+    #[serde(default, deserialize_with = "present_user")]
     user: Option<String>,
 }
 
-/// `user` may be missing, but when present it must be a string (`null` is not one).
-fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
+/// `user` as the contract allows it: a string, or an integer id (the seed's database-backed
+/// validator answers with its `user_id` column) rendered in decimal.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserField {
+    Name(String),
+    Id(i64),
+    LargeId(u64),
+}
+
+/// `user` may be missing, but when present it must be a string or an integer (`null`, a float
+/// or a list are neither).
+fn present_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(match UserField::deserialize(d)? {
+        UserField::Name(name) => name,
+        UserField::Id(id) => id.to_string(),
+        UserField::LargeId(id) => id.to_string(),
+    }))
 }
 
 /// Maps a status code and body to a verdict, strictly (design.md's validator contract).
@@ -108,11 +123,28 @@ pub fn interpret(status: u16, body: &[u8]) -> Verdict {
 
 /// A user name becomes a header value upstream: it must be short and plain.
 fn check_user(user: &str) -> Result<(), &'static str> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     if user.len() > MAX_USER_BYTES {
         return Err("too long");
     }
     if user.chars().any(char::is_control) {
         return Err("control characters");
+    }
+    // Zero-width and bidi marks make two names look alike; line and paragraph separators end
+    // a line for some log readers.
+    if user.chars().any(|c| {
+        matches!(
+            c.general_category(),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+    }) {
+        return Err("format or separator characters");
+    }
+    if user.contains(',') {
+        // Many frameworks split a header on commas: `a, admin` would read as two values.
+        return Err("a comma");
     }
     if user.trim() != user {
         // Envoy trims header values, so a padded name would not arrive as sent.
@@ -448,7 +480,10 @@ mod tests {
             br#"{}"#,
             br#"{"user":"alice"}"#,
             br#"{"valid":true,"user":null}"#,
-            br#"{"valid":true,"user":42}"#,
+            br#"{"valid":true,"user":4.2}"#,
+            br#"{"valid":true,"user":1e3}"#,
+            br#"{"valid":true,"user":true}"#,
+            br#"{"valid":true,"user":{"id":1}}"#,
             br#"{"valid":true,"user":["alice"]}"#,
             br#"{"valid":true,"valid":false}"#,
             br#"[true]"#,
@@ -474,6 +509,16 @@ mod tests {
             "al\u{7f}ice",
             " alice",
             "alice\t",
+            "user1, admin",
+            "user1,admin",
+            "ad\u{200b}min",
+            "admin\u{200d}",
+            "\u{feff}admin",
+            "\u{202e}nimda",
+            "ad\u{2066}min",
+            "admin\u{2028}x",
+            "admin\u{2029}x",
+            "admin\u{85}x",
         ] {
             let body = serde_json::json!({"valid": true, "user": user}).to_string();
             assert!(
@@ -492,6 +537,25 @@ mod tests {
         assert_eq!(interpret(200, body.as_bytes()), valid(Some(&edge)));
         let body = serde_json::json!({"valid": true, "user": "José Ñ"}).to_string();
         assert_eq!(interpret(200, body.as_bytes()), valid(Some("José Ñ")));
+    }
+
+    #[test]
+    fn integer_users_render_in_decimal() {
+        for (body, user) in [
+            (&br#"{"valid":true,"user":42}"#[..], "42"),
+            (br#"{"valid":true,"user":0}"#, "0"),
+            (br#"{"valid":true,"user":-7}"#, "-7"),
+            (
+                br#"{"valid":true,"user":18446744073709551615}"#,
+                "18446744073709551615",
+            ),
+        ] {
+            assert_eq!(interpret(200, body), valid(Some(user)));
+        }
+        assert!(is_error(&interpret(
+            200,
+            br#"{"valid":true,"user":18446744073709551616}"#
+        )));
     }
 
     #[test]

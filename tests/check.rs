@@ -76,6 +76,22 @@ fn contract_answers() -> Vec<(&'static str, Answer)> {
             Answer::json(200, r#"{"valid":true,"user":7}"#),
         ),
         (
+            "user-float",
+            Answer::json(200, r#"{"valid":true,"user":7.5}"#),
+        ),
+        (
+            "user-comma",
+            Answer::json(200, r#"{"valid":true,"user":"user1, admin"}"#),
+        ),
+        (
+            "user-zero-width",
+            Answer::json(200, r#"{"valid":true,"user":"ad​min"}"#),
+        ),
+        (
+            "user-line-separator",
+            Answer::json(200, r#"{"valid":true,"user":"admin x"}"#),
+        ),
+        (
             "redirect",
             Answer::raw(302, "text/plain", "").header("location", "/session/validate?followed=1"),
         ),
@@ -127,7 +143,12 @@ async fn every_validator_answer_maps_as_the_contract_says() {
         ("user-crlf", deny_503()),
         ("user-nul", deny_503()),
         ("user-10k", deny_503()),
-        ("user-number", deny_503()),
+        // The seed's database-backed validator answers with an integer user_id.
+        ("user-number", allow_as("7")),
+        ("user-float", deny_503()),
+        ("user-comma", deny_503()),
+        ("user-zero-width", deny_503()),
+        ("user-line-separator", deny_503()),
         ("redirect", deny_503()),
         ("huge-body", deny_503()),
     ];

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(user) = user {
             assert!(!user.is_empty() && user.len() <= MAX_USER_BYTES);
             assert!(!user.chars().any(char::is_control));
+            assert!(!user.contains(','));
             assert_eq!(user.trim(), user);
         }
     }
