@@ -5,8 +5,10 @@
 
 use std::fmt;
 
+use std::sync::OnceLock;
+
 use cookie::Cookie;
-use sha2::{Digest, Sha256};
+use ring::hmac;
 
 /// Where a credential came from; the validator is called the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,10 +50,21 @@ impl Credential {
         &self.token
     }
 
-    /// A short, non-reversible tag for correlating log lines.
+    /// A short tag for correlating log lines: a keyed hash under a random key that lives only
+    /// in this process, so that whoever reads the logs cannot confirm a guessed token.
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.token.as_bytes());
-        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+        static KEY: OnceLock<Option<hmac::Key>> = OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).ok()
+        });
+        match key {
+            Some(key) => hmac::sign(key, self.token.as_bytes()).as_ref()[..4]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            // No randomness, no tag: an unkeyed hash would be the guessable kind.
+            None => "--------".to_owned(),
+        }
     }
 }
 
@@ -388,5 +401,27 @@ mod tests {
         assert!(!shown.contains("super-secret-token"), "{shown}");
         assert_eq!(credential.fingerprint().len(), 8);
         assert!(shown.contains(&credential.fingerprint()));
+    }
+
+    #[test]
+    fn fingerprints_are_keyed() {
+        use sha2::{Digest, Sha256};
+        let credential = Credential::new(Source::Cookie, "password1");
+        let unkeyed: String = Sha256::digest(b"password1")[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // A reader of the logs could confirm a guess against a plain hash.
+        assert_ne!(credential.fingerprint(), unkeyed);
+        assert_ne!(credential.fingerprint(), "--------");
+        // Stable within the process, so log lines still correlate.
+        assert_eq!(
+            credential.fingerprint(),
+            Credential::new(Source::Header, "password1").fingerprint()
+        );
+        assert_ne!(
+            credential.fingerprint(),
+            Credential::new(Source::Cookie, "password2").fingerprint()
+        );
     }
 }
