@@ -105,8 +105,15 @@ pub fn interpret(status: u16, body: &[u8]) -> Verdict {
     }
     let answer: Answer = match serde_json::from_slice(body) {
         Ok(answer) => answer,
-        // serde_json's messages describe the shape (line, column, expected type), not the data.
-        Err(err) => return Verdict::Error(ValidatorError::Malformed(err.to_string())),
+        // serde_json's own message may quote the answer's values; keep only where it went wrong.
+        Err(err) => {
+            return Verdict::Error(ValidatorError::Malformed(format!(
+                "{:?} error at line {} column {}",
+                err.classify(),
+                err.line(),
+                err.column()
+            )))
+        }
     };
     if !answer.valid {
         return Verdict::Invalid;
@@ -189,6 +196,45 @@ impl From<Verdict> for Reply {
     }
 }
 
+/// Warns of validator errors with their cause, at most once per [`ErrorLog::INTERVAL`]: an
+/// outage fails every Check, and one line per Check would drown the log.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    /// When the last line was written; `None` before the first.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Errors since then that were not written.
+    suppressed: AtomicUsize,
+}
+
+impl ErrorLog {
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    fn report(&self, err: &ValidatorError) {
+        let now = std::time::Instant::now();
+        let due = match self.last.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|at| now.duration_since(at) >= Self::INTERVAL);
+                if due {
+                    *last = Some(now);
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            // The error's text never holds a token (see ValidatorError).
+            tracing::warn!(
+                kind = err.kind(),
+                suppressed,
+                "validator call failed: {err}"
+            );
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Request headers passed on to the validator so its logs join the trace.
 pub const TRACE_HEADERS: [&str; 2] = ["x-request-id", "traceparent"];
 
@@ -232,6 +278,7 @@ pub struct Validator {
     max_concurrency: usize,
     waiting: Arc<AtomicUsize>,
     max_queue: usize,
+    error_log: Arc<ErrorLog>,
 }
 
 impl Validator {
@@ -269,6 +316,7 @@ impl Validator {
             max_concurrency: settings.max_concurrency,
             waiting: Arc::new(AtomicUsize::new(0)),
             max_queue: settings.max_queue,
+            error_log: Arc::new(ErrorLog::default()),
         })
     }
 
@@ -322,14 +370,18 @@ impl Validator {
             let _permit = self.wait_for_slot().await?;
             self.fetch(headers).await
         };
-        match tokio::time::timeout(self.timeout, call).await {
+        let reply = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok((status, cache, body))) => Reply {
                 verdict: interpret(status.as_u16(), &body),
                 cache,
             },
             Ok(Err(err)) => Verdict::Error(err).into(),
             Err(_) => Verdict::Error(ValidatorError::Timeout).into(),
+        };
+        if let Verdict::Error(err) = &reply.verdict {
+            self.error_log.report(err);
         }
+        reply
     }
 
     /// A slot among `max_concurrency`, or `Shed` at once when `max_queue` calls already wait.

@@ -94,6 +94,50 @@ async fn sigterm_drains_in_flight_checks_and_logs_no_token() {
 }
 
 #[tokio::test]
+async fn validator_failures_are_logged_with_their_cause_rate_limited_and_uncoloured() {
+    // A port nothing listens on: every validator call is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let service = ServiceProcess::spawn(&[
+        ("AIMENU_URL", url.as_str()),
+        ("SESSION_AUTHZ_LOG_FORMAT", "text"),
+    ]);
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{}", service.grpc_addr),
+    )
+    .await
+    .unwrap();
+    for i in 0..20 {
+        let cookie = format!("session=refused-token-{i}-5a5a");
+        let response = client
+            .check(check_request(&[("cookie", &cookie)]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(outcome(&response), deny_503());
+    }
+    let failures = eventually(Duration::from_secs(10), || async {
+        let lines: Vec<String> = service
+            .logs()
+            .into_iter()
+            .filter(|l| l.contains("validator call failed"))
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await
+    .expect("the cause of validator errors is logged");
+    // 20 failures within seconds: one line, not twenty.
+    assert!(failures.len() < 5, "{failures:#?}");
+    assert!(failures[0].contains("WARN"), "{failures:?}");
+    assert!(failures[0].contains("transport"), "{failures:?}");
+    let logs = service.logs();
+    assert!(!logs.iter().any(|l| l.contains("5a5a")), "token logged");
+    // stderr is a pipe here, as in a container: no escape codes.
+    assert!(!logs.iter().any(|l| l.contains('\u{1b}')), "{logs:?}");
+}
+
+#[tokio::test]
 async fn health_turns_not_serving_when_draining() {
     let validator = FakeValidator::start(vec![]).await;
     let running = start_service(&[("aimenu_url", &validator.url())]).await;

@@ -427,8 +427,19 @@ impl ServiceProcess {
                 panic!("session-authz never got ready: {:?}", lines.lock().unwrap());
             }
         };
-        let fields: serde_json::Value = serde_json::from_str(&ready).unwrap();
-        let addr = |key: &str| fields[key].as_str().unwrap().parse().unwrap();
+        // JSON lines by default; `key=value` pairs when a test asks for text logs.
+        let addr = |key: &str| -> SocketAddr {
+            if let Ok(fields) = serde_json::from_str::<serde_json::Value>(&ready) {
+                return fields[key].as_str().unwrap().parse().unwrap();
+            }
+            let prefix = format!("{key}=");
+            ready
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
+                .parse()
+                .unwrap()
+        };
         Self {
             grpc_addr: addr("grpc_addr"),
             http_addr: addr("http_addr"),
