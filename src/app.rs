@@ -107,8 +107,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             TcpListenerStream::new(grpc_listener),
             stop_requested(stopped.clone()),
         );
-    let http = axum::serve(http_listener, ops::http_router(ops_state))
-        .with_graceful_shutdown(stop_requested(stopped));
+    let http = ops::serve_http(
+        http_listener,
+        ops::http_router(ops_state),
+        stop_requested(stopped),
+    );
     let servers = tokio::spawn(async move {
         tokio::try_join!(async { grpc.await.map_err(AppError::from) }, async {
             http.await.map_err(AppError::Http)

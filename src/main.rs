@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);
+    raise_fd_limit();
     match serve(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -51,6 +52,15 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     running.run_until(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: each Check may need a validator
+/// connection, and the default soft limit (often 1024) is far below what the host allows.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(err) => tracing::warn!("cannot raise the open-file limit: {err}"),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

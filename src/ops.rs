@@ -1,15 +1,18 @@
 //! Operating the service: gRPC health and reflection, the `/healthz` and `/readyz` endpoints,
 //! and the readiness flag they share.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
-use tokio::sync::watch;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tonic_reflection::server::{v1, v1alpha};
@@ -162,6 +165,59 @@ pub struct OpsState {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub cache: DecisionCache,
+}
+
+/// Most ops connections served at once. The rest wait in the kernel's accept queue and hold
+/// none of our file descriptors, which the validator's connections need.
+pub const OPS_MAX_CONNECTIONS: usize = 64;
+/// Longest wait for a request's headers, and so for an idle kept-alive connection too: a
+/// probe or a scrape sends its request at once.
+pub const OPS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the ops endpoints on `listener` until `stop` completes, then lets the requests in
+/// progress finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(OPS_HEADER_READ_TIMEOUT);
+    let slots = Arc::new(Semaphore::new(OPS_MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of descriptors, or a connection reset before it was accepted: back
+                    // off briefly rather than spin.
+                    tracing::debug!(error = %err, "ops listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(router.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// The ops HTTP endpoints. `/healthz` never depends on the validator or readiness.

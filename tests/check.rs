@@ -85,11 +85,11 @@ fn contract_answers() -> Vec<(&'static str, Answer)> {
         ),
         (
             "user-zero-width",
-            Answer::json(200, r#"{"valid":true,"user":"ad​min"}"#),
+            Answer::json(200, r#"{"valid":true,"user":"ad\u200bmin"}"#),
         ),
         (
             "user-line-separator",
-            Answer::json(200, r#"{"valid":true,"user":"admin x"}"#),
+            Answer::json(200, r#"{"valid":true,"user":"admin\u2028x"}"#),
         ),
         (
             "redirect",

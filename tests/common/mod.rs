@@ -387,10 +387,28 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts the binary with JSON logs and waits for its "ready" line.
     pub fn spawn(env: &[(&str, &str)]) -> Self {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
+        Self::start(
+            std::process::Command::new(env!("CARGO_BIN_EXE_session-authz")),
+            env,
+        )
+    }
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_session-authz"));
+    /// Like [`spawn`](Self::spawn), with these soft and hard limits on open files (set by the
+    /// shell, which then becomes the binary: the pid is the service's).
+    pub fn spawn_with_fd_limits(soft: u64, hard: u64, env: &[(&str, &str)]) -> Self {
+        let mut command = std::process::Command::new("/bin/sh");
+        command.args([
+            "-c",
+            &format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\""),
+            env!("CARGO_BIN_EXE_session-authz"),
+        ]);
+        Self::start(command, env)
+    }
+
+    fn start(mut command: std::process::Command, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+
         command
             .env_clear()
             .env("SESSION_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
