@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// Kubernetes versions whose schemas the manifests must pass: the oldest we claim (native
 /// `preStop: sleep` is on by default from 1.30) and a current one.
@@ -28,6 +28,16 @@ const ISTIO_GRPC_PROVIDER_FIELDS: &[&str] = &[
     "statusOnError",
     "includeRequestBodyInCheck",
 ];
+
+/// Istio's merged-metrics port: with metrics merging (Istio's default) the injector points a
+/// Pod's prometheus.io annotations at its agent here, which scrapes the app's own port itself.
+const ISTIO_MERGED_METRICS_PORT: u64 = 15020;
+
+/// What a Pod's terminationGracePeriodSeconds keeps beyond the longest stop it may take.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// session-authz's drain_delay when nothing sets it.
+const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,6 +232,88 @@ fn longest_pre_stop(pod: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// session-authz's drain_delay under this environment and TOML. `--check-config` reports it once
+/// the binary knows the key; until then, the same precedence by hand: environment, TOML, default.
+fn drain_delay(
+    config: &toml::Table,
+    env: &[(String, String)],
+    toml_file: Option<&str>,
+) -> Duration {
+    if let Some(value) = config.get("drain_delay") {
+        return duration(value.as_str().unwrap());
+    }
+    if let Some((_, value)) = env.iter().find(|(n, _)| n == "SESSION_AUTHZ_DRAIN_DELAY") {
+        return duration(value);
+    }
+    let file: Option<toml::Table> = toml_file.map(|text| text.parse().unwrap());
+    file.as_ref()
+        .and_then(|f| f.get("drain_delay"))
+        .map_or(DEFAULT_DRAIN_DELAY, |v| duration(v.as_str().unwrap()))
+}
+
+/// A Pod stops in this order: every container's preStop sleep (still serving while the Pod
+/// leaves the Service's endpoints), then SIGTERM; session-authz turns NOT_SERVING but answers for
+/// drain_delay, closes its listeners and waits up to shutdown_grace for Checks in flight. All of
+/// it must end before kubelet's SIGKILL, and an Istio proxy must not stop before it has.
+fn assert_shutdown_fits(pod_template: &Value, authz_stop: Duration) {
+    let pod = &pod_template["spec"];
+    let containers = arr(&pod["containers"]);
+    // The same sleep everywhere: a container that stopped earlier (Envoy exits at once on
+    // SIGTERM) would fail requests the others still accept.
+    let pre_stop = longest_pre_stop(pod);
+    for c in containers {
+        assert_eq!(
+            c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64(),
+            Some(pre_stop),
+            "{}: preStop sleep",
+            c["name"]
+        );
+    }
+    let stop = Duration::from_secs(pre_stop) + authz_stop;
+    let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
+    assert!(
+        grace >= stop + SHUTDOWN_MARGIN,
+        "terminationGracePeriodSeconds {grace:?} < preStop {pre_stop} s + session-authz's \
+         drain_delay and shutdown_grace ({authz_stop:?}) + {SHUTDOWN_MARGIN:?}"
+    );
+    if let Some(proxy) = pod_template["metadata"]["annotations"]["proxy.istio.io/config"].as_str() {
+        let proxy = yaml_to_json(proxy).remove(0);
+        let drain = duration(s(&proxy["terminationDrainDuration"]));
+        assert!(
+            drain >= stop,
+            "Istio's proxy stops after {drain:?}, before the Pod ({stop:?})"
+        );
+        assert!(drain + SHUTDOWN_MARGIN <= grace, "{drain:?}");
+    }
+}
+
+/// A PodDisruptionBudget for the Deployment's Pods that leaves at least one up and still lets
+/// node drains proceed.
+fn assert_budgeted(docs: &[Value], deployment: &Value) {
+    let pdb = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "PodDisruptionBudget"
+                && d["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+                && d["spec"]["selector"]["matchLabels"]
+                    == deployment["spec"]["selector"]["matchLabels"]
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no PodDisruptionBudget for {}",
+                deployment["metadata"]["name"]
+            )
+        });
+    let min = pdb["spec"]["minAvailable"].as_u64().unwrap();
+    assert!(min >= 1 && min < deployment["spec"]["replicas"].as_u64().unwrap());
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+}
+
+/// Whether an address binds every interface of the Pod (IPv4 or IPv6).
+fn on_pod_ip(addr: &str) -> bool {
+    addr.starts_with("0.0.0.0:") || addr.starts_with("[::]:")
+}
+
 /// session-authz's effective configuration (`--check-config`) under exactly this environment
 /// and, if given, this TOML file in place of `SESSION_AUTHZ_CONFIG`'s path.
 fn effective_config(env: &[(String, String)], toml_file: Option<&str>) -> toml::Table {
@@ -306,9 +398,33 @@ fn sidecar_envoy_config(docs: &[Value]) -> &str {
     s(&find(docs, "ConfigMap", "dashboard-envoy")["data"]["envoy.yaml"])
 }
 
+/// Every YAML file under deploy/.
+fn deploy_yaml_files() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("deploy"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs.iter()
+        .flat_map(|d| yaml_files_under(d.strip_prefix(root()).unwrap().to_str().unwrap()))
+        .collect()
+}
+
 #[test]
 fn kubernetes_manifests_validate_strictly() {
-    for file in yaml_files_under("deploy/kubernetes") {
+    // Istio's kinds have no schema in kubernetes-validate; every file of plain Kubernetes kinds
+    // does, wherever it is (deploy/istio/dashboard.yaml included).
+    let files: Vec<PathBuf> = deploy_yaml_files()
+        .into_iter()
+        .filter(|f| {
+            yaml_file(f.strip_prefix(root()).unwrap().to_str().unwrap())
+                .iter()
+                .all(|d| !s(&d["apiVersion"]).contains("istio.io"))
+        })
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with("istio/dashboard.yaml")));
+    for file in files {
         let docs = yaml_to_json(&std::fs::read_to_string(&file).unwrap()).len();
         let mut command = Command::new(tool("kubernetes-validate"));
         command.arg("--strict");
@@ -472,11 +588,11 @@ fn sidecar_keeps_session_authz_on_loopback_and_exposes_only_envoy() {
     let envoy_docs = yaml_to_json(sidecar_envoy_config(&docs));
     let envoy_config = &envoy_docs[0];
     let mut pod_ip_ports = BTreeSet::new();
-    if http_addr.starts_with("0.0.0.0:") {
+    if on_pod_ip(http_addr) {
         pod_ip_ports.insert(port_of(http_addr));
     }
     for (_, address, port) in envoy_listeners(envoy_config) {
-        if address == "0.0.0.0" {
+        if address == "0.0.0.0" || address == "::" {
             pod_ip_ports.insert(port);
         }
     }
@@ -559,11 +675,13 @@ fn sidecar_keeps_session_authz_on_loopback_and_exposes_only_envoy() {
     }
 
     // Long enough for the preStop sleep and session-authz's drain.
-    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        .as_u64()
-        .unwrap();
-    let drain = duration(config_str(&config, "shutdown_grace")).as_secs();
-    assert!(grace > longest_pre_stop(pod) + drain, "{grace}");
+    let authz_stop =
+        drain_delay(&config, &env, None) + duration(config_str(&config, "shutdown_grace"));
+    assert_shutdown_fits(&deployment["spec"]["template"], authz_stop);
+
+    // A node drain never takes both replicas at once.
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    assert_budgeted(&docs, deployment);
 }
 
 #[test]
@@ -625,7 +743,7 @@ fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
     assert!(env_value(&env, "AIMENU_URL").starts_with("http"));
     let config = standalone_config(&docs);
     let grpc_port = port_of(config_str(&config, "grpc_addr"));
-    assert!(config_str(&config, "grpc_addr").starts_with("0.0.0.0:"));
+    assert!(on_pod_ip(config_str(&config, "grpc_addr")));
     assert_eq!(config_str(&config, "log_format"), "json");
     assert_eq!(
         config_str(&config, "aimenu_url").trim_end_matches('/'),
@@ -645,9 +763,9 @@ fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
         port_of(config_str(&config, "http_addr"))
     );
 
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    let drain = duration(config_str(&config, "shutdown_grace")).as_secs();
-    assert!(grace > longest_pre_stop(pod) + drain, "{grace}");
+    let authz_stop = drain_delay(&config, &env, Some(standalone_toml(&docs)))
+        + duration(config_str(&config, "shutdown_grace"));
+    assert_shutdown_fits(&deployment["spec"]["template"], authz_stop);
 
     // The Service speaks gRPC on 9001, to these Pods.
     let service = find(&docs, "Service", "session-authz");
@@ -663,31 +781,72 @@ fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
     }
 
     // The budget covers these Pods and leaves at least one up.
-    let pdb = find(&docs, "PodDisruptionBudget", "session-authz");
-    assert_eq!(pdb["metadata"]["namespace"], namespace);
-    assert_eq!(
-        pdb["spec"]["selector"]["matchLabels"],
-        deployment["spec"]["selector"]["matchLabels"]
-    );
-    let min = pdb["spec"]["minAvailable"].as_u64().unwrap();
-    assert!(min >= 1 && min < deployment["spec"]["replicas"].as_u64().unwrap());
+    assert_budgeted(&docs, deployment);
 
-    // gRPC only from selected clients.
+    // Every port only from named callers: each peer a namespace AND pod labels (pod labels
+    // alone admit any Pod, in any namespace, that labels itself; a namespace alone, all of it).
     let policy = find(&docs, "NetworkPolicy", "session-authz");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    let mut admitted: Vec<(u64, Value)> = Vec::new();
     for rule in arr(&policy["spec"]["ingress"]) {
-        let ports: Vec<u64> = arr(&rule["ports"])
-            .iter()
-            .map(|p| resolve_port(pod, &p["port"]))
-            .collect();
-        if ports.contains(&grpc_port) {
-            assert!(!arr(&rule["from"]).is_empty(), "{rule}");
+        let peers = arr(&rule["from"]);
+        assert!(!peers.is_empty(), "a rule for anyone: {rule}");
+        for peer in peers {
+            assert!(peer["ipBlock"].is_null(), "{peer}");
+            for key in ["namespaceSelector", "podSelector"] {
+                assert!(peer[key]["matchExpressions"].is_null(), "{peer}");
+                assert!(
+                    peer[key]["matchLabels"]
+                        .as_object()
+                        .is_some_and(|m| !m.is_empty()),
+                    "{key} must name something: {peer}"
+                );
+            }
         }
+        for port in arr(&rule["ports"]) {
+            for peer in peers {
+                admitted.push((resolve_port(pod, &port["port"]), peer.clone()));
+            }
+        }
+    }
+    let peers_of = |port: u64| -> Vec<&Value> {
+        admitted
+            .iter()
+            .filter(|(p, _)| *p == port)
+            .map(|(_, peer)| peer)
+            .collect()
+    };
+    assert!(!peers_of(grpc_port).is_empty());
+    // Whoever scrapes the annotated port may also scrape Istio's merged metrics, and the
+    // reverse: in the mesh the same Prometheus scrapes 15020 instead.
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    let scrape_port: u64 = s(&annotations["prometheus.io/port"]).parse().unwrap();
+    assert_eq!(scrape_port, port_of(config_str(&config, "http_addr")));
+    assert!(!peers_of(scrape_port).is_empty());
+    assert_eq!(
+        peers_of(scrape_port),
+        peers_of(ISTIO_MERGED_METRICS_PORT),
+        "the scraper of {scrape_port} and of Istio's {ISTIO_MERGED_METRICS_PORT}"
+    );
+    // The Check API is for Envoys, not for the scraper.
+    for peer in peers_of(scrape_port) {
+        assert!(!peers_of(grpc_port).contains(&peer), "{peer}");
     }
 }
 
 /// The standalone Deployment's effective configuration: the TOML from the ConfigMap mounted
 /// where SESSION_AUTHZ_CONFIG says, under the container's environment.
 fn standalone_config(docs: &[Value]) -> toml::Table {
+    let deployment = find(docs, "Deployment", "session-authz");
+    let env = env_of(container(
+        &deployment["spec"]["template"]["spec"],
+        "session-authz",
+    ));
+    effective_config(&env, Some(standalone_toml(docs)))
+}
+
+/// The TOML the standalone Deployment mounts where SESSION_AUTHZ_CONFIG says.
+fn standalone_toml(docs: &[Value]) -> &str {
     let deployment = find(docs, "Deployment", "session-authz");
     let pod = &deployment["spec"]["template"]["spec"];
     let authz = container(pod, "session-authz");
@@ -704,7 +863,7 @@ fn standalone_config(docs: &[Value]) -> toml::Table {
         .find(|v| v["name"] == mount["name"])
         .unwrap();
     let config_map = find(docs, "ConfigMap", s(&volume["configMap"]["name"]));
-    effective_config(&env, Some(s(&config_map["data"][key])))
+    s(&config_map["data"][key])
 }
 
 /// Istio's path match: exact, `prefix*`, `*suffix`, or `*`.
@@ -822,6 +981,327 @@ fn istio_policy_checks_the_admin_paths_and_strips_forged_identity() {
     assert_eq!(patch["applyTo"], "HTTP_FILTER");
     assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND");
     assert_eq!(patch["patch"]["operation"], "INSERT_FIRST");
+}
+
+/// A Pod-creating object under deploy/: where its Pods land, their labels and account.
+struct Workload {
+    what: String,
+    namespace: String,
+    labels: Map<String, Value>,
+    service_account: String,
+    pod: Value,
+}
+
+/// Where a namespaced object lands: its own namespace or, without one, the one `kubectl apply
+/// -n` gives its whole file (never the same as another file's, nor a named namespace).
+fn namespace_of(file: &str, doc: &Value) -> String {
+    doc["metadata"]["namespace"]
+        .as_str()
+        .map_or_else(|| format!("(kubectl -n for {file})"), str::to_owned)
+}
+
+/// Whether every `wanted` label is on `labels` (a Kubernetes `matchLabels`, or an Istio
+/// selector's `labels`: an empty one selects everything).
+fn labels_select(wanted: &Value, labels: &Map<String, Value>) -> bool {
+    wanted
+        .as_object()
+        .is_none_or(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// A `LabelSelector` as its `matchLabels` (expressions are not used under deploy/, so not
+/// evaluated: refuse them rather than guess).
+fn match_labels(selector: &Value) -> &Value {
+    assert!(selector["matchExpressions"].is_null(), "{selector}");
+    &selector["matchLabels"]
+}
+
+/// Pods a NetworkPolicy peer admits: (namespace, workload); `known_namespaces` maps each
+/// namespace under deploy/ to its labels (with the kubernetes.io/metadata.name Kubernetes adds).
+fn peer_selects<'a>(
+    peer: &Value,
+    policy_namespace: &str,
+    known_namespaces: &[(String, Map<String, Value>)],
+    workloads: &'a [Workload],
+) -> (Vec<String>, Vec<&'a Workload>) {
+    let namespaces: Vec<String> = if peer["namespaceSelector"].is_null() {
+        vec![policy_namespace.to_owned()]
+    } else {
+        let wanted = match_labels(&peer["namespaceSelector"]);
+        known_namespaces
+            .iter()
+            .filter(|(_, labels)| labels_select(wanted, labels))
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    let wanted = match_labels(&peer["podSelector"]);
+    let pods = workloads
+        .iter()
+        .filter(|w| namespaces.contains(&w.namespace) && labels_select(wanted, &w.labels))
+        .collect();
+    (namespaces, pods)
+}
+
+#[test]
+fn deploy_selectors_namespaces_and_principals_agree() {
+    // Istio applies a policy that selects no Pod without a word: reused as shipped, such a
+    // policy checks nothing. So every selector must select something shipped here.
+    let docs: Vec<(String, Value)> = deploy_yaml_files()
+        .into_iter()
+        .flat_map(|path| {
+            let rel = path
+                .strip_prefix(root())
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            yaml_file(&rel).into_iter().map(move |d| (rel.clone(), d))
+        })
+        .collect();
+    let name = |d: &Value| s(&d["metadata"]["name"]).to_owned();
+
+    let workloads: Vec<Workload> = docs
+        .iter()
+        .filter(|(_, d)| ["Deployment", "StatefulSet", "DaemonSet"].contains(&s(&d["kind"])))
+        .map(|(file, d)| {
+            let template = &d["spec"]["template"];
+            Workload {
+                what: format!("{file}: {} {}", s(&d["kind"]), name(d)),
+                namespace: namespace_of(file, d),
+                labels: template["metadata"]["labels"].as_object().unwrap().clone(),
+                service_account: template["spec"]["serviceAccountName"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_owned(),
+                pod: template["spec"].clone(),
+            }
+        })
+        .collect();
+    let mut known_namespaces: Vec<(String, Map<String, Value>)> = Vec::new();
+    for (file, d) in &docs {
+        let (namespace, mut labels) = if d["kind"] == "Namespace" {
+            let labels = d["metadata"]["labels"].as_object().cloned();
+            (name(d), labels.unwrap_or_default())
+        } else {
+            (namespace_of(file, d), Map::new())
+        };
+        match known_namespaces.iter_mut().find(|(n, _)| *n == namespace) {
+            Some((_, known)) => known.append(&mut labels),
+            None => {
+                labels.insert("kubernetes.io/metadata.name".into(), json!(namespace));
+                known_namespaces.push((namespace, labels));
+            }
+        }
+    }
+    let selected = |namespace: &str, wanted: &Value| -> Vec<&Workload> {
+        workloads
+            .iter()
+            .filter(|w| w.namespace == namespace && labels_select(wanted, &w.labels))
+            .collect()
+    };
+
+    let mut problems: Vec<String> = Vec::new();
+    // Pods each object acts on, by (file, kind/name): the checks below look them up.
+    let mut targets: Vec<(&Value, Vec<&Workload>)> = Vec::new();
+    for (file, d) in &docs {
+        let wanted = match s(&d["kind"]) {
+            "AuthorizationPolicy" | "PeerAuthentication" | "PodDisruptionBudget" => {
+                match_labels(&d["spec"]["selector"])
+            }
+            "EnvoyFilter" => &d["spec"]["workloadSelector"]["labels"],
+            "NetworkPolicy" => match_labels(&d["spec"]["podSelector"]),
+            "Service" => &d["spec"]["selector"],
+            _ => continue,
+        };
+        let namespace = namespace_of(file, d);
+        let pods = selected(&namespace, wanted);
+        if pods.is_empty() {
+            problems.push(format!(
+                "{file}: {} {} selects {wanted} in namespace {namespace}: no workload under \
+                 deploy/ has those Pod labels there",
+                d["kind"],
+                name(d)
+            ));
+        }
+        targets.push((d, pods));
+    }
+    let targets_of = |doc: &Value| -> Vec<&Workload> {
+        targets
+            .iter()
+            .find(|(d, _)| std::ptr::eq(*d, doc))
+            .map(|(_, pods)| pods.clone())
+            .unwrap_or_default()
+    };
+
+    // NetworkPolicy peers that name a namespace shipped here must admit a Pod shipped there;
+    // others (Prometheus in monitoring) are outside deploy/.
+    for (file, d) in docs.iter().filter(|(_, d)| d["kind"] == "NetworkPolicy") {
+        for rule in d["spec"]["ingress"].as_array().into_iter().flatten() {
+            for peer in rule["from"].as_array().into_iter().flatten() {
+                let (namespaces, pods) =
+                    peer_selects(peer, &namespace_of(file, d), &known_namespaces, &workloads);
+                let ours = namespaces
+                    .iter()
+                    .any(|n| workloads.iter().any(|w| w.namespace == *n));
+                if ours && pods.is_empty() {
+                    problems.push(format!(
+                        "{file}: NetworkPolicy {} admits {peer}: no workload under deploy/ \
+                         matches (namespaces {namespaces:?})",
+                        name(d)
+                    ));
+                }
+            }
+        }
+    }
+
+    // The mesh provider names a shipped Service, on one of its ports.
+    let mut providers: Vec<String> = Vec::new();
+    let mut provider_services: Vec<(&Value, u64)> = Vec::new();
+    for (file, d) in docs.iter().filter(|(_, d)| d["kind"] == "IstioOperator") {
+        for provider in arr(&d["spec"]["meshConfig"]["extensionProviders"]) {
+            providers.push(s(&provider["name"]).to_owned());
+            let Some(target) = ["envoyExtAuthzGrpc", "envoyExtAuthzHttp"]
+                .iter()
+                .map(|k| &provider[*k])
+                .find(|t| !t.is_null())
+            else {
+                continue;
+            };
+            let fqdn = s(&target["service"]);
+            let port = target["port"].as_u64().unwrap();
+            let service = docs.iter().find(|(f, svc)| {
+                svc["kind"] == "Service"
+                    && format!("{}.{}.svc.cluster.local", name(svc), namespace_of(f, svc)) == fqdn
+            });
+            match service {
+                Some((_, svc)) if arr(&svc["spec"]["ports"]).iter().any(|p| p["port"] == port) => {
+                    provider_services.push((svc, port));
+                }
+                Some(_) => problems.push(format!("{file}: {fqdn} has no port {port}")),
+                None => problems.push(format!(
+                    "{file}: provider {} calls {fqdn}, which is no Service under deploy/",
+                    provider["name"]
+                )),
+            }
+        }
+    }
+
+    // CUSTOM policies name a provider; principals name a shipped account that a shipped
+    // workload runs as, and that workload gets through the NetworkPolicies of the Pods the
+    // rule allows it to call (else the mesh allows what the network drops).
+    for (file, d) in docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "AuthorizationPolicy")
+    {
+        if d["spec"]["action"] == "CUSTOM" {
+            let provider = s(&d["spec"]["provider"]["name"]);
+            if !providers.iter().any(|p| p == provider) {
+                problems.push(format!("{file}: no extension provider {provider}"));
+            }
+        }
+        let namespace = namespace_of(file, d);
+        for rule in d["spec"]["rules"].as_array().into_iter().flatten() {
+            let ports: Vec<u64> = rule["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|to| {
+                    to["operation"]["ports"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .map(|p| s(&p).parse().unwrap())
+                .collect();
+            let principals = rule["from"].as_array().into_iter().flatten().flat_map(|f| {
+                f["source"]["principals"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            });
+            for principal in principals {
+                let principal = s(&principal);
+                let Some((ns, sa)) = principal
+                    .strip_prefix("cluster.local/ns/")
+                    .and_then(|rest| rest.split_once("/sa/"))
+                else {
+                    problems.push(format!("{file}: principal {principal} is not ns/N/sa/S"));
+                    continue;
+                };
+                if !docs.iter().any(|(f, a)| {
+                    a["kind"] == "ServiceAccount" && name(a) == sa && namespace_of(f, a) == ns
+                }) {
+                    problems.push(format!(
+                        "{file}: principal {principal}: no ServiceAccount {sa} in namespace \
+                         {ns} under deploy/"
+                    ));
+                }
+                let callers: Vec<&Workload> = workloads
+                    .iter()
+                    .filter(|w| w.namespace == ns && w.service_account == sa)
+                    .collect();
+                if callers.is_empty() {
+                    problems.push(format!(
+                        "{file}: principal {principal}: no workload under deploy/ runs as it"
+                    ));
+                }
+                for caller in callers {
+                    for target in targets_of(d) {
+                        for &port in &ports {
+                            let admitted = docs.iter().any(|(f, np)| {
+                                np["kind"] == "NetworkPolicy"
+                                    && namespace_of(f, np) == namespace
+                                    && targets_of(np).iter().any(|t| std::ptr::eq(*t, target))
+                                    && arr(&np["spec"]["ingress"]).iter().any(|r| {
+                                        arr(&r["ports"])
+                                            .iter()
+                                            .any(|p| resolve_port(&target.pod, &p["port"]) == port)
+                                            && arr(&r["from"]).iter().any(|peer| {
+                                                peer_selects(
+                                                    peer,
+                                                    &namespace,
+                                                    &known_namespaces,
+                                                    &workloads,
+                                                )
+                                                .1
+                                                .iter()
+                                                .any(|w| std::ptr::eq(*w, caller))
+                                            })
+                                    })
+                            });
+                            if !admitted {
+                                problems.push(format!(
+                                    "{file}: {principal} may call {} on {port}, but no \
+                                     NetworkPolicy admits {} there",
+                                    target.what, caller.what
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // The provider's Service reaches Pods the CUSTOM policies' callers may call.
+    for (svc, port) in provider_services {
+        let target_port = arr(&svc["spec"]["ports"])
+            .iter()
+            .find(|p| p["port"] == port)
+            .unwrap()["targetPort"]
+            .clone();
+        for pod in targets_of(svc) {
+            let container_port = resolve_port(&pod.pod, &target_port);
+            if container_port != port {
+                // Not wrong, but the policies' ports are container ports: keep them one.
+                problems.push(format!(
+                    "Service {} maps {port} to {container_port}",
+                    name(svc)
+                ));
+            }
+        }
+    }
+
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
 /// An Envoy process on ephemeral loopback ports, killed on drop.
