@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+mod common;
+
 /// Kubernetes versions whose schemas the manifests must pass: the oldest we claim (native
 /// `preStop: sleep` is on by default from 1.30) and a current one.
 const K8S_VERSIONS: &[&str] = &["1.30.0", "1.34.0"];
@@ -1414,67 +1416,298 @@ fn dechunk(mut body: &str) -> Option<String> {
     }
 }
 
+/// A plain HTTP/1.1 server for Envoy to route to, answering each request with its path and its
+/// header lines exactly as they arrived (names neither folded nor lowercased), as JSON.
+struct RawUpstream {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawUpstream {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                for stream in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        std::thread::spawn(move || Self::answer(stream));
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn answer(mut stream: TcpStream) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+        let path = lines.next().unwrap_or_default().split(' ').nth(1);
+        let headers: Vec<(&str, &str)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(name, value)| (name, value.trim()))
+            .collect();
+        let body = json!({ "path": path, "headers": headers }).to_string();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The header lines a [`RawUpstream`] echoed: (name as received, value).
+fn upstream_headers(body: &str) -> Vec<(String, String)> {
+    let echo: Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not the upstream's echo: {body}"));
+    arr(&echo["headers"])
+        .iter()
+        .map(|pair| (s(&pair[0]).to_owned(), s(&pair[1]).to_owned()))
+        .collect()
+}
+
+/// What a WSGI server makes of a header name: `X-AUTH_USER` and `x_auth-user` are both
+/// `HTTP_X_AUTH_USER`, i.e. `x-auth-user` here.
+fn wsgi_name(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// The RBAC permission Istio derives from an AuthorizationPolicy path (`/admin*` is a prefix).
+fn istio_path_permission(pattern: &str) -> Value {
+    let matcher = if pattern == "*" {
+        json!({ "safe_regex": { "regex": ".*" } })
+    } else if let Some(prefix) = pattern.strip_suffix('*') {
+        json!({ "prefix": prefix })
+    } else if let Some(suffix) = pattern.strip_prefix('*') {
+        json!({ "suffix": suffix })
+    } else {
+        json!({ "exact": pattern })
+    };
+    json!({ "url_path": { "path": matcher } })
+}
+
 #[test]
 fn istio_identity_filter_drops_client_copies_in_envoy() {
     let docs = yaml_file("deploy/istio/authorization-policy.yaml");
+    let policy = find(&docs, "AuthorizationPolicy", "dashboard-session-authz");
     let filter = find(&docs, "EnvoyFilter", "dashboard-strip-identity");
     let strip = filter["spec"]["configPatches"][0]["patch"]["value"].clone();
+    let operator = yaml_file("deploy/istio/mesh-config.yaml").remove(0);
+    let provider = arr(&operator["spec"]["meshConfig"]["extensionProviders"])
+        .iter()
+        .find(|p| p["name"] == "session-authz")
+        .unwrap()["envoyExtAuthzGrpc"]
+        .clone();
 
-    // The patch's filter first, then one that answers with the identity headers it still sees.
-    let echo = json!({
-        "name": "echo",
+    // The real session-authz, in-process, with a validator that knows one session. The runtime
+    // outlives everything below (locals drop in reverse order).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_validator, authz) = runtime.block_on(async {
+        let validator = common::FakeValidator::start(vec![(
+            "user1-token",
+            common::Answer::json(200, r#"{"valid":true,"user":"user1"}"#),
+        )])
+        .await;
+        let authz = common::start_service(&[("aimenu_url", &validator.url())]).await;
+        (validator, authz)
+    });
+    let app = RawUpstream::start();
+
+    // The dashboard's inbound chain as Istio builds it for these files: the EnvoyFilter's Lua
+    // first (INSERT_FIRST), then the CUSTOM policy as a shadow RBAC rule that marks the
+    // request, ext_authz running only on marked requests, and the router. Istio's defaults:
+    // header names with `_` allowed; paths normalized as mesh-config.yaml asks.
+    let permissions: Vec<Value> = arr(&policy["spec"]["rules"])
+        .iter()
+        .flat_map(|rule| arr(&rule["to"]).clone())
+        .flat_map(|to| arr(&to["operation"]["paths"]).clone())
+        .map(|path| istio_path_permission(s(&path)))
+        .collect();
+    let shadow_rbac = json!({
+        "name": "envoy.filters.http.rbac",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": { "inline_string": r#"
-function envoy_on_request(handle)
-  local seen = {}
-  for _, name in ipairs({"x-auth-user", "x_auth_user", "x-other"}) do
-    table.insert(seen, name .. "=" .. (handle:headers():get(name) or "-"))
-  end
-  handle:respond({[":status"] = "200"}, table.concat(seen, " "))
-end
-"# }
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "shadow_rules": {
+                "action": "DENY",
+                "policies": {
+                    "istio-ext-authz-ns[dashboard]-policy[dashboard-session-authz]-rule[0]": {
+                        "permissions": [{ "or_rules": { "rules": permissions } }],
+                        "principals": [{ "any": true }]
+                    }
+                }
+            },
+            "shadow_rules_stat_prefix": "istio_ext_authz_"
         }
     });
+    let ext_authz = json!({
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {
+                "envoy_grpc": { "cluster_name": "session_authz" },
+                "timeout": provider["timeout"]
+            },
+            "failure_mode_allow": provider["failOpen"],
+            "status_on_error": { "code": s(&provider["statusOnError"]).parse::<u16>().unwrap() },
+            "filter_enabled_metadata": {
+                "filter": "envoy.filters.http.rbac",
+                "path": [{ "key": "istio_ext_authz_shadow_effective_policy_id" }],
+                "value": { "string_match": { "prefix": "istio-ext-authz" } }
+            }
+        }
+    });
+    let cluster = |name: &str, addr: SocketAddr, http2: bool| {
+        let mut cluster = json!({
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{
+                "endpoint": { "address": { "socket_address": {
+                    "address": "127.0.0.1", "port_value": addr.port()
+                } } }
+            }] }] }
+        });
+        if http2 {
+            cluster["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": { "http2_protocol_options": {} }
+                }
+            });
+        }
+        cluster
+    };
     let config = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
-        "static_resources": { "listeners": [{
-            "name": "inbound",
-            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "inbound",
-                    "route_config": { "virtual_hosts": [{
-                        "name": "all",
-                        "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" }, "direct_response": { "status": 404 } }]
-                    }] },
-                    "http_filters": [strip, echo, {
-                        "name": "envoy.filters.http.router",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                        }
-                    }]
-                }
-            }] }]
-        }] }
+        "static_resources": {
+            "listeners": [{
+                "name": "inbound",
+                "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+                "filter_chains": [{ "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "inbound",
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
+                        "route_config": { "virtual_hosts": [{
+                            "name": "inbound",
+                            "domains": ["*"],
+                            "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "app" } }]
+                        }] },
+                        "http_filters": [strip, shadow_rbac, ext_authz, {
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                            }
+                        }]
+                    }
+                }] }]
+            }],
+            "clusters": [
+                cluster("session_authz", authz.grpc_addr(), true),
+                cluster("app", app.addr, false)
+            ]
+        }
     });
     envoy_validate(&config.to_string());
-
     let envoy = Envoy::start(&config);
-    let (status, body) = http_get(
-        envoy.listener,
-        "/",
-        &[
-            ("X-Auth-User", "root"),
-            ("x-auth-user", "admin"),
-            ("x_auth_user", "root"),
-            ("x-other", "kept"),
-        ],
-    )
-    .expect("Envoy answers");
+    let get = |target: &str, headers: &[(&str, &str)]| {
+        http_get(envoy.listener, target, headers).expect("Envoy answers")
+    };
+
+    // The policy is in force: an admin path without a session is refused.
+    let (status, body) = get("/admin", &[("x-auth-user", "admin")]);
+    assert_eq!(status, 401, "{body}");
+
+    let identity = ["x-auth-user", "x-auth-roles", "x-auth-email"];
+    let spellings = [
+        "x-auth_user",
+        "x_auth-user",
+        "X-AUTH_USER",
+        "x_auth_user",
+        "X-Auth-User",
+    ];
+    for spelling in spellings {
+        // A public path: no identity header reaches the app, in any spelling.
+        let (status, body) = get(
+            "/public/page",
+            &[
+                (spelling, "admin"),
+                ("X_Auth_Roles", "admin"),
+                ("x-auth-email", "admin@example.com"),
+                ("x-other", "kept"),
+            ],
+        );
+        assert_eq!(status, 200, "{spelling}: {body}");
+        let seen = upstream_headers(&body);
+        assert!(
+            seen.iter()
+                .all(|(name, _)| !identity.contains(&wsgi_name(name).as_str())),
+            "{spelling} on a public path reached the app: {seen:?}"
+        );
+        assert!(seen.contains(&("x-other".to_owned(), "kept".to_owned())));
+
+        // An admin path with a valid session: exactly session-authz's x-auth-user.
+        let (status, body) = get(
+            "/admin",
+            &[("Cookie", "session=user1-token"), (spelling, "admin")],
+        );
+        assert_eq!(status, 200, "{spelling}: {body}");
+        let seen: Vec<(String, String)> = upstream_headers(&body)
+            .into_iter()
+            .filter(|(name, _)| identity.contains(&wsgi_name(name).as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("x-auth-user".to_owned(), "user1".to_owned())],
+            "{spelling} on /admin"
+        );
+    }
+
+    // Every spelling at once, on the admin API.
+    let mut headers = vec![("Cookie", "session=user1-token")];
+    headers.extend(spellings.map(|spelling| (spelling, "admin")));
+    let (status, body) = get("/api/admin/users", &headers);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, "x-auth-user=- x_auth_user=- x-other=kept");
+    let seen: Vec<(String, String)> = upstream_headers(&body)
+        .into_iter()
+        .filter(|(name, _)| identity.contains(&wsgi_name(name).as_str()))
+        .collect();
+    assert_eq!(seen, [("x-auth-user".to_owned(), "user1".to_owned())]);
 }

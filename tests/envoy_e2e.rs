@@ -175,10 +175,20 @@ async fn identity_cannot_be_spoofed() {
     // Public paths: no session needed, and a forged identity never arrives.
     for target in ["/", "/public/page", "/adm"] {
         let response = stack
-            .get(target, &[("x-auth-user", "root"), ("X-Auth-User", "admin")])
+            .get(
+                target,
+                &[
+                    ("x-auth-user", "root"),
+                    ("X-Auth-User", "admin"),
+                    ("X-Auth-Roles", "admin"),
+                    ("x-auth-email", "root@example.com"),
+                ],
+            )
             .await;
         assert_eq!(response.status, 200, "{target}: {response:?}");
-        assert!(response.upstream_saw("x-auth-user").is_empty(), "{target}");
+        for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
+            assert!(response.upstream_saw(name).is_empty(), "{target}: {name}");
+        }
     }
 }
 
@@ -226,6 +236,200 @@ async fn no_path_spelling_reaches_the_dashboard_without_a_session() {
         assert_eq!(response.status, 200, "{target}: {response:?}");
         assert_eq!(response.upstream_saw("x-auth-user"), ["user1"], "{target}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_with_semicolons_or_encoded_percent_never_reach_the_dashboard() {
+    let stack = Stack::start(&[]).await;
+    let session = ("Cookie", "session=user1-token");
+    // normalize_path keeps `;`, `%3B` and `%25`; a Java server would route most of these to
+    // /admin (path parameters stripped, or %25 decoded twice).
+    let refused = [
+        "/;x/admin",
+        "/;/admin",
+        "/admin;x",
+        "/public;jsessionid=1",
+        "/%3Bx/admin",
+        "/admin%3bx",
+        "/%2561dmin",
+        "/%25",
+        "/%2525",
+        "/api/admin%252Fusers",
+        "/public/%252e%252e/admin",
+    ];
+    for target in refused {
+        for headers in [&[][..], &[session][..]] {
+            let response = stack.get(target, headers).await;
+            assert_eq!(response.status, 400, "{target} {headers:?}: {response:?}");
+        }
+    }
+    assert!(
+        stack.dashboard.hits().is_empty(),
+        "reached the dashboard: {:?}",
+        stack.dashboard.hits()
+    );
+    // Refused before any check.
+    assert_eq!(stack.validator.calls(), 0);
+
+    // Normalisation drops the `;` of a dot segment: this one is /admin, and checked.
+    let response = stack.get("/x/..;/admin", &[]).await;
+    assert_json_deny(&response, 401, "unauthenticated");
+    assert!(stack.dashboard.hits().is_empty());
+
+    // The query string is not the path: both may appear there.
+    let response = stack.get("/public/page?q=%25;x", &[]).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(stack.dashboard.hits(), ["/public/page?q=%25;x"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_sent_requests_are_closed_after_the_request_headers_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let stack = Stack::start(&[]).await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(stack.envoy.listener)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /public HTTP/1.1\r\nHost: dashboard.local\r\nX-Slow: 1")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Meanwhile whole requests are served.
+    assert_eq!(stack.get("/public", &[]).await.status, 200);
+
+    // The shipped request_headers_timeout is 10 s; the rest is room for a slow machine.
+    let closing: Vec<_> = slow
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let mut bytes = Vec::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut bytes))
+                        .await;
+                (read, String::from_utf8_lossy(&bytes).into_owned())
+            })
+        })
+        .collect();
+    for (n, task) in closing.into_iter().enumerate() {
+        let (read, answer) = task.await.unwrap();
+        match read {
+            Err(_) => panic!("half-sent request {n} still open after 40 s"),
+            Ok(result) => result.unwrap_or_else(|err| panic!("request {n}: {err}")),
+        };
+        assert!(answer.starts_with("HTTP/1.1 408 "), "request {n}: {answer}");
+    }
+    let stats = reqwest::get(format!(
+        "http://{}/stats?filter=^http\\.dashboard\\.downstream_rq_header_timeout$",
+        stack.envoy.admin
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(
+        stats.trim(),
+        "http.dashboard.downstream_rq_header_timeout: 20"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_starts_with_a_downstream_connection_limit() {
+    let stack = Stack::start(&[]).await;
+    // Serving, so start-up and its warnings are over.
+    assert_eq!(stack.get("/public", &[]).await.status, 200);
+    let log = stack.envoy.log();
+    assert!(
+        !log.contains("no configured limit to the number of allowed active downstream"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_request_headers_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let stack = Stack::start(&[]).await;
+    let fits = "a".repeat(24 * 1024);
+    let response = stack.get("/public", &[("x-big", &fits)]).await;
+    assert_eq!(response.status, 200, "{}", response.status);
+
+    // max_request_headers_kb: 32. Envoy answers and closes without reading the rest, so the
+    // connection may end in a reset after the answer: keep what arrived before it.
+    let mut stream = tokio::net::TcpStream::connect(stack.envoy.listener)
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /public HTTP/1.1\r\nHost: dashboard.local\r\nx-big: {}\r\n\r\n",
+        "a".repeat(33 * 1024)
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) =
+        tokio::time::timeout(Duration::from_secs(15), stream.read(&mut chunk)).await
+    {
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert_eq!(stack.dashboard.hits().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_clients_get_stream_and_window_limits() {
+    use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let stack = Stack::start(&[]).await;
+    let mut stream = tokio::net::TcpStream::connect(stack.envoy.listener)
+        .await
+        .unwrap();
+    // HTTP/2 with prior knowledge: the preface, then an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // Envoy's SETTINGS, and the WINDOW_UPDATE that grows its connection window.
+    let mut settings = HashMap::new();
+    let mut connection_window = None;
+    while settings.is_empty() || connection_window.is_none() {
+        let mut head = [0u8; 9];
+        tokio::time::timeout(Duration::from_secs(15), stream.read_exact(&mut head))
+            .await
+            .expect("Envoy's SETTINGS and WINDOW_UPDATE within 15 s")
+            .unwrap();
+        let mut payload = vec![0u8; usize::from(head[1]) << 8 | usize::from(head[2])];
+        assert_eq!(head[0], 0, "frame too long for this test");
+        stream.read_exact(&mut payload).await.unwrap();
+        let (kind, ack, stream_id) = (
+            head[3],
+            head[4] & 1 == 1,
+            u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
+        );
+        let word = |bytes: &[u8]| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        match kind {
+            0x4 if !ack => {
+                for setting in payload.chunks_exact(6) {
+                    settings.insert(
+                        u16::from_be_bytes([setting[0], setting[1]]),
+                        word(&setting[2..]),
+                    );
+                }
+            }
+            0x8 if stream_id == 0 => {
+                connection_window = Some(65_535 + (word(&payload) & 0x7fff_ffff));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(settings.get(&0x3), Some(&100), "MAX_CONCURRENT_STREAMS");
+    assert_eq!(settings.get(&0x4), Some(&65_536), "INITIAL_WINDOW_SIZE");
+    assert_eq!(connection_window, Some(1_048_576));
 }
 
 #[tokio::test(flavor = "multi_thread")]

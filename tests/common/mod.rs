@@ -649,7 +649,7 @@ pub struct EnvoyProcess {
     child: std::process::Child,
     pub listener: SocketAddr,
     pub admin: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl EnvoyProcess {
@@ -682,7 +682,7 @@ impl EnvoyProcess {
             child,
             listener: "127.0.0.1:1".parse().unwrap(),
             admin: "127.0.0.1:1".parse().unwrap(),
-            _dir: dir,
+            dir,
         };
         envoy.admin = eventually(Duration::from_secs(30), || async {
             std::fs::read_to_string(&admin_file)
@@ -715,6 +715,11 @@ impl EnvoyProcess {
             .find(|l| l.starts_with("session_authz::") && l.contains("::health_flags::"))
             .map(|l| l.rsplit("::").next().unwrap_or_default().to_owned())
             .unwrap_or_default()
+    }
+
+    /// What Envoy has logged so far (it runs with `-l warning`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap()
     }
 }
 
