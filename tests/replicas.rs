@@ -1,14 +1,17 @@
 //! Replicas: a replica taken out for a failing validator comes back by itself (the background
-//! probe).
+//! probe), and a rolling restart of two replicas behind real Envoy drops no request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use nix::sys::signal::{kill, Signal};
 use session_authz::ops::AUTHZ_SERVICE;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -193,4 +196,108 @@ async fn replicas_taken_out_by_a_failing_validator_come_back_without_traffic() {
     let response = stack.get(&[("Cookie", "session=user1-token")]).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.upstream_saw("x-auth-user"), ["user1"]);
+}
+
+/// Allowed Checks a replica answered, from its `/metrics`.
+async fn allowed(replica: &ServiceProcess) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", replica.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("session_authz_decisions_total{") && l.contains("outcome=\"allow\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until `replica` has allowed some Checks.
+async fn serves_traffic(replica: &ServiceProcess, which: &str) {
+    let served = eventually(Duration::from_secs(20), || async {
+        (allowed(replica).await > 0).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "{which} never served a Check");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_behind_envoy_drops_no_request() {
+    // The shipped drain delay: Envoy's health check (every 2 s, out after 2 failures) sees
+    // NOT_SERVING within about 4 s. With no drain delay this test sees hundreds of 503s.
+    let drain = [("SESSION_AUTHZ_DRAIN_DELAY", "5s")];
+    let mut stack = Replicas::start(&drain).await;
+
+    let listener = stack.envoy.listener;
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                // Bounded even if the test below hangs: at most 20 000 requests per worker.
+                while !stop.load(Ordering::Relaxed) && answers.len() < 20_000 {
+                    let response =
+                        raw_get(listener, "/admin", &[("Cookie", "session=user1-token")]).await;
+                    let ok =
+                        response.status == 200 && response.upstream_saw("x-auth-user") == ["user1"];
+                    answers.push((ok, response.status, response.body));
+                }
+                answers
+            })
+        })
+        .collect();
+
+    for (i, which) in ["A", "B"].into_iter().enumerate() {
+        serves_traffic(&stack.replicas[i], which).await;
+        kill(stack.replicas[i].pid(), Signal::SIGTERM).unwrap();
+        let exited = eventually(Duration::from_secs(30), || {
+            let status = stack.replicas[i].child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+        .unwrap_or_else(|| panic!("{which} never exited after SIGTERM"));
+        assert!(exited.success(), "{which} exited with {exited}");
+
+        // The replacement takes the same port: Envoy's STATIC endpoints are fixed. tokio binds
+        // with SO_REUSEADDR, so the old connections in TIME_WAIT do not block it.
+        let addr = stack.replicas[i].grpc_addr.to_string();
+        let url = stack.validator.url();
+        let replacement = tokio::task::spawn_blocking(move || {
+            ServiceProcess::spawn(&[
+                ("AIMENU_URL", url.as_str()),
+                ("SESSION_AUTHZ_GRPC_ADDR", addr.as_str()),
+                drain[0],
+            ])
+        })
+        .await
+        .unwrap();
+        stack.replicas[i] = replacement;
+        stack
+            .wait_for_flags(Duration::from_secs(20), |flags| flags == "healthy")
+            .await
+            .unwrap_or_else(|| panic!("{which}' never healthy in Envoy"));
+        serves_traffic(&stack.replicas[i], &format!("{which}'")).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    let mut total = 0;
+    let mut failed = Vec::new();
+    for worker in workers {
+        for (ok, status, body) in worker.await.unwrap() {
+            total += 1;
+            if !ok {
+                failed.push((status, body));
+            }
+        }
+    }
+    assert!(total > 100, "too little load: {total}");
+    assert!(
+        failed.is_empty(),
+        "{} of {total} requests failed during the rolling restart: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
 }
