@@ -17,6 +17,7 @@ use crate::config::{Config, TlsFiles};
 use crate::ext_authz::{CheckService, Parts};
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState, Readiness, ValidatorHealth};
+use crate::probe::{self, Prober};
 use crate::validator::{self, Validator};
 
 /// Why the service could not start or stopped badly.
@@ -90,8 +91,14 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         metrics: parts.metrics.clone(),
         cache: parts.cache.clone(),
     };
+    let prober = Prober::new(
+        parts.validator.clone(),
+        parts.validator_health.clone(),
+        probe::INTERVAL,
+    );
     let check = AuthorizationServer::new(CheckService::new(config, parts));
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(prober.run(stopped.clone()));
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {

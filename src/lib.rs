@@ -3,7 +3,8 @@
 //! Data flows one way: a `CheckRequest` ([`ext_authz`]) → the credential in its headers
 //! ([`credential`]) → the auth service's verdict ([`validator`], the only outbound I/O) → the
 //! decision ([`decision`], pure) → the `CheckResponse` ([`response`]). [`config`] and [`cli`]
-//! build the settings, [`app`] binds and serves, [`ops`] holds health, readiness and reflection.
+//! build the settings, [`app`] binds and serves, [`ops`] holds health, readiness and reflection,
+//! and [`probe`] asks the validator while it is down, so health comes back without Checks.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod decision;
 pub mod ext_authz;
 pub mod metrics;
 pub mod ops;
+pub mod probe;
 pub mod response;
 pub mod telemetry;
 pub mod validator;

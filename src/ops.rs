@@ -248,3 +248,72 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy(health: &ValidatorHealth) -> bool {
+        *health.subscribe().borrow()
+    }
+
+    fn record_n(health: &ValidatorHealth, answered: bool, times: u32) {
+        for _ in 0..times {
+            health.record(answered);
+        }
+    }
+
+    #[test]
+    fn turns_unhealthy_on_the_fifth_failure_in_a_row() {
+        let health = ValidatorHealth::default();
+        assert!(healthy(&health));
+        record_n(&health, false, FAILURES_TO_UNHEALTHY - 1);
+        assert!(healthy(&health), "4 failures are a blip");
+        health.record(false);
+        assert!(!healthy(&health), "the 5th turns it unhealthy");
+    }
+
+    #[test]
+    fn turns_healthy_on_the_third_answer_in_a_row() {
+        let health = ValidatorHealth::default();
+        record_n(&health, false, FAILURES_TO_UNHEALTHY);
+        record_n(&health, true, SUCCESSES_TO_HEALTHY - 1);
+        assert!(!healthy(&health), "2 answers are not enough");
+        health.record(true);
+        assert!(healthy(&health), "the 3rd turns it healthy");
+    }
+
+    #[test]
+    fn an_interleaved_outcome_restarts_the_streak() {
+        let health = ValidatorHealth::default();
+        record_n(&health, false, FAILURES_TO_UNHEALTHY - 1);
+        health.record(true);
+        record_n(&health, false, FAILURES_TO_UNHEALTHY - 1);
+        assert!(healthy(&health), "a success resets the failure streak");
+        health.record(false);
+        assert!(!healthy(&health));
+
+        record_n(&health, true, SUCCESSES_TO_HEALTHY - 1);
+        health.record(false);
+        record_n(&health, true, SUCCESSES_TO_HEALTHY - 1);
+        assert!(!healthy(&health), "a failure resets the success streak");
+        health.record(true);
+        assert!(healthy(&health));
+    }
+
+    #[test]
+    fn subscribers_see_each_change() {
+        let health = ValidatorHealth::default();
+        let mut changes = health.subscribe();
+        record_n(&health, false, FAILURES_TO_UNHEALTHY);
+        assert!(changes.has_changed().unwrap());
+        assert!(!*changes.borrow_and_update());
+        record_n(&health, false, 10);
+        assert!(
+            !changes.has_changed().unwrap(),
+            "no news while it stays down"
+        );
+        record_n(&health, true, SUCCESSES_TO_HEALTHY);
+        assert!(*changes.borrow_and_update());
+    }
+}

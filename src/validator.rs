@@ -435,6 +435,19 @@ impl Validator {
     }
 }
 
+impl Validator {
+    /// Asks with no credential and no client header, only to learn whether the validator answers
+    /// (any answer that follows the contract, `{"valid": false}` included, is one). Outside the
+    /// concurrency cap: one probe at a time must not wait behind, or take a slot from, Checks.
+    pub async fn probe(&self) -> Verdict {
+        match tokio::time::timeout(self.timeout, self.fetch(HeaderMap::new())).await {
+            Ok(Ok((status, _, body))) => interpret(status.as_u16(), &body),
+            Ok(Err(err)) => Verdict::Error(err),
+            Err(_) => Verdict::Error(ValidatorError::Timeout),
+        }
+    }
+}
+
 /// Counts a caller out of the queue however its wait ends (granted, timed out, cancelled).
 struct WaitingGuard<'a>(&'a AtomicUsize);
 

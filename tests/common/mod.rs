@@ -655,7 +655,13 @@ pub struct EnvoyProcess {
 impl EnvoyProcess {
     /// `authz` and `app` replace the sample's 9001 and 8000; listener and admin get port 0.
     pub async fn start(authz: SocketAddr, app: SocketAddr) -> Self {
-        let yaml = envoy_config::sample_with_ports(authz, app);
+        Self::start_with_replicas(&[authz], app).await
+    }
+
+    /// Like [`EnvoyProcess::start`], with every address in `authz` an endpoint of the
+    /// session_authz cluster.
+    pub async fn start_with_replicas(authz: &[SocketAddr], app: SocketAddr) -> Self {
+        let yaml = envoy_config::sample_with_authz_endpoints(authz, app);
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
         let admin_file = dir.path().join("admin-address");
@@ -702,19 +708,38 @@ impl EnvoyProcess {
         envoy
     }
 
-    /// The health flags Envoy's admin `/clusters` shows for the session_authz host.
+    /// The health flags Envoy's admin `/clusters` shows for the (first) session_authz host.
     pub async fn authz_health(&self) -> String {
+        self.authz_hosts("health_flags")
+            .await
+            .into_iter()
+            .next()
+            .map(|(_, flags)| flags)
+            .unwrap_or_default()
+    }
+
+    /// One per-host value of the session_authz cluster from admin `/clusters`, for every host
+    /// (e.g. `health_flags` → `healthy` or `/failed_active_hc`, `rq_success` → a count).
+    pub async fn authz_hosts(&self, stat: &str) -> Vec<(SocketAddr, String)> {
         let clusters = reqwest::get(format!("http://{}/clusters", self.admin))
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
+        // Lines read `session_authz::127.0.0.1:9001::health_flags::healthy`.
         clusters
             .lines()
-            .find(|l| l.starts_with("session_authz::") && l.contains("::health_flags::"))
-            .map(|l| l.rsplit("::").next().unwrap_or_default().to_owned())
-            .unwrap_or_default()
+            .filter_map(|line| {
+                let mut parts = line.split("::");
+                let (cluster, host, name, value) =
+                    (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+                if cluster != "session_authz" || name != stat {
+                    return None;
+                }
+                Some((host.parse().ok()?, value.to_owned()))
+            })
+            .collect()
     }
 
     /// What Envoy has logged so far (it runs with `-l warning`).
