@@ -54,9 +54,6 @@ impl Prober {
                 tokio::time::sleep(self.interval).await;
                 // An answer of either kind (valid or not) shows the validator works.
                 let verdict = self.validator.probe().await;
-                if let Verdict::Error(err) = &verdict {
-                    tracing::debug!(error = %err, "validator probe failed");
-                }
                 self.health.record(!matches!(verdict, Verdict::Error(_)));
             }
         }

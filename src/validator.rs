@@ -440,11 +440,15 @@ impl Validator {
     /// (any answer that follows the contract, `{"valid": false}` included, is one). Outside the
     /// concurrency cap: one probe at a time must not wait behind, or take a slot from, Checks.
     pub async fn probe(&self) -> Verdict {
-        match tokio::time::timeout(self.timeout, self.fetch(HeaderMap::new())).await {
+        let verdict = match tokio::time::timeout(self.timeout, self.fetch(HeaderMap::new())).await {
             Ok(Ok((status, _, body))) => interpret(status.as_u16(), &body),
             Ok(Err(err)) => Verdict::Error(err),
             Err(_) => Verdict::Error(ValidatorError::Timeout),
+        };
+        if let Verdict::Error(err) = &verdict {
+            self.error_log.report(err);
         }
+        verdict
     }
 }
 
