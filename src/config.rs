@@ -17,7 +17,7 @@ use crate::decision::OnValidatorError;
 /// Keys read from `SESSION_AUTHZ_<KEY>`. `auth_enabled` and `aimenu_url` keep the seed guide's
 /// names (`AUTH_ENABLED`, `AIMENU_URL`). Only known keys are read, so that variables such as
 /// Kubernetes' injected `SESSION_AUTHZ_PORT` do not trip the unknown-key check.
-const PREFIXED_KEYS: &[&str] = &[
+pub const PREFIXED_KEYS: &[&str] = &[
     "grpc_addr",
     "http_addr",
     "session_cookie",
@@ -39,7 +39,7 @@ const PREFIXED_KEYS: &[&str] = &[
     "tls_client_ca",
     "validator_ca",
 ];
-const SEED_KEYS: &[&str] = &["auth_enabled", "aimenu_url"];
+pub const SEED_KEYS: &[&str] = &["auth_enabled", "aimenu_url"];
 pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";
 
 /// Log line format.

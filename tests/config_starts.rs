@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use session_authz::app;
-use session_authz::config::{flags_from_pairs, Config};
+use session_authz::config::{flags_from_pairs, Config, PREFIXED_KEYS, SEED_KEYS};
 
 /// Values for one key: typical, at the bounds, past them, and malformed.
 fn value_for(key: &'static str) -> BoxedStrategy<(&'static str, String)> {
@@ -50,24 +50,25 @@ fn value_for(key: &'static str) -> BoxedStrategy<(&'static str, String)> {
 }
 
 fn settings() -> impl Strategy<Value = Vec<(&'static str, String)>> {
-    const KEYS: &[&str] = &[
-        "auth_enabled",
-        "session_cookie",
-        "session_header",
-        "user_header",
-        "validator_timeout",
-        "on_validator_error",
-        "log_format",
-        "shutdown_grace",
-        "drain_delay",
-        "cache_ttl",
-        "cache_negative_ttl",
-        "cache_max_entries",
-        "stale_if_error",
-        "validator_max_concurrency",
-        "validator_max_queue",
-    ];
-    proptest::sample::subsequence(KEYS, 1..=3)
+    // Every key but those that name the test's own addresses, validator and files.
+    let keys: Vec<&'static str> = SEED_KEYS
+        .iter()
+        .chain(PREFIXED_KEYS)
+        .copied()
+        .filter(|key| {
+            !matches!(
+                *key,
+                "aimenu_url"
+                    | "grpc_addr"
+                    | "http_addr"
+                    | "tls_cert"
+                    | "tls_key"
+                    | "tls_client_ca"
+                    | "validator_ca"
+            )
+        })
+        .collect();
+    proptest::sample::subsequence(keys, 1..=3)
         .prop_flat_map(|keys| keys.into_iter().map(value_for).collect::<Vec<_>>())
 }
 
