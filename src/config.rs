@@ -557,13 +557,11 @@ pub fn env_var(key: &str) -> String {
 }
 
 fn shown_value(key: &str, value: &Value) -> String {
-    let text = match value {
-        Value::String(_, s) => s.clone(),
-        Value::Num(_, n) => match n.to_f64() {
-            Some(f) if as_text(value).is_none() => f.to_string(),
-            _ => as_text(value).unwrap_or_default(),
-        },
-        other => as_text(other).unwrap_or_else(|| "(not a scalar)".to_owned()),
+    let text = match (as_text(value), value) {
+        (Some(text), _) => text,
+        // A float is shown as written, though no key accepts one.
+        (None, Value::Num(_, n)) => n.to_f64().map(|f| f.to_string()).unwrap_or_default(),
+        (None, _) => "(not a scalar)".to_owned(),
     };
     let text = if key == "aimenu_url" {
         match Url::parse(&text) {
@@ -579,7 +577,7 @@ fn shown_value(key: &str, value: &Value) -> String {
     format!("{text:?}")
 }
 
-/// The value as text: figment reads `9001` or `true` from the environment as a number or bool.
+/// The value as text: a TOML file may give `9001` or `true` as a number or a bool.
 fn as_text(value: &Value) -> Option<String> {
     match value {
         Value::String(_, s) => Some(s.clone()),
