@@ -13,8 +13,10 @@ WORKDIR /src
 
 # Dependencies first, in their own layer: it is rebuilt only when the manifest, the lock file,
 # the build script or the protos change, not on every source edit. The placeholder sources are
-# just enough for cargo to build every dependency (and run build.rs) once.
+# just enough for cargo to build every dependency (and run build.rs) once. cargo reads the
+# manifest of every workspace member, the test harness included, though it builds none of it.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY testkit/Cargo.toml ./testkit/
 COPY proto ./proto
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \

@@ -5,7 +5,7 @@ demo:
 	./scripts/demo.sh
 
 test: tools lint
-	cargo test --locked --all-targets
+	cargo test --locked --workspace --all-targets
 	cargo build --locked --bins --examples
 	CHAOS_SECONDS=$${CHAOS_SECONDS:-60} ./target/debug/examples/chaos
 
@@ -14,7 +14,7 @@ tools:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 # Benchmark (not part of `make test`): release build, then one run of every scenario.
 bench: tools

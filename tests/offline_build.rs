@@ -22,12 +22,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use session_authz_testkit::dockerfile::Dockerfile;
+use session_authz_testkit::process::root;
 
-/// The files the Dockerfile copies: all a library build reads.
-const BUILD_INPUTS: &[&str] = &["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src"];
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The files the Dockerfile copies (all a library build reads, tests/container.rs checks).
+fn build_inputs() -> Vec<String> {
+    let dockerfile = Dockerfile::read(&root().join("Dockerfile"));
+    let sources = dockerfile.context_sources();
+    assert!(!sources.is_empty(), "the Dockerfile copies nothing");
+    sources.into_iter().map(str::to_owned).collect()
 }
 
 fn work() -> PathBuf {
@@ -198,8 +201,8 @@ fn check_offline(home: &Path) -> Vec<u8> {
     if repo.exists() {
         std::fs::remove_dir_all(&repo).unwrap();
     }
-    for input in BUILD_INPUTS {
-        copy_tree(&root().join(input), &repo.join(input));
+    for input in build_inputs() {
+        copy_tree(&root().join(&input), &repo.join(&input));
     }
 
     // A network namespace with only loopback, down, if this machine lets us make one.

@@ -1,0 +1,128 @@
+//! CheckRequest builders and what a CheckResponse means for the client ([`Outcome`]), so that an
+//! assertion on a decision is one line.
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap as EnvoyHeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use tonic::transport::Channel;
+
+/// A CheckRequest for `GET /admin` whose HTTP request carries these headers in the `headers` map.
+pub fn check_request(headers: &[(&str, &str)]) -> CheckRequest {
+    let http = HttpRequest {
+        method: "GET".to_owned(),
+        path: "/admin".to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    wrap(http)
+}
+
+/// A CheckRequest as Envoy sends it with `encode_raw_headers: true`.
+pub fn raw_check_request(headers: &[(&str, &[u8])]) -> CheckRequest {
+    let http = HttpRequest {
+        method: "GET".to_owned(),
+        path: "/admin".to_owned(),
+        header_map: Some(EnvoyHeaderMap {
+            headers: headers
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: (*k).to_owned(),
+                    value: String::new(),
+                    raw_value: v.to_vec(),
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    };
+    wrap(http)
+}
+
+fn wrap(http: HttpRequest) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// What a CheckResponse means for the client, in plain terms.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed; the identity header set (if any) and the headers removed.
+    Allow {
+        set: Vec<(String, String)>,
+        removed: Vec<String>,
+    },
+    /// Denied with this gRPC code and HTTP status.
+    Deny { grpc: i32, http: i32, body: String },
+}
+
+pub fn outcome(response: &CheckResponse) -> Outcome {
+    let code = response.status.as_ref().map(|s| s.code).unwrap_or(0);
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) if code == 0 => Outcome::Allow {
+            set: ok
+                .headers
+                .iter()
+                .filter_map(|o| o.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            removed: ok.headers_to_remove.clone(),
+        },
+        Some(HttpResponse::DeniedResponse(denied)) if code != 0 => Outcome::Deny {
+            grpc: code,
+            http: denied.status.as_ref().map(|s| s.code).unwrap_or(0),
+            body: denied.body.clone(),
+        },
+        other => panic!("inconsistent CheckResponse: code {code}, {other:?}"),
+    }
+}
+
+/// Sends a CheckRequest and reads the answer as an [`Outcome`].
+pub async fn outcome_of(
+    client: &mut AuthorizationClient<Channel>,
+    request: CheckRequest,
+) -> Outcome {
+    outcome(&client.check(request).await.unwrap().into_inner())
+}
+
+pub fn allow_as(user: &str) -> Outcome {
+    Outcome::Allow {
+        set: vec![("x-auth-user".to_owned(), user.to_owned())],
+        removed: vec![],
+    }
+}
+
+pub fn allow_anonymous() -> Outcome {
+    Outcome::Allow {
+        set: vec![],
+        removed: vec!["x-auth-user".to_owned()],
+    }
+}
+
+pub fn deny_401() -> Outcome {
+    Outcome::Deny {
+        grpc: tonic::Code::Unauthenticated as i32,
+        http: 401,
+        body: r#"{"error":"unauthenticated"}"#.to_owned(),
+    }
+}
+
+pub fn deny_503() -> Outcome {
+    Outcome::Deny {
+        grpc: tonic::Code::Unavailable as i32,
+        http: 503,
+        body: r#"{"error":"auth_unavailable"}"#.to_owned(),
+    }
+}

@@ -1,0 +1,257 @@
+//! HTTP/1.1 on raw sockets, so that nothing normalises what a test sends or sees: a client that
+//! writes header lines exactly as given ([`raw_get`]), and an upstream for Envoy that records
+//! every request and echoes its header lines exactly as they arrived ([`Upstream`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Serves `app` on a loopback port until the returned sender is used or dropped.
+pub(crate) async fn serve(app: axum::Router) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, stop)
+}
+
+/// A response read off a raw HTTP/1.1 connection (a chunked body already joined).
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The header lines an [`Upstream`] received (its echo): (name as received, value).
+    pub fn upstream_headers(&self) -> Vec<(String, String)> {
+        let echo: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("not the upstream's echo: {}", self.body));
+        echo["headers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not the upstream's echo: {}", self.body))
+            .iter()
+            .map(|pair| {
+                let text = |v: &Value| v.as_str().unwrap().to_owned();
+                (text(&pair[0]), text(&pair[1]))
+            })
+            .collect()
+    }
+
+    /// The values of `name` (in any case) the upstream received.
+    pub fn upstream_saw(&self, name: &str) -> Vec<String> {
+        self.upstream_headers()
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    }
+}
+
+/// Sends `GET {target}` with exactly these header lines (no normalisation of the target; a
+/// `Host` and `Connection: close` unless given) and reads the whole response.
+pub async fn raw_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+    try_raw_get(addr, target, headers)
+        .await
+        .unwrap_or_else(|err| panic!("GET {target} from {addr}: {err}"))
+}
+
+/// [`raw_get`], with what went wrong (no connection, no answer within 15 s, not HTTP) as an
+/// error instead of a panic: for load generators that count transport errors.
+pub async fn try_raw_get(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<RawResponse, String> {
+    let mut request = format!("GET {target} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str("Host: dashboard.local\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        request.push_str("Connection: close\r\n");
+    }
+    request.push_str("\r\n");
+
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|err| format!("connect: {err}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|err| format!("send: {err}"))?;
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut bytes))
+        .await
+        .map_err(|_| "no response within 15 s".to_owned())?
+        .map_err(|err| format!("read: {err}"))?;
+    parse_response(&bytes)
+}
+
+fn parse_response(bytes: &[u8]) -> Result<RawResponse, String> {
+    let mut parsed_headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut parsed_headers);
+    let head_len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        other => {
+            return Err(format!(
+                "bad response: {other:?}: {}",
+                String::from_utf8_lossy(bytes)
+            ))
+        }
+    };
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let body = String::from_utf8_lossy(&bytes[head_len..]).into_owned();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    Ok(RawResponse {
+        status: response.code.ok_or("no status")?,
+        body: if chunked {
+            dechunk(&body).ok_or_else(|| format!("bad chunked body: {body:?}"))?
+        } else {
+            body
+        },
+        headers,
+    })
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+/// An app for Envoy to route to: answers every request 200 with its target and its header lines
+/// exactly as they arrived (names neither folded nor lowercased) as JSON
+/// `{"path": …, "headers": [[name, value], …]}`, and records the targets. One request per
+/// connection (it answers `connection: close`); request bodies are not read.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<Vec<String>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let hits = hits.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(Self::answer(stream, hits.clone()));
+                }
+            }
+        });
+        Self { addr, hits, accept }
+    }
+
+    /// The request targets (path and query) received so far, in order.
+    pub fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    async fn answer(mut stream: TcpStream, hits: Arc<Mutex<Vec<String>>>) {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let head = head.split("\r\n\r\n").next().unwrap_or_default();
+        let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+        let path = lines
+            .next()
+            .unwrap_or_default()
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default();
+        hits.lock().unwrap().push(path.to_owned());
+        let headers: Vec<(&str, &str)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(name, value)| (name, value.trim()))
+            .collect();
+        let body = json!({ "path": path, "headers": headers }).to_string();
+        let _ = stream
+            .write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        let response = parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((response.status, response.body.as_str()), (200, "abcde"));
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").is_err()
+        );
+    }
+}
