@@ -9,13 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use support::procfs::rss_kib;
-use support::{bin_dir, free_addr, start_envoy, wait_for_port, Proc};
-
 use std::net::SocketAddr;
-
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,26 +17,26 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use hdrhistogram::Histogram;
+use session_authz_testkit::envoy::EnvoyProcess;
+use session_authz_testkit::process::{binary, free_addr, session_authz, Proc};
+use session_authz_testkit::procfs::{cpu_us, rss_kib};
+use session_authz_testkit::wait::listening;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const CACHED_SESSIONS: u64 = 100_000;
 
 async fn start_baseline(call: Option<&str>) -> (Proc, SocketAddr) {
     let addr = free_addr();
-    let mut command = Command::new(bin_dir().join("examples/baseline_authz"));
+    let mut command = Command::new(binary("examples/baseline_authz"));
     command.arg(addr.to_string()).stderr(Stdio::null());
     if let Some(url) = call {
         command.args(["--call", url]);
     }
-    let child = command
-        .spawn()
-        .expect("baseline_authz built in release mode");
-    wait_for_port(addr).await;
-    (Proc(child), addr)
+    let child = Proc::spawn(&mut command);
+    listening(addr).await;
+    (child, addr)
 }
 
 async fn start_authz(
@@ -51,7 +45,7 @@ async fn start_authz(
 ) -> (Proc, SocketAddr, SocketAddr) {
     let grpc = free_addr();
     let http = free_addr();
-    let mut command = Command::new(bin_dir().join("session-authz"));
+    let mut command = Command::new(session_authz());
     command
         .env_clear()
         .env("AIMENU_URL", format!("http://{validator}"))
@@ -66,11 +60,9 @@ async fn start_authz(
     for (k, v) in extra {
         command.env(k, v);
     }
-    let child = command
-        .spawn()
-        .expect("session-authz built in release mode");
-    wait_for_port(grpc).await;
-    (Proc(child), grpc, http)
+    let child = Proc::spawn(&mut command);
+    listening(grpc).await;
+    (child, grpc, http)
 }
 
 /// The fast fake validator (valid for every `bench-` token) and the app behind Envoy, on a
@@ -139,39 +131,8 @@ struct Stats {
     server_cpu_us: f64,
 }
 
-/// User + system CPU time of a process so far, in µs (from /proc/PID/stat, in clock ticks).
-fn cpu_us(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (ticks(11) + ticks(12)) * 1_000_000.0 / 100.0
-}
-
 fn check_request(token: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: "/admin".to_owned(),
-                    headers: [("cookie".to_owned(), format!("session={token}"))].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    session_authz_testkit::check::check_request(&[("cookie", &format!("session={token}"))])
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
@@ -367,16 +328,14 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3usize)
         .max(1);
-    let dir = std::env::temp_dir().join(format!("session-authz-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let (validator, app) = start_fakes();
     let validate_url = format!("http://{validator}/session/validate");
 
     let (baseline_proc, baseline) = start_baseline(None).await;
     let (calling_proc, calling) = start_baseline(Some(&validate_url)).await;
     let (authz_proc, authz, _) = start_authz(validator, &[]).await;
-    let (envoy_base_proc, envoy_base) = start_envoy(baseline, app, &dir).await;
-    let (envoy_authz_proc, envoy_authz) = start_envoy(authz, app, &dir).await;
+    let envoy_base = EnvoyProcess::start(baseline, app).await;
+    let envoy_authz = EnvoyProcess::start(authz, app).await;
     let grpc = |addr, unique| Load::Grpc { addr, unique };
     let http = |addr, path| Load::Http { addr, path };
 
@@ -385,43 +344,43 @@ async fn main() {
         (
             "gRPC: do-nothing Check server (baseline)",
             grpc(baseline, false),
-            baseline_proc.0.id(),
+            baseline_proc.id(),
             None,
         ),
         (
             "gRPC: session-authz, cache hit",
             grpc(authz, false),
-            authz_proc.0.id(),
+            authz_proc.id(),
             Some(0),
         ),
         (
             "gRPC: do-nothing + one pooled HTTP call (baseline)",
             grpc(calling, false),
-            calling_proc.0.id(),
+            calling_proc.id(),
             None,
         ),
         (
             "gRPC: session-authz, cache miss",
             grpc(authz, true),
-            authz_proc.0.id(),
+            authz_proc.id(),
             Some(2),
         ),
         (
             "Envoy: public path, no ext_authz",
-            http(envoy_base, "/"),
-            envoy_base_proc.0.id(),
+            http(envoy_base.listener, "/"),
+            envoy_base.pid(),
             None,
         ),
         (
             "Envoy: ext_authz → do-nothing server (baseline)",
-            http(envoy_base, "/admin"),
-            envoy_base_proc.0.id(),
+            http(envoy_base.listener, "/admin"),
+            envoy_base.pid(),
             Some(4),
         ),
         (
             "Envoy: ext_authz → session-authz, cache hit",
-            http(envoy_authz, "/admin"),
-            envoy_authz_proc.0.id(),
+            http(envoy_authz.listener, "/admin"),
+            envoy_authz.pid(),
             Some(5),
         ),
     ];
@@ -462,7 +421,7 @@ async fn main() {
         ],
     )
     .await;
-    let before = rss_kib(filled.0.id());
+    let before = rss_kib(filled.id());
     let start = UNIQUE.load(Ordering::Relaxed);
     let mut client = AuthorizationClient::connect(format!("http://{filled_addr}"))
         .await
@@ -482,7 +441,7 @@ async fn main() {
         task.await.unwrap();
     }
     client.check(check_request("bench-fill-0")).await.unwrap();
-    let after = rss_kib(filled.0.id());
+    let after = rss_kib(filled.id());
 
     let mut report = render(&rows, length, repeats);
     let pick = |row: usize, c: usize| rows[row].stats[c];
@@ -507,5 +466,4 @@ async fn main() {
         before as f64 / 1024.0,
     ));
     println!("{report}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,8 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -18,8 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::procfs::{open_fds, rss_kib};
-use support::{bin_dir, free_addr, start_envoy, wait_for_port, Proc};
+use session_authz_testkit::envoy::EnvoyProcess;
+use session_authz_testkit::http::{try_raw_get, Upstream};
+use session_authz_testkit::process::{binary, free_addr, session_authz, Proc};
+use session_authz_testkit::procfs::{open_fds, rss_kib};
+use session_authz_testkit::wait::listening;
 
 /// Every token the run invents starts with this, so the logs can be searched for all of them.
 const TOKEN_PREFIX: &str = "chaos-";
@@ -42,12 +43,10 @@ fn append_to(log: &std::path::Path) -> std::fs::File {
 }
 
 fn start_validator(addr: SocketAddr, log: &std::path::Path) -> Proc {
-    Proc(
-        Command::new(bin_dir().join("examples/sample_validator"))
+    Proc::spawn(
+        Command::new(binary("examples/sample_validator"))
             .arg(addr.to_string())
-            .stderr(append_to(log))
-            .spawn()
-            .expect("sample_validator built next to this example"),
+            .stderr(append_to(log)),
     )
 }
 
@@ -57,8 +56,8 @@ fn start_authz(
     http: SocketAddr,
     log: &std::path::Path,
 ) -> Proc {
-    Proc(
-        Command::new(bin_dir().join("session-authz"))
+    Proc::spawn(
+        Command::new(session_authz())
             .env_clear()
             .env("AIMENU_URL", format!("http://{validator}"))
             .env("SESSION_AUTHZ_GRPC_ADDR", grpc.to_string())
@@ -67,35 +66,8 @@ fn start_authz(
             .env("SESSION_AUTHZ_CACHE_TTL", "2s")
             .env("RUST_LOG", "trace")
             .stdout(Stdio::null())
-            .stderr(append_to(log))
-            .spawn()
-            .expect("session-authz built next to this example"),
+            .stderr(append_to(log)),
     )
-}
-
-/// The app behind Envoy: answers with the identity headers it received, one per line.
-fn start_dashboard() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
-                headers
-                    .get_all("x-auth-user")
-                    .iter()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
 }
 
 /// One kind of request in the mix, and what it may be answered.
@@ -192,30 +164,21 @@ fn next_request(n: u64) -> Request {
     }
 }
 
-/// Sends one request on a fresh connection, exactly as written; returns the status and body.
-async fn send(envoy: SocketAddr, request: &Request) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut text = format!("GET {} HTTP/1.1\r\nhost: dashboard\r\n", request.path);
-    for (k, v) in &request.headers {
-        text.push_str(&format!("{k}: {v}\r\n"));
-    }
-    text.push_str("connection: close\r\n\r\n");
-    let mut stream = tokio::net::TcpStream::connect(envoy).await.ok()?;
-    stream.write_all(text.as_bytes()).await.ok()?;
-    let mut bytes = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
-        .await
-        .ok()?
-        .ok()?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(head) = response.parse(&bytes).ok()? else {
-        return None;
+/// Sends one request on a fresh connection, exactly as written; returns the status and the
+/// identity the app received.
+async fn send(envoy: SocketAddr, request: &Request) -> Option<(u16, Vec<String>)> {
+    let headers: Vec<(&str, &str)> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let response = try_raw_get(envoy, request.path, &headers).await.ok()?;
+    let users = if response.status == 200 {
+        response.upstream_saw("x-auth-user")
+    } else {
+        Vec::new()
     };
-    Some((
-        response.code?,
-        String::from_utf8_lossy(&bytes[head..]).into_owned(),
-    ))
+    Some((response.status, users))
 }
 
 #[derive(Default)]
@@ -258,10 +221,11 @@ async fn main() {
     let ops = free_addr();
     let mut validator = Some(start_validator(validator_addr, &validator_log));
     let mut authz = start_authz(validator_addr, grpc, ops, &authz_log);
-    wait_for_port(grpc).await;
-    wait_for_port(validator_addr).await;
-    let dashboard = start_dashboard();
-    let (envoy_proc, envoy) = start_envoy(grpc, dashboard, dir.path()).await;
+    listening(grpc).await;
+    listening(validator_addr).await;
+    let dashboard = Upstream::start().await;
+    let envoy_proc = EnvoyProcess::start(grpc, dashboard.addr).await;
+    let envoy = envoy_proc.listener;
     eprintln!("chaos: {seconds} s, {clients} clients, validator restarted every {restart_every:?}");
 
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -277,7 +241,7 @@ async fn main() {
                     let answer = send(envoy, &request).await;
                     let mut tally = tally.lock().unwrap();
                     tally.requests += 1;
-                    let Some((status, body)) = answer else {
+                    let Some((status, users)) = answer else {
                         tally.transport_errors += 1;
                         continue;
                     };
@@ -286,7 +250,6 @@ async fn main() {
                         continue;
                     }
                     tally.allows += 1;
-                    let users: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
                     match request.kind {
                         Kind::Valid if users == [request.user.unwrap_or_default()] => {}
                         Kind::Valid => tally.wrong_user.push(format!(
@@ -317,7 +280,7 @@ async fn main() {
     let mut decisions = BTreeMap::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let pid = authz.0.id();
+        let pid = authz.id();
         peak_rss = peak_rss.max(rss_kib(pid));
         peak_fds = peak_fds.max(open_fds(pid));
         if Instant::now() >= next_validator_restart {
@@ -330,8 +293,8 @@ async fn main() {
         }
         if !authz_restarted && Instant::now() >= authz_restart_at {
             add_decisions(&mut decisions, ops).await;
-            let _ = authz.0.kill();
-            let _ = authz.0.wait();
+            let _ = authz.kill();
+            let _ = authz.wait();
             tokio::time::sleep(Duration::from_millis(500)).await;
             authz = start_authz(validator_addr, grpc, ops, &authz_log);
             authz_restarted = true;

@@ -3,11 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use session_authz_testkit::check::*;
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
 
 const TIMEOUT: &str = "400ms";
 

@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::*;
 use proptest::prelude::*;
 use session_authz::app;
 use session_authz::config::{flags_from_pairs, Config, PREFIXED_KEYS, SEED_KEYS};
+use session_authz_testkit::check::*;
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
 
 /// Values for one key: typical, at the bounds, past them, and malformed.
 fn value_for(key: &'static str) -> BoxedStrategy<(&'static str, String)> {

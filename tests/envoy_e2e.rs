@@ -1,18 +1,22 @@
 //! End to end: real Envoy 1.40 running the shipped `envoy/envoy.yaml` (ports substituted),
-//! the real session-authz binary, a fake validator and a fake dashboard that echoes headers.
+//! the real session-authz binary, a fake validator and a dashboard that echoes the headers it got.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use nix::sys::signal::{kill, Signal};
+use session_authz_testkit::envoy::{validate_file, EnvoyProcess};
+use session_authz_testkit::http::*;
+use session_authz_testkit::service::ServiceProcess;
+use session_authz_testkit::validator::*;
+use session_authz_testkit::wait::eventually;
 
 struct Stack {
     validator: FakeValidator,
-    dashboard: FakeDashboard,
+    dashboard: Upstream,
     authz: ServiceProcess,
     envoy: EnvoyProcess,
 }
@@ -35,7 +39,7 @@ impl Stack {
             ),
         ])
         .await;
-        let dashboard = FakeDashboard::start().await;
+        let dashboard = Upstream::start().await;
         let url = validator.url();
         let mut env = vec![("AIMENU_URL", url.as_str())];
         env.extend_from_slice(authz_env);
@@ -322,15 +326,10 @@ async fn half_sent_requests_are_closed_after_the_request_headers_timeout() {
         };
         assert!(answer.starts_with("HTTP/1.1 408 "), "request {n}: {answer}");
     }
-    let stats = reqwest::get(format!(
-        "http://{}/stats?filter=^http\\.dashboard\\.downstream_rq_header_timeout$",
-        stack.envoy.admin
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let stats = stack
+        .envoy
+        .admin_text("/stats?filter=^http\\.dashboard\\.downstream_rq_header_timeout$")
+        .await;
     assert_eq!(
         stats.trim(),
         "http.dashboard.downstream_rq_header_timeout: 20"
@@ -490,28 +489,17 @@ async fn envoy_health_checks_session_authz_and_fails_closed_without_it() {
 
 #[test]
 fn every_envoy_yaml_validates() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy");
+    let dir = session_authz_testkit::process::root().join("envoy");
     let mut checked = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if !matches!(
+        if matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml")
         ) {
-            continue;
+            validate_file(&path);
+            checked += 1;
         }
-        let out = std::process::Command::new(tool("envoy"))
-            .args(["--mode", "validate", "-l", "error", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} does not validate: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        checked += 1;
     }
     assert!(checked > 0, "no Envoy config under envoy/");
 }
@@ -520,7 +508,7 @@ fn every_envoy_yaml_validates() {
 async fn restarting_session_authz_under_load_never_lets_anyone_through() {
     let mut stack = Stack::start(&[]).await;
     let listener = stack.envoy.listener;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let kinds: [(&str, &[(&str, &str)]); 5] = [
         ("valid", &[("Cookie", "session=user1-token")]),
         ("invalid", &[("Cookie", "session=forged-token")]),
@@ -540,7 +528,7 @@ async fn restarting_session_authz_under_load_never_lets_anyone_through() {
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut i = w;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let (kind, headers) = kinds[i % kinds.len()];
                     let response = raw_get(listener, "/admin", headers).await;
                     let user = if response.status == 200 {
@@ -571,7 +559,7 @@ async fn restarting_session_authz_under_load_never_lets_anyone_through() {
         ("SESSION_AUTHZ_GRPC_ADDR", addr.as_str()),
     ]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
 
     let mut valid_ok_after_restart = 0;
     let mut total = 0;

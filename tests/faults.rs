@@ -3,15 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::procfs::{open_fds, rss_kib};
-use common::*;
+use session_authz_testkit::check::*;
+use session_authz_testkit::procfs::{open_fds, rss_kib};
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
+use session_authz_testkit::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -300,11 +301,7 @@ async fn a_slow_validator_at_twice_capacity_is_shed_with_flat_resources() {
         ("SESSION_AUTHZ_CACHE_NEGATIVE_TTL", "0"),
     ]);
     let pid = service.child.id();
-    let client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{}", service.grpc_addr),
-    )
-    .await
-    .unwrap();
+    let client = client_at(service.grpc_addr).await;
 
     // Capacity is 16 (8 in flight + 8 waiting); each wave sends 32 distinct sessions at once.
     let mut samples = Vec::new();

@@ -3,34 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use session_authz_testkit::process::{run, tool};
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
 
-fn grpcurl() -> PathBuf {
-    let path = std::env::var_os("GRPCURL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/grpcurl"));
-    assert!(
-        path.exists(),
-        "grpcurl not found at {}: run scripts/install-tools.sh (make test does)",
-        path.display()
-    );
-    path
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(grpcurl()).args(args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "grpcurl {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// `GRPCURL` may name another grpcurl; the pinned one otherwise.
+fn grpcurl(args: &[&str]) -> String {
+    let path = std::env::var_os("GRPCURL").map_or_else(|| tool("grpcurl"), PathBuf::from);
+    run(Command::new(path).args(args))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,7 +26,7 @@ async fn grpcurl_lists_describes_health_checks_and_checks() {
     let running = start_service(&[("aimenu_url", &validator.url())]).await;
     let addr = running.grpc_addr().to_string();
 
-    let list = run(&["-plaintext", &addr, "list"]);
+    let list = grpcurl(&["-plaintext", &addr, "list"]);
     for service in [
         "envoy.service.auth.v3.Authorization",
         "grpc.health.v1.Health",
@@ -51,14 +34,14 @@ async fn grpcurl_lists_describes_health_checks_and_checks() {
         assert!(list.contains(service), "{list}");
     }
 
-    let describe = run(&[
+    let describe = grpcurl(&[
         "-plaintext",
         &addr,
         "describe",
         "envoy.service.auth.v3.Authorization",
     ]);
     assert!(describe.contains("rpc Check"), "{describe}");
-    let message = run(&[
+    let message = grpcurl(&[
         "-plaintext",
         &addr,
         "describe",
@@ -66,9 +49,9 @@ async fn grpcurl_lists_describes_health_checks_and_checks() {
     ]);
     assert!(message.contains("attributes"), "{message}");
 
-    let health = run(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+    let health = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
-    let named = run(&[
+    let named = grpcurl(&[
         "-plaintext",
         "-d",
         r#"{"service":"envoy.service.auth.v3.Authorization"}"#,
@@ -77,7 +60,7 @@ async fn grpcurl_lists_describes_health_checks_and_checks() {
     ]);
     assert!(named.contains("SERVING"), "{named}");
 
-    let allowed = run(&[
+    let allowed = grpcurl(&[
         "-plaintext",
         "-d",
         r#"{"attributes":{"request":{"http":{"headers":{"cookie":"session=user1-token"}}}}}"#,
@@ -89,7 +72,7 @@ async fn grpcurl_lists_describes_health_checks_and_checks() {
         "{allowed}"
     );
 
-    let denied = run(&[
+    let denied = grpcurl(&[
         "-plaintext",
         "-d",
         r#"{"attributes":{"request":{"http":{"headers":{}}}}}"#,

@@ -3,29 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use session_authz::ops::{OPS_HEADER_READ_TIMEOUT, OPS_MAX_CONNECTIONS};
-
-/// The soft and hard open-file limits of a process, from /proc.
-fn nofile_limits(pid: u32) -> (u64, u64) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    let numbers: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (numbers[0], numbers[1])
-}
+use session_authz_testkit::check::*;
+use session_authz_testkit::procfs::{nofile_limits, open_fds};
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
+use session_authz_testkit::wait::eventually;
 
 /// Waits until the server closes `stream` (a read returns end of file or an error).
 fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
@@ -94,18 +81,14 @@ async fn idle_ops_connections_cannot_starve_checks_or_probes() {
         .collect();
     // Let the server take in as many as it will.
     let held = eventually(Duration::from_secs(10), || async {
-        let fds = std::fs::read_dir(format!("/proc/{}/fd", service.child.id()))
-            .ok()?
-            .count();
+        let fds = open_fds(service.child.id());
         (fds >= OPS_MAX_CONNECTIONS).then_some(fds)
     })
     .await
     .expect("the server accepts idle connections up to its cap");
     assert!(held < 256 - 64, "{held} descriptors in use");
 
-    let mut client = AuthorizationClient::connect(format!("http://{}", service.grpc_addr))
-        .await
-        .unwrap();
+    let mut client = client_at(service.grpc_addr).await;
     for i in 0..20 {
         let cookie = format!("session=fresh-token-{i}");
         let response = client

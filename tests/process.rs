@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use nix::sys::signal::{kill, Signal};
+use session_authz_testkit::check::*;
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
+use session_authz_testkit::wait::eventually;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -31,11 +32,7 @@ async fn sigterm_drains_in_flight_checks_and_logs_no_token() {
         ("RUST_LOG", "trace"),
         ("SESSION_AUTHZ_SHUTDOWN_GRACE", "10s"),
     ]);
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{}", service.grpc_addr),
-    )
-    .await
-    .unwrap();
+    let mut client = client_at(service.grpc_addr).await;
 
     // A few decisions of every kind, with secrets in every place a token can be.
     for headers in [
@@ -103,11 +100,7 @@ async fn validator_failures_are_logged_with_their_cause_rate_limited_and_uncolou
         ("AIMENU_URL", url.as_str()),
         ("SESSION_AUTHZ_LOG_FORMAT", "text"),
     ]);
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{}", service.grpc_addr),
-    )
-    .await
-    .unwrap();
+    let mut client = client_at(service.grpc_addr).await;
     for i in 0..20 {
         let cookie = format!("session=refused-token-{i}-5a5a");
         let response = client
@@ -217,11 +210,7 @@ async fn draining_keeps_answering_for_the_drain_delay() {
         .into_inner()
         .status;
     assert_eq!(status, ServingStatus::NotServing as i32);
-    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-        format!("http://{grpc_addr}"),
-    )
-    .await
-    .unwrap();
+    let mut client = client_at(grpc_addr).await;
     let response = client
         .check(check_request(&[("cookie", "session=token-a")]))
         .await

@@ -3,16 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use nix::sys::signal::{kill, Signal};
 use session_authz::ops::AUTHZ_SERVICE;
+use session_authz_testkit::check::*;
+use session_authz_testkit::envoy::EnvoyProcess;
+use session_authz_testkit::http::*;
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
+use session_authz_testkit::wait::eventually;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -99,7 +102,7 @@ async fn validator_health_recovers_by_probing_without_check_traffic() {
 /// Two replicas (the real binary) behind real Envoy running the shipped health check.
 struct Replicas {
     validator: FakeValidator,
-    _dashboard: FakeDashboard,
+    _dashboard: Upstream,
     replicas: Vec<ServiceProcess>,
     envoy: EnvoyProcess,
 }
@@ -107,7 +110,7 @@ struct Replicas {
 impl Replicas {
     async fn start(env: &[(&str, &str)]) -> Self {
         let validator = FakeValidator::start(vec![("user1-token", Answer::json(200, VALID))]).await;
-        let dashboard = FakeDashboard::start().await;
+        let dashboard = Upstream::start().await;
         let url = validator.url();
         let mut all = vec![("AIMENU_URL", url.as_str())];
         all.extend_from_slice(env);

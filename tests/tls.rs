@@ -3,17 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
+use session_authz_testkit::check::*;
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
