@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -509,6 +509,9 @@ async fn restarting_session_authz_under_load_never_lets_anyone_through() {
     let mut stack = Stack::start(&[]).await;
     let listener = stack.envoy.listener;
     let stop = Arc::new(AtomicBool::new(false));
+    // Valid sessions allowed and refused (503) so far: what the steps below wait on.
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let kinds: [(&str, &[(&str, &str)]); 5] = [
         ("valid", &[("Cookie", "session=user1-token")]),
         ("invalid", &[("Cookie", "session=forged-token")]),
@@ -524,7 +527,7 @@ async fn restarting_session_authz_under_load_never_lets_anyone_through() {
     ];
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let stop = stop.clone();
+            let (stop, allowed, refused) = (stop.clone(), allowed.clone(), refused.clone());
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut i = w;
@@ -536,6 +539,11 @@ async fn restarting_session_authz_under_load_never_lets_anyone_through() {
                     } else {
                         Vec::new()
                     };
+                    match (kind, response.status) {
+                        ("valid", 200) => allowed.fetch_add(1, Ordering::Relaxed),
+                        ("valid", 503) => refused.fetch_add(1, Ordering::Relaxed),
+                        _ => 0,
+                    };
                     seen.push((kind, response.status, user));
                     i += 1;
                 }
@@ -543,22 +551,35 @@ async fn restarting_session_authz_under_load_never_lets_anyone_through() {
             })
         })
         .collect();
+    let grows_by = |counter: &Arc<AtomicUsize>, by: usize| {
+        let target = counter.load(Ordering::Relaxed) + by;
+        let counter = counter.clone();
+        eventually(Duration::from_secs(30), move || {
+            let reached = counter.load(Ordering::Relaxed) >= target;
+            async move { reached.then_some(()) }
+        })
+    };
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Under load and allowing sessions; then killed, and clients see it down for a while.
+    grows_by(&allowed, 10).await.expect("sessions allowed");
     let grpc_addr = stack.authz.grpc_addr;
     kill(stack.authz.pid(), Signal::SIGKILL).unwrap();
     stack
         .authz
         .wait_exit(Duration::from_secs(5))
         .expect("killed");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    grows_by(&refused, 20)
+        .await
+        .expect("valid sessions refused while session-authz is down");
     let url = stack.validator.url();
     let addr = grpc_addr.to_string();
     stack.authz = ServiceProcess::spawn(&[
         ("AIMENU_URL", url.as_str()),
         ("SESSION_AUTHZ_GRPC_ADDR", addr.as_str()),
     ]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    grows_by(&allowed, 20)
+        .await
+        .expect("valid sessions allowed again after the restart");
     stop.store(true, Ordering::Relaxed);
 
     let mut valid_ok_after_restart = 0;

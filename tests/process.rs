@@ -57,7 +57,23 @@ async fn sigterm_drains_in_flight_checks_and_logs_no_token() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM once that Check waits on the validator.
+    let slow_call = eventually(Duration::from_secs(10), || async {
+        validator
+            .seen()
+            .iter()
+            .any(|seen| {
+                seen.headers
+                    .get("cookie")
+                    .is_some_and(|v| v == "session=slow-token-1f2e3d")
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        slow_call.is_some(),
+        "the slow Check never reached the validator"
+    );
     kill(service.pid(), Signal::SIGTERM).unwrap();
 
     let response = in_flight

@@ -15,7 +15,7 @@ use session_authz_testkit::envoy::EnvoyProcess;
 use session_authz_testkit::http::*;
 use session_authz_testkit::service::*;
 use session_authz_testkit::validator::*;
-use session_authz_testkit::wait::eventually;
+use session_authz_testkit::wait::{eventually, holds_for};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -93,8 +93,8 @@ async fn validator_health_recovers_by_probing_without_check_traffic() {
     // Healthy again: the probing stops. Absence needs time to show; a slow machine only makes
     // this check weaker, never wrong.
     let settled = validator.calls();
-    tokio::time::sleep(interval * 3).await;
-    assert_eq!(validator.calls(), settled, "still probing while healthy");
+    let quiet = holds_for(interval * 3, || validator.calls() == settled).await;
+    assert!(quiet, "still probing while healthy: {:?}", validator.seen());
     let request = check_request(&[("cookie", "session=user1-token")]);
     assert_eq!(outcome_of(&mut client, request).await, allow_as("user1"));
 }
