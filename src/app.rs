@@ -12,11 +12,14 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use crate::authorize::{self, Authorizer, CachedValidator};
 use crate::cache::DecisionCache;
 use crate::config::{Config, TlsFiles};
-use crate::ext_authz::{CheckService, Parts};
+use crate::credential::Names;
+use crate::doors::grpc::CheckService;
+use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
-use crate::ops::{self, OpsState, Readiness, ValidatorHealth};
+use crate::ops::{self, OpsState, Readiness};
 use crate::probe::{self, Prober};
 use crate::validator::{self, Validator};
 
@@ -70,33 +73,43 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         max_queue: config.validator_max_queue,
         extra_ca_pem: config.validator_ca.as_deref().map(read).transpose()?,
     })?;
-    let parts = Parts {
-        validator,
-        cache: DecisionCache::new(config.cache),
-        metrics: Arc::new(Metrics::new(config.auth_enabled)),
-        validator_health: Arc::new(ValidatorHealth::default()),
-    };
+    let metrics = Arc::new(Metrics::new(config.auth_enabled));
+    let health = Arc::new(ValidatorHealth::default());
+    let cache = DecisionCache::new(config.cache);
+    let prober = Prober::new(validator.clone(), health.clone(), probe::INTERVAL);
+    let core = Arc::new(Authorizer::new(
+        authorize::Settings {
+            auth_enabled: config.auth_enabled,
+            names: Names {
+                cookie: config.session_cookie.clone(),
+                header: config.session_header.clone(),
+            },
+            on_error: config.on_validator_error,
+        },
+        CachedValidator {
+            validator,
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+        metrics.clone(),
+    ));
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
     let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
     let http_addr = local_addr(&http_listener, config.http_addr)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(health_reporter, parts.validator_health.subscribe());
+    let readiness = Readiness::new(health_reporter, health.subscribe());
     readiness.set(false).await;
     tokio::spawn(readiness.clone().follow_validator());
     let (reflection_v1, reflection_v1alpha) = ops::reflection_services()?;
     let ops_state = OpsState {
         readiness: readiness.clone(),
-        metrics: parts.metrics.clone(),
-        cache: parts.cache.clone(),
+        metrics,
+        cache,
     };
-    let prober = Prober::new(
-        parts.validator.clone(),
-        parts.validator_health.clone(),
-        probe::INTERVAL,
-    );
-    let check = AuthorizationServer::new(CheckService::new(config, parts));
+    let check = AuthorizationServer::new(CheckService::new(core, config.user_header.clone()));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
+use crate::contract::{CacheDirective, Identity, Reply, ValidatorError, Verdict};
 use crate::credential::{Credential, Source};
-use crate::validator::{Reply, ValidatorError, Verdict};
 
 /// Cache settings (config keys `cache_ttl`, `cache_negative_ttl`, `cache_max_entries`,
 /// `stale_if_error`).
@@ -35,7 +35,7 @@ impl Default for Settings {
 }
 
 /// How a verdict was obtained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// From the cache, no call.
     Hit,
@@ -74,8 +74,8 @@ struct Entry {
 pub struct DecisionCache {
     settings: Settings,
     entries: Cache<Key, Entry>,
-    /// Users of sessions confirmed valid within `stale_if_error`; `None` when that is off.
-    last_valid: Option<Cache<Key, Option<String>>>,
+    /// Identities of sessions confirmed valid within `stale_if_error`; `None` when that is off.
+    last_valid: Option<Cache<Key, Identity>>,
 }
 
 impl std::fmt::Debug for DecisionCache {
@@ -175,7 +175,7 @@ impl DecisionCache {
             return;
         };
         match verdict {
-            Verdict::Valid { user } => last_valid.insert(key, user.clone()).await,
+            Verdict::Valid(identity) => last_valid.insert(key, identity.clone()).await,
             // A revoked session must never come back through stale-if-error.
             _ => last_valid.invalidate(&key).await,
         }
@@ -183,8 +183,8 @@ impl DecisionCache {
 
     async fn on_error(&self, key: Key, err: ValidatorError) -> (Verdict, Origin) {
         if let Some(last_valid) = &self.last_valid {
-            if let Some(user) = last_valid.get(&key).await {
-                return (Verdict::Valid { user }, Origin::Stale);
+            if let Some(identity) = last_valid.get(&key).await {
+                return (Verdict::Valid(identity), Origin::Stale);
             }
         }
         // Coalesced waiters share the leader's error; all of them deny.
@@ -194,16 +194,12 @@ impl DecisionCache {
 
 /// The entry's life: the configured TTL for its kind, shortened by `max-age`, zero for
 /// `no-store`.
-fn ttl_for(
-    settings: &Settings,
-    verdict: &Verdict,
-    cache: crate::validator::CacheDirective,
-) -> Duration {
+fn ttl_for(settings: &Settings, verdict: &Verdict, cache: CacheDirective) -> Duration {
     if cache.no_store {
         return Duration::ZERO;
     }
     let base = match verdict {
-        Verdict::Valid { .. } => settings.ttl,
+        Verdict::Valid(_) => settings.ttl,
         _ => settings.negative_ttl,
     };
     cache.max_age.map_or(base, |max_age| max_age.min(base))
@@ -224,12 +220,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::validator::CacheDirective;
 
     fn valid(user: &str) -> Verdict {
-        Verdict::Valid {
-            user: Some(user.to_owned()),
-        }
+        Verdict::Valid(Identity::user(user))
     }
 
     fn cookie(token: &str) -> Credential {
