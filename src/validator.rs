@@ -92,7 +92,6 @@ pub struct Validator {
     header_name: HeaderName,
     timeout: Duration,
     permits: Arc<Semaphore>,
-    max_concurrency: usize,
     waiting: Arc<AtomicUsize>,
     max_queue: usize,
     error_log: Arc<ErrorLog>,
@@ -130,22 +129,10 @@ impl Validator {
             header_name,
             timeout: settings.timeout,
             permits: Arc::new(Semaphore::new(settings.max_concurrency)),
-            max_concurrency: settings.max_concurrency,
             waiting: Arc::new(AtomicUsize::new(0)),
             max_queue: settings.max_queue,
             error_log: Arc::new(ErrorLog::default()),
         })
-    }
-
-    /// The full `/session/validate` URL this client calls.
-    pub fn url(&self) -> &Url {
-        &self.url
-    }
-
-    /// Calls in flight right now.
-    pub fn in_flight(&self) -> usize {
-        self.max_concurrency
-            .saturating_sub(self.permits.available_permits())
     }
 
     /// Asks the validator about `credential`, passing along the given trace headers. Waiting
