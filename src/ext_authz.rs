@@ -45,7 +45,7 @@ impl CheckService {
                 header: config.session_header.clone(),
             },
             user_header: config.user_header.clone(),
-            on_error: config.on_validator_error,
+            on_error: config.validator.on_error,
             parts,
         }
     }
