@@ -326,6 +326,35 @@ pub fn find(name: &str) -> Option<&'static KeySpec> {
 mod tests {
     use super::*;
 
+    /// The README's configuration table cannot drift: one row per key, in table order, with
+    /// its variable, its flag and, first in the last cell, its default (or "none").
+    #[test]
+    fn readme_table_matches_the_keys() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_else(|| panic!("README has no Configuration section"));
+        let rows: Vec<Vec<&str>> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| line.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let names: Vec<&str> = rows.iter().map(|row| row[0]).collect();
+        let expected: Vec<String> = KEYS.iter().map(|spec| format!("`{}`", spec.name)).collect();
+        assert_eq!(names, expected, "README rows, in KEYS order");
+        for (row, spec) in rows.iter().zip(KEYS) {
+            assert_eq!(row[1], format!("`{}`", spec.env_var()), "{}", spec.name);
+            assert_eq!(row[2], format!("`--{}`", spec.flag()), "{}", spec.name);
+            let default = match spec.default {
+                Some(default) => format!("`{default}`"),
+                None => "none".to_owned(),
+            };
+            assert!(row[3].starts_with(&default), "{}: {}", spec.name, row[3]);
+        }
+    }
+
     #[test]
     fn names_are_derived() {
         assert_eq!(AUTH_ENABLED.spec.env_var(), "AUTH_ENABLED");
