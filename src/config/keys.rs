@@ -4,7 +4,9 @@
 //! place a key appears is the line of [`Config::load`](super::Config::load) that puts its value
 //! into the config.
 //!
-//! A new key is one `static` here, one entry in [`KEYS`] and one line in `Config::load`.
+//! A new key is one `static` here, one entry in [`KEYS`], one line in `Config::load` and one
+//! row in the README's table. Unit tests catch a key in only one of `KEYS` and `Config::load`,
+//! and a README row that is missing or disagrees.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
