@@ -65,13 +65,13 @@ pub struct Running {
 /// Binds both listeners (port 0 allowed), starts serving and reports ready.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
     let validator = Validator::new(&validator::Settings {
-        base_url: config.aimenu_url.clone(),
-        timeout: config.validator_timeout,
+        base_url: config.validator.url.expose().clone(),
+        timeout: config.validator.timeout,
         cookie_name: config.session_cookie.clone(),
         header_name: config.session_header.clone(),
-        max_concurrency: config.validator_max_concurrency,
-        max_queue: config.validator_max_queue,
-        extra_ca_pem: config.validator_ca.as_deref().map(read).transpose()?,
+        max_concurrency: config.validator.max_concurrency,
+        max_queue: config.validator.max_queue,
+        extra_ca_pem: config.validator.ca.as_deref().map(read).transpose()?,
     })?;
     let metrics = Arc::new(Metrics::new(config.auth_enabled));
     let health = Arc::new(ValidatorHealth::default());
@@ -84,7 +84,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
                 cookie: config.session_cookie.clone(),
                 header: config.session_header.clone(),
             },
-            on_error: config.on_validator_error,
+            on_error: config.validator.on_error,
         },
         CachedValidator {
             validator,
@@ -140,7 +140,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     });
 
     readiness.set(true).await;
-    tracing::info!(%grpc_addr, %http_addr, validator = %validator_url(config), "session-authz ready");
+    tracing::info!(%grpc_addr, %http_addr, validator = %config.validator.url, "session-authz ready");
     Ok(Running {
         grpc_addr,
         http_addr,
@@ -226,8 +226,4 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Ap
     listener
         .local_addr()
         .map_err(|source| AppError::Bind { addr, source })
-}
-
-fn validator_url(config: &Config) -> String {
-    crate::config::redact_url(&config.aimenu_url)
 }
