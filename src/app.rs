@@ -12,11 +12,14 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use crate::authorize::{self, Authorizer, CachedValidator};
 use crate::cache::DecisionCache;
 use crate::config::{Config, TlsFiles};
-use crate::ext_authz::{CheckService, Parts};
+use crate::credential::Names;
+use crate::doors::grpc::CheckService;
+use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
-use crate::ops::{self, OpsState, Readiness, ValidatorHealth};
+use crate::ops::{self, OpsState, Readiness};
 use crate::probe::{self, Prober};
 use crate::validator::{self, Validator};
 
@@ -62,41 +65,51 @@ pub struct Running {
 /// Binds both listeners (port 0 allowed), starts serving and reports ready.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
     let validator = Validator::new(&validator::Settings {
-        base_url: config.aimenu_url.clone(),
-        timeout: config.validator_timeout,
+        base_url: config.validator.url.expose().clone(),
+        timeout: config.validator.timeout,
         cookie_name: config.session_cookie.clone(),
         header_name: config.session_header.clone(),
-        max_concurrency: config.validator_max_concurrency,
-        max_queue: config.validator_max_queue,
-        extra_ca_pem: config.validator_ca.as_deref().map(read).transpose()?,
+        max_concurrency: config.validator.max_concurrency,
+        max_queue: config.validator.max_queue,
+        extra_ca_pem: config.validator.ca.as_deref().map(read).transpose()?,
     })?;
-    let parts = Parts {
-        validator,
-        cache: DecisionCache::new(config.cache),
-        metrics: Arc::new(Metrics::new(config.auth_enabled)),
-        validator_health: Arc::new(ValidatorHealth::default()),
-    };
+    let metrics = Arc::new(Metrics::new(config.auth_enabled));
+    let health = Arc::new(ValidatorHealth::default());
+    let cache = DecisionCache::new(config.cache);
+    let prober = Prober::new(validator.clone(), health.clone(), probe::INTERVAL);
+    let core = Arc::new(Authorizer::new(
+        authorize::Settings {
+            auth_enabled: config.auth_enabled,
+            names: Names {
+                cookie: config.session_cookie.clone(),
+                header: config.session_header.clone(),
+            },
+            on_error: config.validator.on_error,
+        },
+        CachedValidator {
+            validator,
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+        metrics.clone(),
+    ));
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
     let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
     let http_addr = local_addr(&http_listener, config.http_addr)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(health_reporter, parts.validator_health.subscribe());
+    let readiness = Readiness::new(health_reporter, health.subscribe());
     readiness.set(false).await;
     tokio::spawn(readiness.clone().follow_validator());
     let (reflection_v1, reflection_v1alpha) = ops::reflection_services()?;
     let ops_state = OpsState {
         readiness: readiness.clone(),
-        metrics: parts.metrics.clone(),
-        cache: parts.cache.clone(),
+        metrics,
+        cache,
     };
-    let prober = Prober::new(
-        parts.validator.clone(),
-        parts.validator_health.clone(),
-        probe::INTERVAL,
-    );
-    let check = AuthorizationServer::new(CheckService::new(config, parts));
+    let check = AuthorizationServer::new(CheckService::new(core, config.user_header.clone()));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
 
@@ -127,7 +140,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     });
 
     readiness.set(true).await;
-    tracing::info!(%grpc_addr, %http_addr, validator = %validator_url(config), "session-authz ready");
+    tracing::info!(%grpc_addr, %http_addr, validator = %config.validator.url, "session-authz ready");
     Ok(Running {
         grpc_addr,
         http_addr,
@@ -213,8 +226,4 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Ap
     listener
         .local_addr()
         .map_err(|source| AppError::Bind { addr, source })
-}
-
-fn validator_url(config: &Config) -> String {
-    crate::config::redact_url(&config.aimenu_url)
 }

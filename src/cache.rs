@@ -2,13 +2,14 @@
 //! token however many Checks wait for it, and an opt-in stale-if-error window.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
+use crate::contract::{CacheDirective, Identity, Reply, ValidatorError, Verdict};
 use crate::credential::{Credential, Source};
-use crate::validator::{Reply, ValidatorError, Verdict};
 
 /// Cache settings (config keys `cache_ttl`, `cache_negative_ttl`, `cache_max_entries`,
 /// `stale_if_error`).
@@ -35,7 +36,7 @@ impl Default for Settings {
 }
 
 /// How a verdict was obtained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// From the cache, no call.
     Hit,
@@ -69,13 +70,17 @@ struct Entry {
     expires: Instant,
 }
 
+/// What time it is, for the entries' deadlines: the real clock, or a hand-moved one in tests.
+type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// The cache. Cheap to clone.
 #[derive(Clone)]
 pub struct DecisionCache {
     settings: Settings,
+    now: Clock,
     entries: Cache<Key, Entry>,
-    /// Users of sessions confirmed valid within `stale_if_error`; `None` when that is off.
-    last_valid: Option<Cache<Key, Option<String>>>,
+    /// Identities of sessions confirmed valid within `stale_if_error`; `None` when that is off.
+    last_valid: Option<Cache<Key, Identity>>,
 }
 
 impl std::fmt::Debug for DecisionCache {
@@ -89,6 +94,10 @@ impl std::fmt::Debug for DecisionCache {
 
 impl DecisionCache {
     pub fn new(settings: Settings) -> Self {
+        Self::with_clock(settings, Arc::new(Instant::now))
+    }
+
+    fn with_clock(settings: Settings, now: Clock) -> Self {
         // One cache-wide time-to-live (the longest an answer may count) lets moka evict by
         // insertion order; each entry's own, shorter deadline is checked on read. This is much
         // cheaper per insert than moka's per-entry expiry timer wheel.
@@ -108,6 +117,7 @@ impl DecisionCache {
         });
         Self {
             settings,
+            now,
             entries,
             last_valid,
         }
@@ -134,12 +144,13 @@ impl DecisionCache {
     {
         let key = key(credential);
         if let Some(entry) = self.entries.get(&key).await {
-            if entry.expires > Instant::now() {
+            if entry.expires > (self.now)() {
                 return (entry.verdict, Origin::Hit);
             }
             self.entries.invalidate(&key).await;
         }
         let settings = self.settings;
+        let now = &self.now;
         let init = async move {
             let reply = fetch().await;
             match reply.verdict {
@@ -148,7 +159,7 @@ impl DecisionCache {
                     let ttl = ttl_for(&settings, &verdict, reply.cache);
                     Ok(Entry {
                         verdict,
-                        expires: Instant::now() + ttl,
+                        expires: now() + ttl,
                     })
                 }
             }
@@ -175,7 +186,7 @@ impl DecisionCache {
             return;
         };
         match verdict {
-            Verdict::Valid { user } => last_valid.insert(key, user.clone()).await,
+            Verdict::Valid(identity) => last_valid.insert(key, identity.clone()).await,
             // A revoked session must never come back through stale-if-error.
             _ => last_valid.invalidate(&key).await,
         }
@@ -183,8 +194,8 @@ impl DecisionCache {
 
     async fn on_error(&self, key: Key, err: ValidatorError) -> (Verdict, Origin) {
         if let Some(last_valid) = &self.last_valid {
-            if let Some(user) = last_valid.get(&key).await {
-                return (Verdict::Valid { user }, Origin::Stale);
+            if let Some(identity) = last_valid.get(&key).await {
+                return (Verdict::Valid(identity), Origin::Stale);
             }
         }
         // Coalesced waiters share the leader's error; all of them deny.
@@ -194,16 +205,12 @@ impl DecisionCache {
 
 /// The entry's life: the configured TTL for its kind, shortened by `max-age`, zero for
 /// `no-store`.
-fn ttl_for(
-    settings: &Settings,
-    verdict: &Verdict,
-    cache: crate::validator::CacheDirective,
-) -> Duration {
+fn ttl_for(settings: &Settings, verdict: &Verdict, cache: CacheDirective) -> Duration {
     if cache.no_store {
         return Duration::ZERO;
     }
     let base = match verdict {
-        Verdict::Valid { .. } => settings.ttl,
+        Verdict::Valid(_) => settings.ttl,
         _ => settings.negative_ttl,
     };
     cache.max_age.map_or(base, |max_age| max_age.min(base))
@@ -224,12 +231,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::validator::CacheDirective;
 
     fn valid(user: &str) -> Verdict {
-        Verdict::Valid {
-            user: Some(user.to_owned()),
-        }
+        Verdict::Valid(Identity::user(user))
     }
 
     fn cookie(token: &str) -> Credential {
@@ -299,6 +303,104 @@ mod tests {
         let (v, o) = cache.verdict(&cookie("e"), || fetch(valid("bob"))).await;
         assert_eq!((v, o), (valid("bob"), Origin::Miss));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// A clock that moves only when the test says so.
+    fn manual_clock() -> (Clock, Arc<std::sync::Mutex<Duration>>) {
+        let start = Instant::now();
+        let elapsed = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let read = elapsed.clone();
+        (Arc::new(move || start + *read.lock().unwrap()), elapsed)
+    }
+
+    #[tokio::test]
+    async fn an_answer_counts_for_one_ttl_from_the_call_and_hits_never_extend_it() {
+        // Minutes, so that moka's own (real-time) eviction never runs during the test.
+        let (now, elapsed) = manual_clock();
+        let cache = DecisionCache::with_clock(
+            Settings {
+                ttl: Duration::from_secs(400),
+                negative_ttl: Duration::from_secs(400),
+                ..Settings::default()
+            },
+            now,
+        );
+        let advance = |by: u64| *elapsed.lock().unwrap() += Duration::from_secs(by);
+        let ok = || async { Reply::from(valid("alice")) };
+        let revoked = || async { Reply::from(Verdict::Invalid) };
+
+        assert_eq!(cache.verdict(&cookie("t"), ok).await.1, Origin::Miss);
+        // Revoked at the validator: the answer still counts until its deadline...
+        advance(150);
+        assert_eq!(
+            cache.verdict(&cookie("t"), revoked).await,
+            (valid("alice"), Origin::Hit)
+        );
+        advance(249);
+        assert_eq!(
+            cache.verdict(&cookie("t"), revoked).await,
+            (valid("alice"), Origin::Hit)
+        );
+        // ...and not a moment longer, however many hits came in between.
+        advance(1);
+        assert_eq!(
+            cache.verdict(&cookie("t"), revoked).await,
+            (Verdict::Invalid, Origin::Miss)
+        );
+    }
+
+    #[tokio::test]
+    async fn max_age_shortens_the_life_of_an_answer() {
+        let (now, elapsed) = manual_clock();
+        let cache = DecisionCache::with_clock(
+            Settings {
+                ttl: Duration::from_secs(300),
+                ..Settings::default()
+            },
+            now,
+        );
+        let advance = |by: u64| *elapsed.lock().unwrap() += Duration::from_secs(by);
+        let with_max_age = |secs| {
+            move || async move {
+                Reply {
+                    verdict: valid("alice"),
+                    cache: CacheDirective {
+                        no_store: false,
+                        max_age: Some(Duration::from_secs(secs)),
+                    },
+                }
+            }
+        };
+        // max-age below cache_ttl wins...
+        assert_eq!(
+            cache.verdict(&cookie("a"), with_max_age(60)).await.1,
+            Origin::Miss
+        );
+        advance(59);
+        assert_eq!(
+            cache.verdict(&cookie("a"), with_max_age(60)).await.1,
+            Origin::Hit
+        );
+        advance(1);
+        assert_eq!(
+            cache.verdict(&cookie("a"), with_max_age(60)).await.1,
+            Origin::Miss
+        );
+        // ...and above it, cache_ttl caps it.
+        assert_eq!(
+            cache.verdict(&cookie("b"), with_max_age(900)).await.1,
+            Origin::Miss
+        );
+        advance(299);
+        assert_eq!(
+            cache.verdict(&cookie("b"), with_max_age(900)).await.1,
+            Origin::Hit
+        );
+        advance(1);
+        assert_eq!(
+            cache.verdict(&cookie("b"), with_max_age(900)).await.1,
+            Origin::Miss
+        );
     }
 
     #[tokio::test]

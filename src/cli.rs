@@ -1,137 +1,126 @@
-//! Command-line flags: the top configuration layer, one flag per config key.
+//! The command line: `--config`, `--check-config`, and one flag per configuration key, built
+//! from the key table ([`KEYS`]) so that the flags, their help and what is read cannot drift
+//! apart. Flag values stay text: the config's parsers check them like any other layer's.
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use serde::Serialize;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
-/// Envoy external-authorization gRPC service that checks session cookies and headers
-/// against an auth service's `GET /session/validate`.
-#[derive(Debug, Default, Parser, Serialize)]
-#[command(name = "session-authz", version, about)]
+use crate::config::{flags_from_pairs, Config, ConfigError, Effective, KEYS};
+
+/// What the command line asked for.
+#[derive(Debug, Default)]
 pub struct Cli {
-    /// TOML config file (lowest layer above the defaults)
-    #[arg(
-        long,
-        env = "SESSION_AUTHZ_CONFIG",
-        hide_env_values = true,
-        value_name = "FILE"
-    )]
-    #[serde(skip)]
+    /// TOML config file, from `--config` or `SESSION_AUTHZ_CONFIG`.
     pub config: Option<PathBuf>,
-
-    /// Print the effective config (secrets redacted) and exit
-    #[arg(long)]
-    #[serde(skip)]
     pub check_config: bool,
+    /// `(key, value)` for each key flag given.
+    flags: Vec<(&'static str, String)>,
+}
 
-    /// Check sessions (true/false/1/0/yes/no) [env: AUTH_ENABLED] [default: true]
-    #[arg(long, value_name = "BOOL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_enabled: Option<String>,
+/// `--help`: the two flags of the binary itself, then one per key with its variable and default.
+pub fn command() -> Command {
+    let command = Command::new("session-authz")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(env!("CARGO_PKG_DESCRIPTION"))
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .env("SESSION_AUTHZ_CONFIG")
+                .hide_env_values(true)
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML config file (lowest layer above the defaults)"),
+        )
+        .arg(
+            Arg::new("check_config")
+                .long("check-config")
+                .action(ArgAction::SetTrue)
+                .help("Print the effective config (secrets redacted) and exit"),
+        );
+    // The key's variable is read by the config's environment layer, not by clap: a flag is only
+    // ever a flag, so errors can say which of the two a value came from.
+    KEYS.iter().fold(command, |command, key| {
+        command.arg(
+            Arg::new(key.name)
+                .long(key.flag())
+                .value_name(key.value_name)
+                .help(key.help_line()),
+        )
+    })
+}
 
-    /// Auth service base URL [env: AIMENU_URL] [default: http://localhost:5000]
-    #[arg(long, value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aimenu_url: Option<String>,
+impl Cli {
+    /// Parses the process's arguments; `--help`, `--version` and usage errors exit here.
+    pub fn parse() -> Self {
+        Self::from_matches(&command().get_matches())
+    }
 
-    /// gRPC listen address [env: SESSION_AUTHZ_GRPC_ADDR] [default: 0.0.0.0:9001]
-    #[arg(long, value_name = "IP:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_addr: Option<String>,
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Ok(Self::from_matches(&command().try_get_matches_from(args)?))
+    }
 
-    /// Ops HTTP listen address (/healthz, /readyz) [env: SESSION_AUTHZ_HTTP_ADDR] [default: 0.0.0.0:9002]
-    #[arg(long, value_name = "IP:PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_addr: Option<String>,
+    fn from_matches(matches: &ArgMatches) -> Self {
+        let flags = KEYS
+            .iter()
+            .filter_map(|key| {
+                let value = matches.get_one::<String>(key.name)?;
+                Some((key.name, value.clone()))
+            })
+            .collect();
+        Self {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            check_config: matches.get_flag("check_config"),
+            flags,
+        }
+    }
 
-    /// Session cookie name [env: SESSION_AUTHZ_SESSION_COOKIE] [default: session]
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_cookie: Option<String>,
+    /// The configuration these arguments, the environment and the file give, and how
+    /// `--check-config` shows it.
+    pub fn load(&self) -> Result<(Config, Effective), ConfigError> {
+        let flags: Vec<(&str, &str)> = self
+            .flags
+            .iter()
+            .map(|(key, value)| (*key, value.as_str()))
+            .collect();
+        let figment = Config::figment(self.config.as_deref(), flags_from_pairs(&flags))?;
+        Config::load(&figment)
+    }
+}
 
-    /// Session header name [env: SESSION_AUTHZ_SESSION_HEADER] [default: x-session-token]
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_header: Option<String>,
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Identity header set upstream [env: SESSION_AUTHZ_USER_HEADER] [default: x-auth-user]
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_header: Option<String>,
-
-    /// Longest wait for the auth service [env: SESSION_AUTHZ_VALIDATOR_TIMEOUT] [default: 5s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validator_timeout: Option<String>,
-
-    /// deny (503, fail closed) or grpc-error (let Envoy decide) [env: SESSION_AUTHZ_ON_VALIDATOR_ERROR] [default: deny]
-    #[arg(long, value_name = "MODE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_validator_error: Option<String>,
-
-    /// Log format: text or json (filter with RUST_LOG) [env: SESSION_AUTHZ_LOG_FORMAT] [default: text]
-    #[arg(long, value_name = "FORMAT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<String>,
-
-    /// Longest wait for in-flight Checks at shutdown [env: SESSION_AUTHZ_SHUTDOWN_GRACE] [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shutdown_grace: Option<String>,
-
-    /// After SIGTERM, stay NOT_SERVING but answering this long before closing; 0 is off [env: SESSION_AUTHZ_DRAIN_DELAY] [default: 5s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drain_delay: Option<String>,
-
-    /// Longest life of a cached valid answer; 0 turns the cache off [env: SESSION_AUTHZ_CACHE_TTL] [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_ttl: Option<String>,
-
-    /// Longest life of a cached invalid answer [env: SESSION_AUTHZ_CACHE_NEGATIVE_TTL] [default: 2s]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_negative_ttl: Option<String>,
-
-    /// Most sessions cached [env: SESSION_AUTHZ_CACHE_MAX_ENTRIES] [default: 100000]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_max_entries: Option<String>,
-
-    /// Keep recently confirmed sessions allowed while the validator errs; 0 is off [env: SESSION_AUTHZ_STALE_IF_ERROR] [default: 0]
-    #[arg(long, value_name = "DURATION")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stale_if_error: Option<String>,
-
-    /// Most validator calls in flight [env: SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY] [default: 256]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validator_max_concurrency: Option<String>,
-
-    /// Most validator calls waiting; beyond, Checks are denied at once [env: SESSION_AUTHZ_VALIDATOR_MAX_QUEUE] [default: 1024]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validator_max_queue: Option<String>,
-
-    /// PEM certificate (chain) for TLS on the gRPC listener [env: SESSION_AUTHZ_TLS_CERT]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<String>,
-
-    /// PEM private key for --tls-cert [env: SESSION_AUTHZ_TLS_KEY]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<String>,
-
-    /// PEM CA bundle; clients must present a certificate it signed (mTLS) [env: SESSION_AUTHZ_TLS_CLIENT_CA]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_client_ca: Option<String>,
-
-    /// Extra PEM CA bundle trusted for an https:// auth service [env: SESSION_AUTHZ_VALIDATOR_CA]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validator_ca: Option<String>,
+    #[test]
+    fn every_key_is_a_flag_and_only_given_flags_are_a_layer() {
+        command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "session-authz",
+            "--cache-ttl",
+            "0",
+            "--aimenu-url",
+            "http://auth:5000",
+            "--check-config",
+        ])
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert!(cli.check_config);
+        assert_eq!(
+            cli.flags,
+            [
+                ("aimenu_url", "http://auth:5000".to_owned()),
+                ("cache_ttl", "0".to_owned())
+            ]
+        );
+        for key in KEYS {
+            let flag = format!("--{}", key.flag());
+            let cli = Cli::try_parse_from(["session-authz", &flag, "x"])
+                .unwrap_or_else(|err| panic!("{flag}: {err}"));
+            assert_eq!(cli.flags, [(key.name, "x".to_owned())]);
+        }
+    }
 }

@@ -78,7 +78,7 @@ impl fmt::Debug for Credential {
 }
 
 /// Why a request's credentials could not be used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ambiguity {
     /// Two `session` cookies with different values.
     ConflictingCookies,

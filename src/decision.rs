@@ -1,8 +1,8 @@
-//! The decision table of design.md as one pure function: what was found and what the validator
-//! said in, allow or deny out.
+//! The decision table (docs/architecture.md, "The decision table") as one pure function: what
+//! was found and what the validator said in, allow or deny out.
 
+use crate::contract::{ErrorKind, Identity, Verdict};
 use crate::credential::Ambiguity;
-use crate::validator::Verdict;
 
 /// What to do when the validator cannot give a trustworthy answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -27,9 +27,7 @@ pub enum Situation {
     Ambiguous(Ambiguity),
     Checked(Verdict),
     /// The validator erred, but confirmed this session valid within `stale_if_error`.
-    StaleValid {
-        user: Option<String>,
-    },
+    StaleValid(Identity),
 }
 
 /// The HTTP status a denial shows the client.
@@ -51,7 +49,7 @@ impl DenyStatus {
 }
 
 /// Why a decision was made: a stable label for logs (never a token or user).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     AuthDisabled,
     ValidSession,
@@ -61,7 +59,7 @@ pub enum Reason {
     NoCredential,
     Ambiguous(Ambiguity),
     InvalidSession,
-    ValidatorError(&'static str),
+    ValidatorError(ErrorKind),
 }
 
 impl Reason {
@@ -74,7 +72,7 @@ impl Reason {
             Reason::NoCredential => "no_credential",
             Reason::Ambiguous(a) => a.as_str(),
             Reason::InvalidSession => "invalid_session",
-            Reason::ValidatorError(kind) => kind,
+            Reason::ValidatorError(kind) => kind.as_str(),
         }
     }
 }
@@ -82,9 +80,9 @@ impl Reason {
 /// The answer for Envoy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Let the request through; `user` becomes the identity header, or it is removed.
+    /// Let the request through; the identity becomes the identity headers, or they are removed.
     Allow {
-        user: Option<String>,
+        identity: Identity,
         reason: Reason,
     },
     Deny {
@@ -116,18 +114,18 @@ pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
     let deny = |status, reason| Decision::Deny { status, reason };
     match situation {
         Situation::AuthDisabled => Decision::Allow {
-            user: None,
+            identity: Identity::default(),
             reason: Reason::AuthDisabled,
         },
         Situation::Malformed => deny(DenyStatus::BadRequest, Reason::Malformed),
         Situation::NoCredential => deny(DenyStatus::Unauthenticated, Reason::NoCredential),
         Situation::Ambiguous(why) => deny(DenyStatus::Unauthenticated, Reason::Ambiguous(why)),
-        Situation::Checked(Verdict::Valid { user }) => Decision::Allow {
-            user,
+        Situation::Checked(Verdict::Valid(identity)) => Decision::Allow {
+            identity,
             reason: Reason::ValidSession,
         },
-        Situation::StaleValid { user } => Decision::Allow {
-            user,
+        Situation::StaleValid(identity) => Decision::Allow {
+            identity,
             reason: Reason::StaleSession,
         },
         Situation::Checked(Verdict::Invalid) => {
@@ -146,7 +144,7 @@ pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validator::ValidatorError;
+    use crate::contract::ValidatorError;
 
     fn deny_default(situation: Situation) -> Decision {
         decide(situation, OnValidatorError::Deny)
@@ -157,7 +155,7 @@ mod tests {
         assert_eq!(
             deny_default(Situation::AuthDisabled),
             Decision::Allow {
-                user: None,
+                identity: Identity::default(),
                 reason: Reason::AuthDisabled
             }
         );
@@ -177,11 +175,9 @@ mod tests {
     #[test]
     fn row3_valid_with_user() {
         assert_eq!(
-            deny_default(Situation::Checked(Verdict::Valid {
-                user: Some("alice".into())
-            })),
+            deny_default(Situation::Checked(Verdict::Valid(Identity::user("alice")))),
             Decision::Allow {
-                user: Some("alice".into()),
+                identity: Identity::user("alice"),
                 reason: Reason::ValidSession
             }
         );
@@ -190,9 +186,9 @@ mod tests {
     #[test]
     fn row4_valid_without_user() {
         assert_eq!(
-            deny_default(Situation::Checked(Verdict::Valid { user: None })),
+            deny_default(Situation::Checked(Verdict::Valid(Identity::default()))),
             Decision::Allow {
-                user: None,
+                identity: Identity::default(),
                 reason: Reason::ValidSession
             }
         );

@@ -1,23 +1,28 @@
-//! session-authz: an Envoy external-authorization gRPC service for session cookies.
+//! session-authz: an external-authorization service for session cookies, for Envoy and others.
 //!
-//! Data flows one way: a `CheckRequest` ([`ext_authz`]) → the credential in its headers
-//! ([`credential`]) → the auth service's verdict ([`validator`], the only outbound I/O) → the
-//! decision ([`decision`], pure) → the `CheckResponse` ([`response`]). [`config`] and [`cli`]
-//! build the settings, [`app`] binds and serves, [`ops`] holds health, readiness and reflection,
-//! and [`probe`] asks the validator while it is down, so health comes back without Checks.
+//! Data flows one way (docs/architecture.md): a door ([`doors`]) turns a proxy's question into a
+//! [`authorize::RequestView`] → the core ([`authorize`]) finds the credential ([`credential`],
+//! pure) → asks the cache ([`cache`]) or the validator ([`validator`], the only outbound I/O),
+//! whose answer [`contract`] reads (pure) → applies the decision table ([`decision`], pure) → the
+//! door turns the [`decision::Decision`] back into its protocol. [`config`] and [`cli`] build
+//! the settings, [`app`] binds and serves, [`health`] and [`probe`] follow the validator,
+//! [`ops`] serves health, readiness, metrics and reflection, [`metrics`] and [`telemetry`] tell
+//! operators what happens.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod authorize;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod credential;
 pub mod decision;
-pub mod ext_authz;
+pub mod doors;
+pub mod health;
 pub mod metrics;
 pub mod ops;
 pub mod probe;
-pub mod response;
 pub mod telemetry;
 pub mod validator;

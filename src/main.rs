@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use figment::providers::Serialized;
 use session_authz::{app, cli::Cli, config::Config, telemetry};
 
 /// Exit code for an unusable configuration (EX_CONFIG).
@@ -11,15 +9,15 @@ const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match load_config(&cli) {
-        Ok(config) => config,
+    let (config, effective) = match cli.load() {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("session-authz: {err}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if cli.check_config {
-        print!("{}", config.to_toml());
+        print!("{}", effective.to_toml());
         return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);
@@ -31,11 +29,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let figment = Config::figment(cli.config.as_deref(), Serialized::defaults(cli))?;
-    Ok(Config::from_figment(&figment)?)
 }
 
 #[tokio::main]

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,15 +12,65 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DecisionLabels {
-    outcome: &'static str,
-    reason: &'static str,
+use crate::cache::Origin;
+use crate::contract::{ErrorKind, Verdict};
+use crate::decision::{Decision, Reason};
+
+/// A Check's outcome as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Outcome {
+    Allow,
+    Deny,
+}
+
+/// A validator call's outcome as a label: `valid`, `invalid` or the error kind.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum CallOutcome {
+    Valid,
+    Invalid,
+    Error(ErrorKind),
+}
+
+/// Writes a fixed word: labels never carry a token, a cookie or a user.
+macro_rules! label_words {
+    ($($ty:ty => |$value:ident| $word:expr;)*) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                let $value = *self;
+                std::fmt::Write::write_str(encoder, $word)
+            }
+        }
+    )*};
+}
+
+label_words! {
+    Outcome => |outcome| match outcome {
+        Outcome::Allow => "allow",
+        Outcome::Deny => "deny",
+    };
+    CallOutcome => |outcome| match outcome {
+        CallOutcome::Valid => "valid",
+        CallOutcome::Invalid => "invalid",
+        CallOutcome::Error(kind) => kind.as_str(),
+    };
+    Reason => |reason| reason.as_str();
+    Origin => |origin| origin.as_str();
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
+struct DecisionLabels {
+    outcome: Outcome,
+    reason: Reason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    outcome: CallOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    outcome: Origin,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,11 +85,11 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     check_duration: Histogram,
     checks_in_flight: Gauge,
-    validator_calls: Family<OutcomeLabels, Counter>,
+    validator_calls: Family<CallLabels, Counter>,
     validator_duration: Histogram,
     validator_in_flight: Gauge,
     validator_shed: Counter,
-    cache_lookups: Family<OutcomeLabels, Counter>,
+    cache_lookups: Family<CacheLabels, Counter>,
     cache_entries: Gauge<u64, AtomicU64>,
 }
 
@@ -68,7 +118,7 @@ impl Metrics {
             "Checks being answered",
             checks_in_flight.clone(),
         );
-        let validator_calls = Family::<OutcomeLabels, Counter>::default();
+        let validator_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "validator_calls",
             "Validator calls by outcome (valid, invalid or the error kind)",
@@ -93,7 +143,7 @@ impl Metrics {
             "Validator calls refused because too many were waiting",
             validator_shed.clone(),
         );
-        let cache_lookups = Family::<OutcomeLabels, Counter>::default();
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
         registry.register(
             "cache_lookups",
             "Decision cache lookups: hit, miss, coalesced (waited for another Check's call), stale",
@@ -134,10 +184,17 @@ impl Metrics {
         }
     }
 
-    pub fn decision(&self, allowed: bool, reason: &'static str, took: Duration) {
-        let outcome = if allowed { "allow" } else { "deny" };
+    pub fn decision(&self, decision: &Decision, took: Duration) {
+        let outcome = if decision.is_allow() {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        };
         self.decisions
-            .get_or_create(&DecisionLabels { outcome, reason })
+            .get_or_create(&DecisionLabels {
+                outcome,
+                reason: decision.reason(),
+            })
             .inc();
         self.check_duration.observe(took.as_secs_f64());
     }
@@ -148,13 +205,19 @@ impl Metrics {
         InFlight(&self.checks_in_flight)
     }
 
-    pub fn validator_call(&self, outcome: &'static str, took: Duration) {
-        if outcome == "shed" {
-            self.validator_shed.inc();
-            return;
-        }
+    pub fn validator_call(&self, verdict: &Verdict, took: Duration) {
+        let outcome = match verdict {
+            Verdict::Valid(_) => CallOutcome::Valid,
+            Verdict::Invalid => CallOutcome::Invalid,
+            // Shed calls never reached the validator: counted apart, not timed.
+            Verdict::Error(err) if err.kind() == ErrorKind::Shed => {
+                self.validator_shed.inc();
+                return;
+            }
+            Verdict::Error(err) => CallOutcome::Error(err.kind()),
+        };
         self.validator_calls
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&CallLabels { outcome })
             .inc();
         self.validator_duration.observe(took.as_secs_f64());
     }
@@ -164,9 +227,9 @@ impl Metrics {
         InFlight(&self.validator_in_flight)
     }
 
-    pub fn cache_lookup(&self, outcome: &'static str) {
+    pub fn cache_lookup(&self, origin: Origin) {
         self.cache_lookups
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&CacheLabels { outcome: origin })
             .inc();
     }
 
@@ -194,14 +257,29 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::Identity;
 
     #[test]
     fn names_are_prefixed_and_move() {
         let metrics = Metrics::new(true);
-        metrics.decision(true, "valid_session", Duration::from_micros(80));
-        metrics.validator_call("valid", Duration::from_millis(2));
-        metrics.validator_call("shed", Duration::ZERO);
-        metrics.cache_lookup("hit");
+        let allow = Decision::Allow {
+            identity: Identity::user("alice"),
+            reason: Reason::ValidSession,
+        };
+        metrics.decision(&allow, Duration::from_micros(80));
+        metrics.validator_call(
+            &Verdict::Valid(Identity::default()),
+            Duration::from_millis(2),
+        );
+        metrics.validator_call(
+            &Verdict::Error(crate::contract::ValidatorError::Shed),
+            Duration::ZERO,
+        );
+        metrics.validator_call(
+            &Verdict::Error(crate::contract::ValidatorError::Timeout),
+            Duration::from_secs(5),
+        );
+        metrics.cache_lookup(Origin::Hit);
         {
             let _guard = metrics.check_started();
             assert!(metrics
@@ -213,6 +291,7 @@ mod tests {
             "session_authz_decisions_total{outcome=\"allow\",reason=\"valid_session\"} 1",
             "session_authz_validator_calls_total{outcome=\"valid\"} 1",
             "session_authz_validator_shed_total 1",
+            "session_authz_validator_calls_total{outcome=\"timeout\"} 1",
             "session_authz_cache_lookups_total{outcome=\"hit\"} 1",
             "session_authz_cache_entries 7",
             "session_authz_checks_in_flight 0",

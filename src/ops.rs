@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tonic_health::server::HealthReporter;
@@ -18,70 +17,12 @@ use tonic_health::ServingStatus;
 use tonic_reflection::server::{v1, v1alpha};
 
 use crate::cache::DecisionCache;
-use crate::ext_authz::CheckService;
+use crate::doors::grpc::SERVICE_NAME;
 use crate::metrics::Metrics;
 
 /// Descriptors of Envoy's Authorization service and its imports, compiled by build.rs.
 pub const AUTHZ_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/session_authz_descriptor.bin"));
-
-/// Consecutive validator failures that turn the named health NOT_SERVING.
-pub const FAILURES_TO_UNHEALTHY: u32 = 5;
-/// Consecutive validator answers that turn it SERVING again.
-pub const SUCCESSES_TO_HEALTHY: u32 = 3;
-
-/// Whether the validator answers, with hysteresis so that one blip does not flap the health.
-#[derive(Debug)]
-pub struct ValidatorHealth {
-    run: std::sync::Mutex<(bool, u32)>,
-    changed: watch::Sender<bool>,
-}
-
-impl Default for ValidatorHealth {
-    fn default() -> Self {
-        Self {
-            run: std::sync::Mutex::new((true, 0)),
-            changed: watch::channel(true).0,
-        }
-    }
-}
-
-impl ValidatorHealth {
-    /// Records one validator call: `true` for an answer (valid or invalid), `false` for an error.
-    pub fn record(&self, answered: bool) {
-        let Ok(mut run) = self.run.lock() else {
-            return;
-        };
-        let (healthy, streak) = &mut *run;
-        if answered == *healthy {
-            *streak = 0;
-            return;
-        }
-        *streak += 1;
-        let needed = if *healthy {
-            FAILURES_TO_UNHEALTHY
-        } else {
-            SUCCESSES_TO_HEALTHY
-        };
-        if *streak >= needed {
-            *healthy = answered;
-            *streak = 0;
-            self.changed.send_replace(answered);
-            if answered {
-                tracing::info!("validator answering again; health SERVING");
-            } else {
-                tracing::warn!(
-                    failures = needed,
-                    "validator failing; health of the Authorization service NOT_SERVING"
-                );
-            }
-        }
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.changed.subscribe()
-    }
-}
 
 /// Whether the service should receive traffic; shared by gRPC health and `/readyz`.
 ///
@@ -127,7 +68,7 @@ impl Readiness {
         self.health.set_service_status("", serving(ready)).await;
         let named = ready && *self.validator_ok.borrow();
         self.health
-            .set_service_status(AUTHZ_SERVICE, serving(named))
+            .set_service_status(SERVICE_NAME, serving(named))
             .await;
     }
 
@@ -138,10 +79,6 @@ impl Readiness {
         }
     }
 }
-
-/// The gRPC name of the Authorization service, as health checks name it.
-pub const AUTHZ_SERVICE: &str =
-    <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME;
 
 /// Reflection v1 and v1alpha (grpcurl 1.8.6 asks v1alpha) over every service we serve.
 pub fn reflection_services() -> Result<
@@ -246,74 +183,5 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn healthy(health: &ValidatorHealth) -> bool {
-        *health.subscribe().borrow()
-    }
-
-    fn record_n(health: &ValidatorHealth, answered: bool, times: u32) {
-        for _ in 0..times {
-            health.record(answered);
-        }
-    }
-
-    #[test]
-    fn turns_unhealthy_on_the_fifth_failure_in_a_row() {
-        let health = ValidatorHealth::default();
-        assert!(healthy(&health));
-        record_n(&health, false, FAILURES_TO_UNHEALTHY - 1);
-        assert!(healthy(&health), "4 failures are a blip");
-        health.record(false);
-        assert!(!healthy(&health), "the 5th turns it unhealthy");
-    }
-
-    #[test]
-    fn turns_healthy_on_the_third_answer_in_a_row() {
-        let health = ValidatorHealth::default();
-        record_n(&health, false, FAILURES_TO_UNHEALTHY);
-        record_n(&health, true, SUCCESSES_TO_HEALTHY - 1);
-        assert!(!healthy(&health), "2 answers are not enough");
-        health.record(true);
-        assert!(healthy(&health), "the 3rd turns it healthy");
-    }
-
-    #[test]
-    fn an_interleaved_outcome_restarts_the_streak() {
-        let health = ValidatorHealth::default();
-        record_n(&health, false, FAILURES_TO_UNHEALTHY - 1);
-        health.record(true);
-        record_n(&health, false, FAILURES_TO_UNHEALTHY - 1);
-        assert!(healthy(&health), "a success resets the failure streak");
-        health.record(false);
-        assert!(!healthy(&health));
-
-        record_n(&health, true, SUCCESSES_TO_HEALTHY - 1);
-        health.record(false);
-        record_n(&health, true, SUCCESSES_TO_HEALTHY - 1);
-        assert!(!healthy(&health), "a failure resets the success streak");
-        health.record(true);
-        assert!(healthy(&health));
-    }
-
-    #[test]
-    fn subscribers_see_each_change() {
-        let health = ValidatorHealth::default();
-        let mut changes = health.subscribe();
-        record_n(&health, false, FAILURES_TO_UNHEALTHY);
-        assert!(changes.has_changed().unwrap());
-        assert!(!*changes.borrow_and_update());
-        record_n(&health, false, 10);
-        assert!(
-            !changes.has_changed().unwrap(),
-            "no news while it stays down"
-        );
-        record_n(&health, true, SUCCESSES_TO_HEALTHY);
-        assert!(*changes.borrow_and_update());
     }
 }

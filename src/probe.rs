@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::ops::ValidatorHealth;
-use crate::validator::{Validator, Verdict};
+use crate::contract::Verdict;
+use crate::health::ValidatorHealth;
+use crate::validator::Validator;
 
 /// Time between probes while the validator counts as unhealthy; with
-/// [`crate::ops::SUCCESSES_TO_HEALTHY`] answers needed, health returns about 3 s after the
+/// [`crate::health::SUCCESSES_TO_HEALTHY`] answers needed, health returns about 3 s after the
 /// validator does.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use session_authz::app;
-use session_authz::config::{flags_from_pairs, Config, PREFIXED_KEYS, SEED_KEYS};
+use session_authz::config::{flags_from_pairs, Config, KEYS};
 use session_authz_testkit::check::*;
 use session_authz_testkit::service::*;
 use session_authz_testkit::validator::*;
@@ -51,10 +51,9 @@ fn value_for(key: &'static str) -> BoxedStrategy<(&'static str, String)> {
 
 fn settings() -> impl Strategy<Value = Vec<(&'static str, String)>> {
     // Every key but those that name the test's own addresses, validator and files.
-    let keys: Vec<&'static str> = SEED_KEYS
+    let keys: Vec<&'static str> = KEYS
         .iter()
-        .chain(PREFIXED_KEYS)
-        .copied()
+        .map(|key| key.name)
         .filter(|key| {
             !matches!(
                 *key,

@@ -237,17 +237,18 @@ async fn draining_keeps_answering_for_the_drain_delay() {
     shutdown.abort();
 }
 
+/// The binary with exactly this environment and these arguments, run to its end.
+fn run(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_session-authz"));
+    command.env_clear().args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
 #[test]
 fn bad_config_exits_non_zero_with_one_line_naming_the_key() {
-    let run = |env: &[(&str, &str)], args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_session-authz"));
-        command.env_clear().args(args);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        command.output().unwrap()
-    };
-
     let out = run(&[("AUTH_ENABLED", "flase")], &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -307,4 +308,52 @@ fn bad_config_exits_non_zero_with_one_line_naming_the_key() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
+}
+
+/// What `--help` promises for each key holds: its `[default: …]`, given as a flag, changes
+/// nothing in `--check-config`, and its `[env: …]` is the variable that is read.
+#[test]
+fn help_defaults_and_check_config_agree() {
+    fn between<'a>(line: &'a str, open: &str) -> Option<&'a str> {
+        let start = line.find(open)? + open.len();
+        Some(&line[start..start + line[start..].find(']')?])
+    }
+    let help = String::from_utf8(run(&[], &["--help"]).stdout).unwrap();
+    let mut with_defaults = vec!["--check-config"];
+    let mut keys = 0;
+    for line in help.lines() {
+        let flag = line.split_whitespace().next().unwrap_or_default();
+        let Some(env) = between(line, "[env: ") else {
+            continue;
+        };
+        if flag == "--config" {
+            continue;
+        }
+        keys += 1;
+        let key = flag.trim_start_matches("--").replace('-', "_");
+        // A blank value is wrong for every key: the error shows the variable was read.
+        let out = run(&[(env, " ")], &["--check-config"]);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(78), "{env}: {stderr}");
+        assert!(
+            stderr.contains(&format!("config {key} ")) && stderr.contains(env),
+            "{env}: {stderr}"
+        );
+        if let Some(default) = between(line, "[default: ") {
+            with_defaults.extend([flag, default]);
+        }
+    }
+    assert_eq!(keys, session_authz::config::KEYS.len(), "{help}");
+
+    let plain = run(&[], &["--check-config"]);
+    let explicit = run(&[], &with_defaults);
+    assert!(plain.status.success() && explicit.status.success());
+    let plain = String::from_utf8(plain.stdout).unwrap();
+    assert_eq!(plain, String::from_utf8(explicit.stdout).unwrap());
+    // Every key --check-config shows by default has its default in --help.
+    assert_eq!(
+        plain.lines().count(),
+        (with_defaults.len() - 1) / 2,
+        "{plain}"
+    );
 }

@@ -1,15 +1,38 @@
-//! Property tests of the pure core: credential lookup, validator-answer parsing and the decision,
-//! alone and composed as a Check runs them. No input panics; an allow happens only on a valid
-//! answer for the exact token found; the identity is only ever the validator's user.
+//! Property tests: credential lookup and validator-answer parsing alone, and the real core
+//! (`authorize`) with a validator that answers from a table. No input panics; an allow happens
+//! only on a valid answer for the exact token found; the identity is only ever the validator's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use proptest::prelude::*;
+use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
+use session_authz::cache::Origin;
+use session_authz::contract::{interpret, Verdict, MAX_USER_BYTES};
 use session_authz::credential::{find, Credential, Lookup, Names, Source};
-use session_authz::decision::{decide, Decision, OnValidatorError, Situation};
-use session_authz::validator::{interpret, Verdict, MAX_USER_BYTES};
+use session_authz::decision::{Decision, OnValidatorError};
+use session_authz::metrics::Metrics;
+
+/// A validator that answers each token from a table, and anything else with `fallback`.
+struct Table {
+    answers: HashMap<String, (u16, Vec<u8>)>,
+    fallback: (u16, Vec<u8>),
+}
+
+impl Table {
+    fn answer(&self, token: &str) -> &(u16, Vec<u8>) {
+        self.answers.get(token).unwrap_or(&self.fallback)
+    }
+}
+
+impl Verdicts for &Table {
+    async fn verdict(&self, credential: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
+        let (status, body) = self.answer(credential.token());
+        (interpret(*status, body), Origin::Miss)
+    }
+}
 
 /// Header names that matter, in odd spellings, plus noise.
 fn header_name() -> impl Strategy<Value = String> {
@@ -151,11 +174,11 @@ proptest! {
     #[test]
     fn interpret_never_panics_and_is_strict((status, body) in answer()) {
         match interpret(status, &body) {
-            Verdict::Valid { user } => {
+            Verdict::Valid(identity) => {
                 prop_assert_eq!(status, 200);
                 let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
-                if let Some(user) = user {
+                if let Some(user) = identity.user {
                     prop_assert!(user_is_safe(&user));
                     prop_assert_eq!(sent_user(&parsed), Some(user));
                 }
@@ -165,7 +188,7 @@ proptest! {
         }
     }
 
-    /// The composition a Check runs, with a validator that answers per token.
+    /// The real core, with a validator that answers per token.
     #[test]
     fn allows_only_on_a_valid_answer_for_that_exact_token(
         headers in headers(),
@@ -173,26 +196,27 @@ proptest! {
         fallback in answer(),
         grpc_error in any::<bool>(),
     ) {
-        let validator: HashMap<String, (u16, Vec<u8>)> = answers;
-        let situation = match lookup(&headers) {
-            Lookup::Found(credential) => {
-                let (status, body) = validator.get(credential.token()).unwrap_or(&fallback);
-                Situation::Checked(interpret(*status, body))
-            }
-            Lookup::Absent => Situation::NoCredential,
-            Lookup::Ambiguous(why) => Situation::Ambiguous(why),
-        };
-        let mode = if grpc_error { OnValidatorError::GrpcError } else { OnValidatorError::Deny };
-        let decision = decide(situation, mode);
-        if let Decision::Allow { user, .. } = decision {
+        let table = Table { answers, fallback };
+        let on_error = if grpc_error { OnValidatorError::GrpcError } else { OnValidatorError::Deny };
+        let core = Authorizer::new(
+            authorize::Settings { auth_enabled: true, names: Names::default(), on_error },
+            &table,
+            Arc::new(Metrics::new(true)),
+        );
+        let pairs: Vec<(&str, &[u8])> =
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let view = RequestView { method: "GET", path: "/admin", host: "dashboard", headers: &pairs };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let decision = runtime.block_on(core.authorize(&view));
+        if let Decision::Allow { identity, .. } = decision {
             let Lookup::Found(credential) = lookup(&headers) else {
                 return Err(TestCaseError::fail("allowed without a credential"));
             };
-            let (status, body) = validator.get(credential.token()).unwrap_or(&fallback);
+            let (status, body) = table.answer(credential.token());
             prop_assert_eq!(*status, 200);
             let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
             prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
-            match user {
+            match identity.user {
                 Some(user) => prop_assert_eq!(sent_user(&parsed), Some(user)),
                 None => prop_assert!(sent_user(&parsed).is_none_or(|u| u.is_empty())),
             }

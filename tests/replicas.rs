@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
-use session_authz::ops::AUTHZ_SERVICE;
+use session_authz::doors::grpc::SERVICE_NAME as AUTHZ_SERVICE;
 use session_authz_testkit::check::*;
 use session_authz_testkit::envoy::EnvoyProcess;
 use session_authz_testkit::http::*;
@@ -53,7 +53,7 @@ async fn validator_health_recovers_by_probing_without_check_traffic() {
     assert_eq!(named_health(channel.clone()).await, ServingStatus::Serving);
 
     let mut client = client(&running).await;
-    for _ in 0..session_authz::ops::FAILURES_TO_UNHEALTHY {
+    for _ in 0..session_authz::health::FAILURES_TO_UNHEALTHY {
         let request = check_request(&[("cookie", "session=user1-token")]);
         assert_eq!(outcome_of(&mut client, request).await, deny_503());
     }
@@ -69,7 +69,7 @@ async fn validator_health_recovers_by_probing_without_check_traffic() {
     validator.set_answer("user1-token", Answer::json(200, VALID));
     validator.set_default(Answer::json(401, r#"{"valid":false}"#));
     let interval = session_authz::probe::INTERVAL;
-    let limit = interval * (4 * session_authz::ops::SUCCESSES_TO_HEALTHY + 4);
+    let limit = interval * (4 * session_authz::health::SUCCESSES_TO_HEALTHY + 4);
     let up = eventually(limit, || {
         let channel = channel.clone();
         async move { (named_health(channel).await == ServingStatus::Serving).then_some(()) }
@@ -82,7 +82,7 @@ async fn validator_health_recovers_by_probing_without_check_traffic() {
 
     let probes: Vec<Seen> = validator.seen().split_off(before);
     assert!(
-        probes.len() >= session_authz::ops::SUCCESSES_TO_HEALTHY as usize,
+        probes.len() >= session_authz::health::SUCCESSES_TO_HEALTHY as usize,
         "too few probes: {probes:?}"
     );
     for probe in &probes {

@@ -1,17 +1,32 @@
-//! A CheckRequest off the wire through to the decision: any protobuf bytes, no panic; an allow
-//! only with a credential found and a valid verdict, carrying the validator's user.
+//! A CheckRequest off the wire through the gRPC door and the real core: any protobuf bytes, no
+//! panic; an allow only with a credential found and a valid verdict, carrying the validator's
+//! user; every denial a non-OK status.
 #![no_main]
 
-use envoy_types::ext_authz::v3::pb::CheckRequest;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, HttpResponse};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use session_authz::credential::{Lookup, Names};
-use session_authz::decision::{decide, Decision, OnValidatorError, Situation};
-use session_authz::ext_authz::lookup;
-use session_authz::validator::{interpret, Verdict};
+use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
+use session_authz::cache::Origin;
+use session_authz::contract::{interpret, Verdict};
+use session_authz::credential::{Credential, Names};
+use session_authz::decision::OnValidatorError;
+use session_authz::doors::grpc::CheckService;
+use session_authz::metrics::Metrics;
+
+/// One fixed answer for every credential.
+struct Fixed(Verdict);
+
+impl Verdicts for Fixed {
+    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
+        (self.0.clone(), Origin::Miss)
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
-    // The first bytes choose the validator's answer; the rest is the CheckRequest.
+    // The first byte chooses the validator's answer; the rest is the CheckRequest.
     let (choice, wire) = match data {
         [c, rest @ ..] => (*c, rest),
         _ => return,
@@ -25,18 +40,39 @@ fuzz_target!(|data: &[u8]| {
         2 => interpret(401, b""),
         _ => interpret(500, b""),
     };
-    let situation = match lookup(&request, &Names::default()) {
-        None => Situation::Malformed,
-        Some(Lookup::Absent) => Situation::NoCredential,
-        Some(Lookup::Ambiguous(why)) => Situation::Ambiguous(why),
-        Some(Lookup::Found(_)) => Situation::Checked(verdict.clone()),
+    let core = Authorizer::new(
+        authorize::Settings {
+            auth_enabled: true,
+            names: Names::default(),
+            on_error: OnValidatorError::Deny,
+        },
+        Fixed(verdict.clone()),
+        Arc::new(Metrics::new(true)),
+    );
+    let service = CheckService::new(Arc::new(core), "x-auth-user".to_owned());
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
     };
-    let found = matches!(situation, Situation::Checked(_));
-    if let Decision::Allow { user, .. } = decide(situation, OnValidatorError::Deny) {
-        assert!(found, "allowed without a credential");
-        match verdict {
-            Verdict::Valid { user: expected } => assert_eq!(user, expected),
-            other => panic!("allowed on {other:?}"),
+    let response = runtime
+        .block_on(service.check(tonic::Request::new(request)))
+        .expect("only grpc-error mode fails the RPC")
+        .into_inner();
+    let code = response.status.as_ref().map_or(0, |s| s.code);
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            assert_eq!(code, 0);
+            let Verdict::Valid(identity) = verdict else {
+                panic!("allowed on {verdict:?}");
+            };
+            let set: Vec<_> = ok
+                .headers
+                .iter()
+                .filter_map(|o| o.header.as_ref())
+                .map(|h| h.value.clone())
+                .collect();
+            assert_eq!(set, identity.user.into_iter().collect::<Vec<_>>());
         }
+        Some(HttpResponse::DeniedResponse(_)) => assert_ne!(code, 0, "a denial Envoy would allow"),
+        other => panic!("neither ok nor denied: {other:?}"),
     }
 });

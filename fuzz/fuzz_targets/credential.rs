@@ -30,7 +30,9 @@ fuzz_target!(|data: &[u8]| {
             Source::Cookie => "cookie",
             Source::Header => "x-session-token",
         };
-        assert!(headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(carrier)
-            && String::from_utf8_lossy(v).contains(token)));
+        assert!(headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case(carrier)
+                && String::from_utf8_lossy(v).contains(token)));
     }
 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use session_authz::validator::{interpret, Verdict, MAX_USER_BYTES};
+use session_authz::contract::{interpret, Verdict, MAX_USER_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let (status, body) = match data {
@@ -12,10 +12,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // Bias towards 200, where the body matters.
     let status = if status % 4 == 0 { status } else { 200 };
-    if let Verdict::Valid { user } = interpret(status, body) {
+    if let Verdict::Valid(identity) = interpret(status, body) {
         assert_eq!(status, 200);
         assert!(body.trim_ascii_start().starts_with(b"{"));
-        if let Some(user) = user {
+        if let Some(user) = identity.user {
             assert!(!user.is_empty() && user.len() <= MAX_USER_BYTES);
             assert!(!user.chars().any(char::is_control));
             assert!(!user.contains(','));

@@ -1,18 +1,102 @@
-//! Turns a [`Decision`] into Envoy's `CheckResponse`, minding the two Envoy traps of design.md.
+//! The gRPC door: Envoy's `envoy.service.auth.v3.Authorization/Check`. It turns a
+//! `CheckRequest` into a [`RequestView`], asks the core, and turns the [`Decision`] into a
+//! `CheckResponse` — nothing else.
 
-use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderAppendAction, HttpStatusCode};
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
+    HttpStatusCode,
+};
 use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
-
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::google::protobuf::BoolValue;
+use tonic::{Request, Response, Status};
 
+use crate::authorize::{Authorizer, CachedValidator, RequestView, Verdicts};
+use crate::contract::Identity;
 use crate::decision::{Decision, DenyStatus};
+
+/// The gRPC name of the Authorization service, as health checks name it.
+pub const SERVICE_NAME: &str =
+    <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME;
+
+/// Answers Envoy's Check calls. Generic over the verdicts only so that fuzzing can drive the
+/// whole door without a validator.
+#[derive(Debug)]
+pub struct CheckService<V = CachedValidator> {
+    core: Arc<Authorizer<V>>,
+    user_header: String,
+}
+
+impl<V> CheckService<V> {
+    pub fn new(core: Arc<Authorizer<V>>, user_header: String) -> Self {
+        Self { core, user_header }
+    }
+}
+
+#[tonic::async_trait]
+impl<V: Verdicts + 'static> Authorization for CheckService<V> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let decision = match http_request(request.get_ref()) {
+            Some(http) => {
+                let headers = request_headers(http);
+                self.core.authorize(&request_view(http, &headers)).await
+            }
+            None => self.core.unreadable(),
+        };
+        check_response(&decision, &self.user_header).map(Response::new)
+    }
+}
+
+/// The HTTP request a Check is about, if the CheckRequest carries one.
+pub fn http_request(request: &CheckRequest) -> Option<&HttpRequest> {
+    request.attributes.as_ref()?.request.as_ref()?.http.as_ref()
+}
+
+/// The core's view of a Check's HTTP request; `headers` from [`request_headers`].
+pub fn request_view<'a>(
+    http: &'a HttpRequest,
+    headers: &'a [(&'a str, &'a [u8])],
+) -> RequestView<'a> {
+    RequestView {
+        method: &http.method,
+        path: &http.path,
+        host: &http.host,
+        headers,
+    }
+}
+
+/// Every request header as `(name, bytes)`: the `headers` map and, when Envoy sends
+/// `encode_raw_headers: true`, the `header_map` list.
+pub fn request_headers(http: &HttpRequest) -> Vec<(&str, &[u8])> {
+    let plain = http
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let raw = http.header_map.iter().flat_map(|map| {
+        map.headers.iter().map(|h| {
+            let value = if h.raw_value.is_empty() {
+                h.value.as_bytes()
+            } else {
+                h.raw_value.as_slice()
+            };
+            (h.key.as_str(), value)
+        })
+    });
+    plain.chain(raw).collect()
+}
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
-/// Maps a decision to what the Check RPC returns.
+/// Maps a decision to what the Check RPC returns, minding Envoy's two traps
+/// (docs/architecture.md, "Two Envoy traps").
 ///
 /// `Err` only for [`Decision::GrpcUnavailable`], which hands the outcome to Envoy's own
 /// `failure_mode_allow` / `status_on_error`.
@@ -21,7 +105,7 @@ pub fn check_response(
     user_header: &str,
 ) -> Result<CheckResponse, tonic::Status> {
     match decision {
-        Decision::Allow { user, .. } => Ok(allow(user.as_deref(), user_header)),
+        Decision::Allow { identity, .. } => Ok(allow(identity, user_header)),
         Decision::Deny { status, .. } => Ok(deny(*status)),
         Decision::GrpcUnavailable { .. } => {
             Err(tonic::Status::unavailable("session validator unavailable"))
@@ -29,9 +113,9 @@ pub fn check_response(
     }
 }
 
-fn allow(user: Option<&str>, user_header: &str) -> CheckResponse {
+fn allow(identity: &Identity, user_header: &str) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
-    match user {
+    match &identity.user {
         Some(user) => {
             ok.add_header(
                 user_header,
@@ -100,6 +184,7 @@ mod tests {
     use envoy_types::ext_authz::v3::pb::{HeaderValueOption, HttpResponse};
 
     use super::*;
+    use crate::contract::ErrorKind;
     use crate::credential::Ambiguity;
     use crate::decision::Reason;
 
@@ -118,7 +203,7 @@ mod tests {
             Reason::NoCredential,
             Reason::Ambiguous(Ambiguity::ConflictingCookies),
             Reason::InvalidSession,
-            Reason::ValidatorError("timeout"),
+            Reason::ValidatorError(ErrorKind::Timeout),
         ];
         let statuses = [
             DenyStatus::BadRequest,
@@ -164,7 +249,7 @@ mod tests {
     fn grpc_error_mode_fails_the_rpc() {
         let status = check_response(
             &Decision::GrpcUnavailable {
-                reason: Reason::ValidatorError("timeout"),
+                reason: Reason::ValidatorError(ErrorKind::Timeout),
             },
             USER_HEADER,
         )
@@ -175,7 +260,7 @@ mod tests {
     #[test]
     fn allow_sets_identity_without_appending() {
         let decision = Decision::Allow {
-            user: Some("alice".into()),
+            identity: Identity::user("alice"),
             reason: Reason::ValidSession,
         };
         let response = check_response(&decision, USER_HEADER).unwrap();
@@ -199,7 +284,7 @@ mod tests {
     #[test]
     fn allow_without_user_removes_identity() {
         let decision = Decision::Allow {
-            user: None,
+            identity: Identity::default(),
             reason: Reason::AuthDisabled,
         };
         let response = check_response(&decision, USER_HEADER).unwrap();

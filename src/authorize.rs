@@ -1,0 +1,163 @@
+//! The core every door calls: a transport-free view of a request in, a [`Decision`] out.
+//!
+//! It runs the credential lookup, asks for a verdict (the cache in front of the validator), applies
+//! the decision table, and records metrics and the decision log line, so that every door gets
+//! them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::{DecisionCache, Origin};
+use crate::contract::{ValidatorError, Verdict};
+use crate::credential::{self, Credential, Lookup, Names};
+use crate::decision::{decide, Decision, OnValidatorError, Situation};
+use crate::health::ValidatorHealth;
+use crate::metrics::Metrics;
+use crate::validator::{Validator, TRACE_HEADERS};
+
+/// The request a door asks about, as the core sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    /// Every request header as `(name, value bytes)`; names in any letter case, repeats kept.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Where verdicts come from: [`CachedValidator`] in the service, a table in property tests and
+/// fuzzing.
+pub trait Verdicts: Send + Sync {
+    /// The verdict on `credential`, and how it was obtained. `request` supplies the trace
+    /// headers passed on to the validator.
+    fn verdict(
+        &self,
+        credential: &Credential,
+        request: &RequestView<'_>,
+    ) -> impl Future<Output = (Verdict, Origin)> + Send;
+}
+
+/// What the core needs to know of the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub auth_enabled: bool,
+    pub names: Names,
+    pub on_error: OnValidatorError,
+}
+
+/// Decides requests; shared by every door.
+#[derive(Debug)]
+pub struct Authorizer<V = CachedValidator> {
+    settings: Settings,
+    verdicts: V,
+    metrics: Arc<Metrics>,
+}
+
+impl<V: Verdicts> Authorizer<V> {
+    pub fn new(settings: Settings, verdicts: V, metrics: Arc<Metrics>) -> Self {
+        Self {
+            settings,
+            verdicts,
+            metrics,
+        }
+    }
+
+    /// Decides one request.
+    pub async fn authorize(&self, request: &RequestView<'_>) -> Decision {
+        let started = Instant::now();
+        let _in_flight = self.metrics.check_started();
+        let (situation, credential) = self.situation(request).await;
+        let decision = decide(situation, self.settings.on_error);
+        self.record(&decision, credential.as_ref(), started);
+        decision
+    }
+
+    /// Decides a request the door could not read (a Check without HTTP attributes).
+    pub fn unreadable(&self) -> Decision {
+        let decision = decide(Situation::Malformed, self.settings.on_error);
+        self.record(&decision, None, Instant::now());
+        decision
+    }
+
+    async fn situation(&self, request: &RequestView<'_>) -> (Situation, Option<Credential>) {
+        if !self.settings.auth_enabled {
+            return (Situation::AuthDisabled, None);
+        }
+        match credential::find(request.headers.iter().copied(), &self.settings.names) {
+            Lookup::Absent => (Situation::NoCredential, None),
+            Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None),
+            Lookup::Found(credential) => {
+                let situation = match self.verdicts.verdict(&credential, request).await {
+                    (Verdict::Valid(identity), Origin::Stale) => {
+                        tracing::warn!(
+                            token = %credential.fingerprint(),
+                            "validator failing; allowing a session it confirmed recently (stale_if_error)"
+                        );
+                        Situation::StaleValid(identity)
+                    }
+                    (verdict, _) => Situation::Checked(verdict),
+                };
+                (situation, Some(credential))
+            }
+        }
+    }
+
+    fn record(&self, decision: &Decision, credential: Option<&Credential>, started: Instant) {
+        let took = started.elapsed();
+        self.metrics.decision(decision, took);
+        let user = match decision {
+            Decision::Allow { identity, .. } => identity.user.as_deref(),
+            _ => None,
+        };
+        tracing::debug!(
+            outcome = if decision.is_allow() { "allow" } else { "deny" },
+            reason = decision.reason().as_str(),
+            user,
+            // Evaluated only when debug is on: hashing is not free.
+            token = credential.map(Credential::fingerprint),
+            latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            "check decided"
+        );
+    }
+}
+
+/// Verdicts from the decision cache, which calls the validator on a miss: each call timed,
+/// counted and fed to the validator's health.
+#[derive(Clone, Debug)]
+pub struct CachedValidator {
+    pub validator: Validator,
+    pub cache: DecisionCache,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<ValidatorHealth>,
+}
+
+impl Verdicts for CachedValidator {
+    async fn verdict(
+        &self,
+        credential: &Credential,
+        request: &RequestView<'_>,
+    ) -> (Verdict, Origin) {
+        let fetch = || async {
+            let _in_flight = self.metrics.validator_started();
+            let started = Instant::now();
+            let trace = request.headers.iter().copied().filter(|(name, _)| {
+                TRACE_HEADERS
+                    .iter()
+                    .any(|wanted| name.eq_ignore_ascii_case(wanted))
+            });
+            let reply = self.validator.ask(credential, trace).await;
+            self.metrics
+                .validator_call(&reply.verdict, started.elapsed());
+            // Shedding is our own overload, not a sign of a sick validator.
+            if reply.verdict != Verdict::Error(ValidatorError::Shed) {
+                self.health
+                    .record(!matches!(reply.verdict, Verdict::Error(_)));
+            }
+            reply
+        };
+        let (verdict, origin) = self.cache.verdict(credential, fetch).await;
+        self.metrics.cache_lookup(origin);
+        (verdict, origin)
+    }
+}

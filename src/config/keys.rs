@@ -1,0 +1,387 @@
+//! Every configuration key, declared once: its name (the TOML key), its environment variable,
+//! its flag, its default, its parser and its help. The environment provider, the command line,
+//! `--help`, `--check-config` and the README check are all derived from [`KEYS`]; the only other
+//! place a key appears is the line of [`Config::load`](super::Config::load) that puts its value
+//! into the config.
+//!
+//! A new key is one `static` here, one entry in [`KEYS`], one line in `Config::load` and one
+//! row in the README's table. Unit tests catch a key in only one of `KEYS` and `Config::load`,
+//! and a README row that is missing or disagrees.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::value::Value;
+use reqwest::Url;
+
+use super::parse;
+use super::secret::Secret;
+use super::LogFormat;
+use crate::decision::OnValidatorError;
+
+/// Prefix of the environment variables of all keys but the seed guide's own two.
+pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";
+
+/// What every face of the configuration needs to know about one key, whatever its type.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    /// The TOML key, also the flag (`--` + name with `-`) and the variable's stem.
+    pub name: &'static str,
+    /// Read from the seed guide's own variable (the name in capitals, like `AIMENU_URL`) rather
+    /// than `SESSION_AUTHZ_<NAME>`.
+    pub seed_name: bool,
+    /// The placeholder in `--help`, like `DURATION`.
+    pub value_name: &'static str,
+    /// The value when no layer sets the key, as an operator would write it; it goes through
+    /// the same parser. `None`: the key stays unset (or, for a type with no "unset", is required).
+    pub default: Option<&'static str>,
+    /// One sentence for `--help`.
+    pub help: &'static str,
+    /// The value may hold credentials: error messages show it redacted like a URL.
+    pub secret: bool,
+}
+
+impl KeySpec {
+    /// The environment variable that sets this key (exact letter case).
+    pub fn env_var(&self) -> String {
+        let upper = self.name.to_ascii_uppercase();
+        if self.seed_name {
+            upper
+        } else {
+            format!("{ENV_PREFIX}{upper}")
+        }
+    }
+
+    /// The long flag, without the leading `--`.
+    pub fn flag(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// The `--help` line: the sentence, then where the value comes from when unset.
+    pub fn help_line(&self) -> String {
+        let env = self.env_var();
+        match self.default {
+            Some(default) => format!("{} [env: {env}] [default: {default}]", self.help),
+            None => format!("{} [env: {env}]", self.help),
+        }
+    }
+}
+
+/// A key together with the parser that turns any layer's value into a `T`.
+#[derive(Debug)]
+pub struct Key<T> {
+    pub spec: KeySpec,
+    pub(super) parse: fn(&Value) -> Result<T, &'static str>,
+}
+
+/// A key read from `SESSION_AUTHZ_<NAME>`, not secret; see [`Key::seed_name`] and [`Key::secret`].
+const fn key<T>(
+    name: &'static str,
+    value_name: &'static str,
+    default: Option<&'static str>,
+    parse: fn(&Value) -> Result<T, &'static str>,
+    help: &'static str,
+) -> Key<T> {
+    Key {
+        spec: KeySpec {
+            name,
+            seed_name: false,
+            value_name,
+            default,
+            help,
+            secret: false,
+        },
+        parse,
+    }
+}
+
+impl<T> Key<T> {
+    /// Read from the seed guide's variable name (the key in capitals).
+    const fn seed_name(mut self) -> Self {
+        self.spec.seed_name = true;
+        self
+    }
+
+    const fn secret(mut self) -> Self {
+        self.spec.secret = true;
+        self
+    }
+}
+
+// In `--help` and `--check-config` order.
+
+pub static AUTH_ENABLED: Key<bool> = key(
+    "auth_enabled",
+    "BOOL",
+    Some("true"),
+    parse::boolean,
+    "Check sessions (true/false/1/0/yes/no)",
+)
+.seed_name();
+
+/// The auth service. `aimenu_url` / `AIMENU_URL` are the seed guide's names; inside the code it
+/// is the validator's URL.
+pub static VALIDATOR_URL: Key<Secret<Url>> = key(
+    "aimenu_url",
+    "URL",
+    Some("http://localhost:5000"),
+    parse::url,
+    "Auth service base URL",
+)
+.seed_name()
+.secret();
+
+pub static GRPC_ADDR: Key<SocketAddr> = key(
+    "grpc_addr",
+    "IP:PORT",
+    Some("0.0.0.0:9001"),
+    parse::addr,
+    "gRPC listen address",
+);
+
+pub static HTTP_ADDR: Key<SocketAddr> = key(
+    "http_addr",
+    "IP:PORT",
+    Some("0.0.0.0:9002"),
+    parse::addr,
+    "Ops HTTP listen address (/healthz, /readyz)",
+);
+
+pub static SESSION_COOKIE: Key<String> = key(
+    "session_cookie",
+    "NAME",
+    Some("session"),
+    parse::cookie_name,
+    "Session cookie name",
+);
+
+pub static SESSION_HEADER: Key<String> = key(
+    "session_header",
+    "NAME",
+    Some("x-session-token"),
+    parse::header_name,
+    "Session header name",
+);
+
+pub static USER_HEADER: Key<String> = key(
+    "user_header",
+    "NAME",
+    Some("x-auth-user"),
+    parse::header_name,
+    "Identity header set upstream",
+);
+
+pub static VALIDATOR_TIMEOUT: Key<Duration> = key(
+    "validator_timeout",
+    "DURATION",
+    Some("5s"),
+    parse::validator_timeout,
+    "Longest wait for the auth service",
+);
+
+pub static ON_VALIDATOR_ERROR: Key<OnValidatorError> = key(
+    "on_validator_error",
+    "MODE",
+    Some("deny"),
+    parse::on_validator_error,
+    "deny (503, fail closed) or grpc-error (let Envoy decide)",
+);
+
+pub static LOG_FORMAT: Key<LogFormat> = key(
+    "log_format",
+    "FORMAT",
+    Some("text"),
+    parse::log_format,
+    "Log format: text or json (filter with RUST_LOG)",
+);
+
+pub static SHUTDOWN_GRACE: Key<Duration> = key(
+    "shutdown_grace",
+    "DURATION",
+    Some("10s"),
+    parse::shutdown_grace,
+    "Longest wait for in-flight Checks at shutdown",
+);
+
+pub static DRAIN_DELAY: Key<Duration> = key(
+    "drain_delay",
+    "DURATION",
+    Some("5s"),
+    parse::drain_delay,
+    "After SIGTERM, stay NOT_SERVING but answering this long before closing; 0 is off",
+);
+
+pub static CACHE_TTL: Key<Duration> = key(
+    "cache_ttl",
+    "DURATION",
+    Some("10s"),
+    parse::ttl,
+    "Longest life of a cached valid answer; 0 turns the cache off",
+);
+
+pub static CACHE_NEGATIVE_TTL: Key<Duration> = key(
+    "cache_negative_ttl",
+    "DURATION",
+    Some("2s"),
+    parse::ttl,
+    "Longest life of a cached invalid answer",
+);
+
+pub static CACHE_MAX_ENTRIES: Key<u64> = key(
+    "cache_max_entries",
+    "N",
+    Some("100000"),
+    parse::cache_entries,
+    "Most sessions cached",
+);
+
+pub static STALE_IF_ERROR: Key<Duration> = key(
+    "stale_if_error",
+    "DURATION",
+    Some("0"),
+    parse::ttl,
+    "Keep recently confirmed sessions allowed while the validator errs; 0 is off",
+);
+
+pub static VALIDATOR_MAX_CONCURRENCY: Key<usize> = key(
+    "validator_max_concurrency",
+    "N",
+    Some("256"),
+    parse::concurrency,
+    "Most validator calls in flight",
+);
+
+pub static VALIDATOR_MAX_QUEUE: Key<usize> = key(
+    "validator_max_queue",
+    "N",
+    Some("1024"),
+    parse::queue,
+    "Most validator calls waiting; beyond, Checks are denied at once",
+);
+
+pub static TLS_CERT: Key<Option<PathBuf>> = key(
+    "tls_cert",
+    "FILE",
+    None,
+    parse::path,
+    "PEM certificate (chain) for TLS on the gRPC listener",
+);
+
+pub static TLS_KEY: Key<Option<PathBuf>> = key(
+    "tls_key",
+    "FILE",
+    None,
+    parse::path,
+    "PEM private key for --tls-cert",
+);
+
+pub static TLS_CLIENT_CA: Key<Option<PathBuf>> = key(
+    "tls_client_ca",
+    "FILE",
+    None,
+    parse::path,
+    "PEM CA bundle; clients must present a certificate it signed (mTLS)",
+);
+
+pub static VALIDATOR_CA: Key<Option<PathBuf>> = key(
+    "validator_ca",
+    "FILE",
+    None,
+    parse::path,
+    "Extra PEM CA bundle trusted for an https:// auth service",
+);
+
+/// Every key, in `--help` and `--check-config` order. Only these are read from the environment
+/// and accepted in a file or as flags.
+pub static KEYS: &[&KeySpec] = &[
+    &AUTH_ENABLED.spec,
+    &VALIDATOR_URL.spec,
+    &GRPC_ADDR.spec,
+    &HTTP_ADDR.spec,
+    &SESSION_COOKIE.spec,
+    &SESSION_HEADER.spec,
+    &USER_HEADER.spec,
+    &VALIDATOR_TIMEOUT.spec,
+    &ON_VALIDATOR_ERROR.spec,
+    &LOG_FORMAT.spec,
+    &SHUTDOWN_GRACE.spec,
+    &DRAIN_DELAY.spec,
+    &CACHE_TTL.spec,
+    &CACHE_NEGATIVE_TTL.spec,
+    &CACHE_MAX_ENTRIES.spec,
+    &STALE_IF_ERROR.spec,
+    &VALIDATOR_MAX_CONCURRENCY.spec,
+    &VALIDATOR_MAX_QUEUE.spec,
+    &TLS_CERT.spec,
+    &TLS_KEY.spec,
+    &TLS_CLIENT_CA.spec,
+    &VALIDATOR_CA.spec,
+];
+
+/// The key called `name`, if there is one.
+pub fn find(name: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().copied().find(|spec| spec.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's configuration table cannot drift: one row per key, in table order, with
+    /// its variable, its flag and, first in the last cell, its default (or "none").
+    #[test]
+    fn readme_table_matches_the_keys() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_else(|| panic!("README has no Configuration section"));
+        let rows: Vec<Vec<&str>> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| line.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let names: Vec<&str> = rows.iter().map(|row| row[0]).collect();
+        let expected: Vec<String> = KEYS.iter().map(|spec| format!("`{}`", spec.name)).collect();
+        assert_eq!(names, expected, "README rows, in KEYS order");
+        for (row, spec) in rows.iter().zip(KEYS) {
+            assert_eq!(row[1], format!("`{}`", spec.env_var()), "{}", spec.name);
+            assert_eq!(row[2], format!("`--{}`", spec.flag()), "{}", spec.name);
+            let default = match spec.default {
+                Some(default) => format!("`{default}`"),
+                None => "none".to_owned(),
+            };
+            assert!(row[3].starts_with(&default), "{}: {}", spec.name, row[3]);
+        }
+    }
+
+    #[test]
+    fn names_are_derived() {
+        assert_eq!(AUTH_ENABLED.spec.env_var(), "AUTH_ENABLED");
+        assert_eq!(VALIDATOR_URL.spec.env_var(), "AIMENU_URL");
+        assert_eq!(
+            CACHE_NEGATIVE_TTL.spec.env_var(),
+            "SESSION_AUTHZ_CACHE_NEGATIVE_TTL"
+        );
+        assert_eq!(CACHE_NEGATIVE_TTL.spec.flag(), "cache-negative-ttl");
+        assert_eq!(
+            GRPC_ADDR.spec.help_line(),
+            "gRPC listen address [env: SESSION_AUTHZ_GRPC_ADDR] [default: 0.0.0.0:9001]"
+        );
+        assert_eq!(
+            TLS_KEY.spec.help_line(),
+            "PEM private key for --tls-cert [env: SESSION_AUTHZ_TLS_KEY]"
+        );
+        // Only the seed guide's two names go without the prefix, and only the URL is secret.
+        let seed: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.seed_name)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(seed, ["auth_enabled", "aimenu_url"]);
+        let secret: Vec<&str> = KEYS.iter().filter(|k| k.secret).map(|k| k.name).collect();
+        assert_eq!(secret, ["aimenu_url"]);
+    }
+}

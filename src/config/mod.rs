@@ -1,0 +1,988 @@
+//! Configuration: figment layers (defaults < TOML file < environment < flags) into a validated
+//! [`Config`], or a [`ConfigError`] that names the key, the value and where it came from.
+//!
+//! Each key is declared once, in [`keys`] (name, variable, flag, default, parser, help, secret);
+//! the environment layer, the command line ([`crate::cli`]), `--help` and `--check-config`
+//! ([`Effective`]) are derived from that table. [`Config::load`] is the one place that puts
+//! each key's value into the nested, typed [`Config`].
+
+mod environment;
+pub mod keys;
+mod parse;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::Value;
+use figment::{Figment, Provider};
+use reqwest::Url;
+use serde::{Serialize, Serializer};
+
+use crate::decision::OnValidatorError;
+use environment::{Environment, ENVIRONMENT};
+use keys::Key;
+pub use keys::{KeySpec, ENV_PREFIX, KEYS};
+use parse::Setting;
+pub use secret::{redact_url, Redact, Secret};
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The validated configuration. Secrets are [`Secret`]s, so `Debug` shows none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub auth_enabled: bool,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// TLS for the gRPC listener; `None` serves plaintext.
+    pub tls: Option<TlsFiles>,
+    pub session_cookie: String,
+    pub session_header: String,
+    pub user_header: String,
+    pub validator: ValidatorConfig,
+    pub cache: crate::cache::Settings,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+    /// How long the service stays NOT_SERVING, still answering, before it stops accepting.
+    pub drain_delay: Duration,
+}
+
+/// How to reach the auth service (the validator) and how much to ask of it at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorConfig {
+    /// Its base URL (key `aimenu_url`, variable `AIMENU_URL`: the seed guide's names).
+    pub url: Secret<Url>,
+    pub timeout: Duration,
+    pub on_error: OnValidatorError,
+    pub max_concurrency: usize,
+    pub max_queue: usize,
+    /// Extra CA bundle (PEM) trusted for an `https://` validator.
+    pub ca: Option<PathBuf>,
+}
+
+/// PEM files for the gRPC listener's TLS; with `client_ca`, clients must present a certificate
+/// it signed (mTLS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn from_keys(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
+    ) -> Result<Option<Self>, ConfigError> {
+        match (cert, key, client_ca) {
+            (Some(cert), Some(key), client_ca) => Ok(Some(Self {
+                cert,
+                key,
+                client_ca,
+            })),
+            (None, None, None) => Ok(None),
+            _ => Err(ConfigError::Incomplete(
+                "tls_cert and tls_key must be set together, and tls_client_ca needs both",
+            )),
+        }
+    }
+}
+
+impl Default for Config {
+    /// Every key at its default from the key table: the same as reading no layer at all.
+    fn default() -> Self {
+        Self::from_figment(&Figment::new()).unwrap_or_else(|err| {
+            unreachable!("the key table's defaults are valid (unit-tested): {err}")
+        })
+    }
+}
+
+/// A configuration that cannot be used. Each renders as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {key} = {value} ({origin}): {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        origin: String,
+        expected: &'static str,
+    },
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("config: {0}")]
+    Source(String),
+    #[error("config {key} ({origin}) is not a key; the keys are {}", key_names())]
+    Unknown { key: String, origin: String },
+    #[error("config {key} is required: set it in the file, as {env} or with --{flag}")]
+    Required {
+        key: &'static str,
+        env: String,
+        flag: String,
+    },
+    #[error("config: {0}")]
+    Incomplete(&'static str),
+    #[error("config {key} ({origin}) {why}")]
+    Conflict {
+        key: &'static str,
+        origin: String,
+        why: &'static str,
+    },
+    #[error("config: environment variable {found} is not read; the name is {expected} (exact letter case)")]
+    EnvSpelling { found: String, expected: String },
+}
+
+fn key_names() -> String {
+    KEYS.iter()
+        .map(|spec| spec.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Config {
+    /// The layered sources: TOML file (if any) < environment < `flags`. The defaults lie below
+    /// them all, applied by [`Config::load`] to whatever no layer sets.
+    pub fn figment(file: Option<&Path>, flags: impl Provider) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Ok(figment.merge(Environment::read()?).merge(flags))
+    }
+
+    /// Validates the merged layers into a config.
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        Self::load(figment).map(|(config, _)| config)
+    }
+
+    /// Validates the merged layers into a config, and how `--check-config` shows it.
+    pub fn load(figment: &Figment) -> Result<(Config, Effective), ConfigError> {
+        let mut read = Reader::new(figment)?;
+        let config = Config {
+            auth_enabled: read.get(&keys::AUTH_ENABLED)?,
+            grpc_addr: read.get(&keys::GRPC_ADDR)?,
+            http_addr: read.get(&keys::HTTP_ADDR)?,
+            tls: TlsFiles::from_keys(
+                read.get(&keys::TLS_CERT)?,
+                read.get(&keys::TLS_KEY)?,
+                read.get(&keys::TLS_CLIENT_CA)?,
+            )?,
+            session_cookie: read.get(&keys::SESSION_COOKIE)?,
+            session_header: read.get(&keys::SESSION_HEADER)?,
+            user_header: read.get(&keys::USER_HEADER)?,
+            validator: ValidatorConfig {
+                url: read.get(&keys::VALIDATOR_URL)?,
+                timeout: read.get(&keys::VALIDATOR_TIMEOUT)?,
+                on_error: read.get(&keys::ON_VALIDATOR_ERROR)?,
+                max_concurrency: read.get(&keys::VALIDATOR_MAX_CONCURRENCY)?,
+                max_queue: read.get(&keys::VALIDATOR_MAX_QUEUE)?,
+                ca: read.get(&keys::VALIDATOR_CA)?,
+            },
+            cache: crate::cache::Settings {
+                ttl: read.get(&keys::CACHE_TTL)?,
+                negative_ttl: read.get(&keys::CACHE_NEGATIVE_TTL)?,
+                max_entries: read.get(&keys::CACHE_MAX_ENTRIES)?,
+                stale_if_error: read.get(&keys::STALE_IF_ERROR)?,
+            },
+            log_format: read.get(&keys::LOG_FORMAT)?,
+            shutdown_grace: read.get(&keys::SHUTDOWN_GRACE)?,
+            drain_delay: read.get(&keys::DRAIN_DELAY)?,
+        };
+        config.check_consistency(&read)?;
+        Ok((config, read.effective))
+    }
+
+    /// Rules between keys: each value alone is fine, together they would misbehave.
+    fn check_consistency(&self, read: &Reader<'_>) -> Result<(), ConfigError> {
+        if self.user_header == self.session_header {
+            // Name the key that was set, not the one left at its default.
+            let (key, why) = if read.is_set(keys::USER_HEADER.spec.name) {
+                (
+                    keys::USER_HEADER.spec.name,
+                    "equals session_header: the session token would be sent upstream, or the \
+                     identity read as a token",
+                )
+            } else {
+                (
+                    keys::SESSION_HEADER.spec.name,
+                    "equals user_header: the session token would be sent upstream, or the \
+                     identity read as a token",
+                )
+            };
+            return Err(ConfigError::Conflict {
+                key,
+                origin: read.origin(key),
+                why,
+            });
+        }
+        if self.validator.ca.is_some() && self.validator.url.expose().scheme() != "https" {
+            return Err(ConfigError::Conflict {
+                key: keys::VALIDATOR_CA.spec.name,
+                origin: read.origin(keys::VALIDATOR_CA.spec.name),
+                why: "is set but aimenu_url is not https://, so the CA would never be used",
+            });
+        }
+        Ok(())
+    }
+
+    /// What an operator should hear about at start-up, although the configuration is usable.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        let url = self.validator.url.expose();
+        let has_userinfo = !url.username().is_empty() || url.password().is_some();
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if has_userinfo && url.scheme() == "http" && !loopback {
+            warnings.push(
+                "aimenu_url carries credentials (user-info) over plain http:// to a non-loopback host: anyone on the path can read them; use https://",
+            );
+        }
+        warnings
+    }
+}
+
+/// The effective configuration as `--check-config` shows it: each key that was read, with its
+/// parsed value shown the way its type shows (durations in words, secrets redacted), so it
+/// needs no code per key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effective(Vec<(&'static KeySpec, Option<toml::Value>)>);
+
+impl Effective {
+    /// As TOML in key-table order; keys without a value (unset files) are left out.
+    pub fn to_toml(&self) -> String {
+        /// A map that keeps its order, which `toml::Table` does not.
+        struct Ordered<'a>(Vec<(&'static str, &'a toml::Value)>);
+        impl Serialize for Ordered<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.iter().copied())
+            }
+        }
+        let shown = KEYS
+            .iter()
+            .filter_map(|spec| {
+                let (_, value) = self.0.iter().find(|(read, _)| read.name == spec.name)?;
+                Some((spec.name, value.as_ref()?))
+            })
+            .collect();
+        toml::to_string(&Ordered(shown))
+            .unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+    }
+
+    /// The names of the keys that were read, in the order they were.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|(spec, _)| spec.name)
+    }
+}
+
+/// Reads each key from the merged layers, or from its default, and notes how it is shown.
+struct Reader<'a> {
+    figment: &'a Figment,
+    effective: Effective,
+}
+
+impl<'a> Reader<'a> {
+    /// Fails on a layer's own error (a TOML syntax error, say) and on any key not in [`KEYS`].
+    fn new(figment: &'a Figment) -> Result<Self, ConfigError> {
+        let data = figment
+            .data()
+            .map_err(|err| ConfigError::Source(first_line(&err.to_string())))?;
+        let reader = Self {
+            figment,
+            effective: Effective(Vec::with_capacity(KEYS.len())),
+        };
+        for name in data.values().flat_map(|dict| dict.keys()) {
+            if keys::find(name).is_none() {
+                return Err(ConfigError::Unknown {
+                    key: name.clone(),
+                    origin: reader.origin(name),
+                });
+            }
+        }
+        Ok(reader)
+    }
+
+    /// The key's value from the highest layer that sets it, else its default, parsed.
+    fn get<T: Setting>(&mut self, key: &'static Key<T>) -> Result<T, ConfigError> {
+        let spec = &key.spec;
+        let value = match self.figment.find_value(spec.name) {
+            Ok(value) => (key.parse)(&value).map_err(|expected| ConfigError::Invalid {
+                key: spec.name,
+                value: parse::rejected_value(spec.secret, &value),
+                origin: self.origin(spec.name),
+                expected,
+            })?,
+            Err(_) => match spec.default {
+                Some(default) => {
+                    (key.parse)(&Value::from(default)).map_err(|expected| ConfigError::Invalid {
+                        key: spec.name,
+                        value: format!("{default:?}"),
+                        origin: "the built-in default".to_owned(),
+                        expected,
+                    })?
+                }
+                None => T::unset().ok_or_else(|| ConfigError::Required {
+                    key: spec.name,
+                    env: spec.env_var(),
+                    flag: spec.flag(),
+                })?,
+            },
+        };
+        self.effective.0.push((spec, value.shown()));
+        Ok(value)
+    }
+
+    /// Whether any layer sets `name`.
+    fn is_set(&self, name: &str) -> bool {
+        self.figment.find_metadata(name).is_some()
+    }
+
+    /// Where the value of `name` came from, for error messages.
+    fn origin(&self, name: &str) -> String {
+        match self.figment.find_metadata(name) {
+            Some(metadata) if metadata.name == ENVIRONMENT => match keys::find(name) {
+                Some(spec) => format!("from the {} environment variable", spec.env_var()),
+                None => "from the environment".to_owned(),
+            },
+            Some(metadata) => match &metadata.source {
+                Some(figment::Source::File(path)) => format!("from {}", path.display()),
+                _ => format!("from the --{} flag", name.replace('_', "-")),
+            },
+            None => "from the defaults".to_owned(),
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A flags layer from `(key, value)` pairs: the command line's, or a test's without clap.
+pub fn flags_from_pairs(
+    pairs: &[(&str, &str)],
+) -> Serialized<std::collections::BTreeMap<String, String>> {
+    Serialized::defaults(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the error type
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn jail_error(err: ConfigError) -> figment::Error {
+        err.to_string().into()
+    }
+
+    /// The config and its `--check-config` view under this environment and these flags.
+    fn loaded(
+        jail_env: &[(&str, &str)],
+        flags: &[(&str, &str)],
+    ) -> Result<(Config, Effective), ConfigError> {
+        let mut result = None;
+        Jail::expect_with(|jail| {
+            for (k, v) in jail_env {
+                jail.set_env(k, v);
+            }
+            result = Some(
+                Config::figment(None, flags_from_pairs(flags))
+                    .and_then(|figment| Config::load(&figment)),
+            );
+            Ok(())
+        });
+        result.unwrap_or_else(|| panic!("jail did not run"))
+    }
+
+    fn load(jail_env: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        loaded(jail_env, flags).map(|(config, _)| config)
+    }
+
+    fn shown(jail_env: &[(&str, &str)], flags: &[(&str, &str)]) -> String {
+        loaded(jail_env, flags).unwrap().1.to_toml()
+    }
+
+    fn error_line(env: &[(&str, &str)], flags: &[(&str, &str)]) -> String {
+        let err = load(env, flags).unwrap_err().to_string();
+        assert!(!err.contains('\n'), "not one line: {err}");
+        err
+    }
+
+    #[test]
+    fn defaults() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(config, Config::default());
+        let expected = Config {
+            auth_enabled: true,
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 9002)),
+            tls: None,
+            session_cookie: "session".to_owned(),
+            session_header: "x-session-token".to_owned(),
+            user_header: "x-auth-user".to_owned(),
+            validator: ValidatorConfig {
+                url: Secret::new(Url::parse("http://localhost:5000").unwrap()),
+                timeout: Duration::from_secs(5),
+                on_error: OnValidatorError::Deny,
+                max_concurrency: 256,
+                max_queue: 1024,
+                ca: None,
+            },
+            cache: crate::cache::Settings {
+                ttl: Duration::from_secs(10),
+                negative_ttl: Duration::from_secs(2),
+                max_entries: 100_000,
+                stale_if_error: Duration::ZERO,
+            },
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::from_secs(5),
+        };
+        assert_eq!(config, expected);
+        // The cache's own defaults (for callers without a config) are the same.
+        assert_eq!(config.cache, crate::cache::Settings::default());
+        assert_eq!(config.validator.on_error, OnValidatorError::default());
+        assert_eq!(config.log_format, LogFormat::default());
+    }
+
+    #[test]
+    fn check_config_shows_every_key_that_has_a_value() {
+        assert_eq!(
+            shown(&[], &[]),
+            "auth_enabled = true\n\
+             aimenu_url = \"http://localhost:5000/\"\n\
+             grpc_addr = \"0.0.0.0:9001\"\n\
+             http_addr = \"0.0.0.0:9002\"\n\
+             session_cookie = \"session\"\n\
+             session_header = \"x-session-token\"\n\
+             user_header = \"x-auth-user\"\n\
+             validator_timeout = \"5s\"\n\
+             on_validator_error = \"deny\"\n\
+             log_format = \"text\"\n\
+             shutdown_grace = \"10s\"\n\
+             drain_delay = \"5s\"\n\
+             cache_ttl = \"10s\"\n\
+             cache_negative_ttl = \"2s\"\n\
+             cache_max_entries = 100000\n\
+             stale_if_error = \"0s\"\n\
+             validator_max_concurrency = 256\n\
+             validator_max_queue = 1024\n"
+        );
+        let shown = shown(
+            &[("SESSION_AUTHZ_ON_VALIDATOR_ERROR", "grpc-error")],
+            &[
+                ("log_format", "json"),
+                ("validator_ca", "/ca.pem"),
+                ("aimenu_url", "https://auth"),
+            ],
+        );
+        assert!(
+            shown.contains("on_validator_error = \"grpc-error\"\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("log_format = \"json\"\n"), "{shown}");
+        assert!(shown.ends_with("validator_ca = \"/ca.pem\"\n"), "{shown}");
+    }
+
+    #[test]
+    fn every_key_in_the_table_is_read_once() {
+        let (_, effective) = loaded(&[], &[]).unwrap();
+        let mut read: Vec<&str> = effective.keys().collect();
+        read.sort_unstable();
+        let mut table: Vec<&str> = KEYS.iter().map(|spec| spec.name).collect();
+        table.sort_unstable();
+        assert_eq!(read, table);
+        let mut unique = table.clone();
+        unique.dedup();
+        assert_eq!(unique, table, "a key is declared twice");
+    }
+
+    #[test]
+    fn every_key_is_read_from_its_variable_and_its_flag() {
+        // A blank value is wrong for every key, so the error proves the key was read and
+        // parsed from exactly that variable or flag.
+        for spec in KEYS {
+            let var = spec.env_var();
+            let err = error_line(&[(&var, " ")], &[]);
+            assert!(
+                err.contains(spec.name) && err.contains(&var),
+                "{var}: {err}"
+            );
+            let err = error_line(&[], &[(spec.name, " ")]);
+            let flag = format!("--{}", spec.flag());
+            assert!(
+                err.contains(spec.name) && err.contains(&flag),
+                "{flag}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = error_line(&[], &[("cache_tll", "1s")]);
+        assert!(
+            err.contains("cache_tll") && err.contains("cache_ttl"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_without_a_default_or_an_unset_value_is_required() {
+        static REQUIRED: Key<Duration> = Key {
+            spec: KeySpec {
+                name: "cache_ttl",
+                seed_name: false,
+                value_name: "DURATION",
+                default: None,
+                help: "",
+                secret: false,
+            },
+            parse: parse::ttl,
+        };
+        let figment = Figment::new();
+        let mut read = Reader::new(&figment).unwrap();
+        let err = read.get(&REQUIRED).unwrap_err().to_string();
+        assert!(
+            err.contains("SESSION_AUTHZ_CACHE_TTL") && err.contains("--cache-ttl"),
+            "{err}"
+        );
+        let figment = Figment::new().merge(flags_from_pairs(&[("cache_ttl", "3s")]));
+        let mut read = Reader::new(&figment).unwrap();
+        assert_eq!(read.get(&REQUIRED).unwrap(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn seed_names_and_prefixed_env() {
+        let config = load(
+            &[
+                ("AUTH_ENABLED", "no"),
+                ("AIMENU_URL", "http://auth:5000/internal"),
+                ("SESSION_AUTHZ_GRPC_ADDR", "127.0.0.1:7001"),
+                ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "500ms"),
+                ("SESSION_AUTHZ_USER_HEADER", "X-User"),
+                ("SESSION_AUTHZ_ON_VALIDATOR_ERROR", "grpc-error"),
+                ("SESSION_AUTHZ_PORT", "tcp://10.0.0.1:9001"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!config.auth_enabled);
+        assert_eq!(
+            config.validator.url.expose().as_str(),
+            "http://auth:5000/internal"
+        );
+        assert_eq!(config.grpc_addr, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(config.validator.timeout, Duration::from_millis(500));
+        assert_eq!(config.user_header, "x-user");
+        assert_eq!(config.validator.on_error, OnValidatorError::GrpcError);
+    }
+
+    #[test]
+    fn cache_and_backpressure_keys() {
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_CACHE_TTL", "0"),
+                ("SESSION_AUTHZ_CACHE_NEGATIVE_TTL", "500ms"),
+                ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "5000"),
+                ("SESSION_AUTHZ_STALE_IF_ERROR", "5m"),
+                ("SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY", "8"),
+            ],
+            &[("validator_max_queue", "16")],
+        )
+        .unwrap();
+        assert_eq!(config.cache.ttl, Duration::ZERO);
+        assert_eq!(config.cache.negative_ttl, Duration::from_millis(500));
+        assert_eq!(config.cache.max_entries, 5000);
+        assert_eq!(config.cache.stale_if_error, Duration::from_secs(300));
+        assert_eq!(config.validator.max_concurrency, 8);
+        assert_eq!(config.validator.max_queue, 16);
+        assert_eq!(config.tls, None);
+        assert!(shown(&[("SESSION_AUTHZ_STALE_IF_ERROR", "5m")], &[])
+            .contains("stale_if_error = \"5m\""));
+    }
+
+    #[test]
+    fn tls_files_come_together() {
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_TLS_CERT", "/etc/authz/tls.crt"),
+                ("SESSION_AUTHZ_TLS_KEY", "/etc/authz/tls.key"),
+                ("SESSION_AUTHZ_TLS_CLIENT_CA", "/etc/authz/ca.crt"),
+                ("SESSION_AUTHZ_VALIDATOR_CA", "/etc/authz/auth-ca.crt"),
+                ("AIMENU_URL", "https://auth:5443"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let tls = config.tls.clone().unwrap();
+        assert_eq!(tls.key, PathBuf::from("/etc/authz/tls.key"));
+        assert_eq!(tls.cert, PathBuf::from("/etc/authz/tls.crt"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/authz/ca.crt")));
+        assert_eq!(
+            config.validator.ca,
+            Some(PathBuf::from("/etc/authz/auth-ca.crt"))
+        );
+        let shown = shown(
+            &[
+                ("SESSION_AUTHZ_TLS_CERT", "/etc/authz/tls.crt"),
+                ("SESSION_AUTHZ_TLS_KEY", "/etc/authz/tls.key"),
+            ],
+            &[],
+        );
+        assert!(
+            shown.contains("tls_cert = \"/etc/authz/tls.crt\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("tls_client_ca"), "{shown}");
+        for env in [
+            &[("SESSION_AUTHZ_TLS_CERT", "/a")][..],
+            &[("SESSION_AUTHZ_TLS_KEY", "/a")],
+            &[("SESSION_AUTHZ_TLS_CLIENT_CA", "/a")],
+            &[
+                ("SESSION_AUTHZ_TLS_CLIENT_CA", "/a"),
+                ("SESSION_AUTHZ_TLS_CERT", "/b"),
+            ],
+        ] {
+            let err = error_line(env, &[]);
+            assert!(err.contains("tls_cert and tls_key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn strict_booleans() {
+        for (text, expected) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("YES", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+        ] {
+            let config = load(&[("AUTH_ENABLED", text)], &[]).unwrap();
+            assert_eq!(config.auth_enabled, expected, "{text}");
+        }
+        for text in ["flase", "off", "", "2", "disabled", "nope"] {
+            let err = error_line(&[("AUTH_ENABLED", text)], &[]);
+            assert!(err.contains("auth_enabled"), "{err}");
+            assert!(err.contains("AUTH_ENABLED"), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_env_flag_precedence() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "authz.toml",
+                "grpc_addr = \"127.0.0.1:1001\"\nhttp_addr = \"127.0.0.1:1002\"\nsession_cookie = \"sid\"\n",
+            )?;
+            jail.set_env("SESSION_AUTHZ_HTTP_ADDR", "127.0.0.1:2002");
+            jail.set_env("SESSION_AUTHZ_SESSION_COOKIE", "sid2");
+            let figment = Config::figment(
+                Some(Path::new("authz.toml")),
+                flags_from_pairs(&[("session_cookie", "sid3")]),
+            )
+            .map_err(jail_error)?;
+            let config = Config::from_figment(&figment).map_err(jail_error)?;
+            assert_eq!(config.grpc_addr, "127.0.0.1:1001".parse().unwrap());
+            assert_eq!(config.http_addr, "127.0.0.1:2002".parse().unwrap());
+            assert_eq!(config.session_cookie, "sid3");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "auth_enabed = false\n")?;
+            let figment = Config::figment(Some(Path::new("typo.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let err = Config::from_figment(&figment).unwrap_err().to_string();
+            assert!(err.contains("auth_enabed"), "{err}");
+
+            jail.create_file("bad.toml", "validator_timeout = \"soon\"\n")?;
+            let figment = Config::figment(Some(Path::new("bad.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let err = Config::from_figment(&figment).unwrap_err().to_string();
+            assert!(
+                err.contains("validator_timeout") && err.contains("bad.toml"),
+                "{err}"
+            );
+
+            let err = Config::figment(Some(Path::new("missing.toml")), flags_from_pairs(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_key_rejects_bad_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("AIMENU_URL", "auth:5000", "aimenu_url"),
+            ("AIMENU_URL", "ftp://auth", "aimenu_url"),
+            ("AIMENU_URL", "http://auth/?x=1", "aimenu_url"),
+            ("SESSION_AUTHZ_GRPC_ADDR", "localhost", "grpc_addr"),
+            ("SESSION_AUTHZ_GRPC_ADDR", "9001", "grpc_addr"),
+            ("SESSION_AUTHZ_HTTP_ADDR", "1.2.3.4:99999", "http_addr"),
+            ("SESSION_AUTHZ_SESSION_COOKIE", "a b", "session_cookie"),
+            ("SESSION_AUTHZ_SESSION_COOKIE", "a;b", "session_cookie"),
+            (
+                "SESSION_AUTHZ_SESSION_HEADER",
+                "bad header",
+                "session_header",
+            ),
+            ("SESSION_AUTHZ_SESSION_HEADER", "cookie", "session_header"),
+            ("SESSION_AUTHZ_USER_HEADER", ":path", "user_header"),
+            ("SESSION_AUTHZ_USER_HEADER", "", "user_header"),
+            ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "5", "validator_timeout"),
+            ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "0s", "validator_timeout"),
+            (
+                "SESSION_AUTHZ_VALIDATOR_TIMEOUT",
+                "soon",
+                "validator_timeout",
+            ),
+            (
+                "SESSION_AUTHZ_ON_VALIDATOR_ERROR",
+                "allow",
+                "on_validator_error",
+            ),
+            ("SESSION_AUTHZ_LOG_FORMAT", "xml", "log_format"),
+            ("SESSION_AUTHZ_SHUTDOWN_GRACE", "-1s", "shutdown_grace"),
+            ("SESSION_AUTHZ_CACHE_TTL", "soon", "cache_ttl"),
+            ("SESSION_AUTHZ_CACHE_TTL", "10", "cache_ttl"),
+            (
+                "SESSION_AUTHZ_CACHE_NEGATIVE_TTL",
+                "x",
+                "cache_negative_ttl",
+            ),
+            ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "0", "cache_max_entries"),
+            ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "-5", "cache_max_entries"),
+            ("SESSION_AUTHZ_STALE_IF_ERROR", "forever", "stale_if_error"),
+            (
+                "SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY",
+                "0",
+                "validator_max_concurrency",
+            ),
+            (
+                "SESSION_AUTHZ_VALIDATOR_MAX_QUEUE",
+                "many",
+                "validator_max_queue",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = error_line(&[(var, value)], &[]);
+            assert!(
+                err.contains(key) && err.contains(var),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_are_exact_words() {
+        for text in [
+            "0.0", "00", "+0", "-0", "1.0", " 0", "0 ", "ture", "y", "n", "on",
+        ] {
+            let err = error_line(&[("AUTH_ENABLED", text)], &[]);
+            assert!(err.contains("AUTH_ENABLED"), "{text:?}: {err}");
+        }
+        Jail::expect_with(|jail| {
+            jail.create_file("float.toml", "auth_enabled = 0.0\n")?;
+            let figment = Config::figment(Some(Path::new("float.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let err = Config::from_figment(&figment).unwrap_err().to_string();
+            assert!(
+                err.contains("auth_enabled") && err.contains("float.toml"),
+                "{err}"
+            );
+            jail.create_file("int.toml", "auth_enabled = 0\n")?;
+            let figment = Config::figment(Some(Path::new("int.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            assert!(
+                !Config::from_figment(&figment)
+                    .map_err(jail_error)?
+                    .auth_enabled
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_names_are_exact() {
+        // A second spelling would otherwise decide which value wins.
+        let err = error_line(&[("AUTH_ENABLED", "true"), ("auth_enabled", "false")], &[]);
+        assert!(
+            err.contains("auth_enabled") && err.contains("AUTH_ENABLED"),
+            "{err}"
+        );
+        let err = error_line(&[("auth_enabled", "false")], &[]);
+        assert!(err.contains("exact letter case"), "{err}");
+        let err = error_line(&[("Session_Authz_Cache_Ttl", "0")], &[]);
+        assert!(err.contains("SESSION_AUTHZ_CACHE_TTL"), "{err}");
+        // Values are text: `5` stays the word 5, not a number figment guessed.
+        let config = load(&[("SESSION_AUTHZ_SESSION_COOKIE", "1.0")], &[]).unwrap();
+        assert_eq!(config.session_cookie, "1.0");
+    }
+
+    #[test]
+    fn values_are_bounded() {
+        for (var, value) in [
+            ("SESSION_AUTHZ_CACHE_TTL", "2000years"),
+            ("SESSION_AUTHZ_CACHE_TTL", "25h"),
+            ("SESSION_AUTHZ_CACHE_NEGATIVE_TTL", "1000000000000s"),
+            ("SESSION_AUTHZ_STALE_IF_ERROR", "2d"),
+            ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "6m"),
+            ("SESSION_AUTHZ_SHUTDOWN_GRACE", "2h"),
+            ("SESSION_AUTHZ_DRAIN_DELAY", "2h"),
+            (
+                "SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY",
+                "18446744073709551615",
+            ),
+            ("SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY", "65537"),
+            ("SESSION_AUTHZ_VALIDATOR_MAX_QUEUE", "1000001"),
+            ("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "10000001"),
+        ] {
+            let err = error_line(&[(var, value)], &[]);
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_CACHE_TTL", "24h"),
+                ("SESSION_AUTHZ_DRAIN_DELAY", "0"),
+                ("SESSION_AUTHZ_VALIDATOR_MAX_CONCURRENCY", "65536"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.cache.ttl, Duration::from_secs(86_400));
+        assert_eq!(config.drain_delay, Duration::ZERO);
+        assert_eq!(config.validator.max_concurrency, 65_536);
+    }
+
+    #[test]
+    fn keys_that_contradict_each_other() {
+        let err = error_line(&[("SESSION_AUTHZ_USER_HEADER", "X-Session-Token")], &[]);
+        assert!(
+            err.contains("user_header") && err.contains("session_header"),
+            "{err}"
+        );
+        // The key that was set is named, not the default it collides with.
+        let err = error_line(&[("SESSION_AUTHZ_SESSION_HEADER", "X-Auth-User")], &[]);
+        assert!(
+            err.starts_with("config session_header (from the SESSION_AUTHZ_SESSION_HEADER")
+                && err.contains("user_header"),
+            "{err}"
+        );
+        let err = error_line(&[("SESSION_AUTHZ_VALIDATOR_CA", "/etc/ca.pem")], &[]);
+        assert!(
+            err.contains("validator_ca") && err.contains("https"),
+            "{err}"
+        );
+        assert!(load(
+            &[
+                ("SESSION_AUTHZ_VALIDATOR_CA", "/etc/ca.pem"),
+                ("AIMENU_URL", "https://auth:5000"),
+            ],
+            &[]
+        )
+        .is_ok());
+        for name in [
+            "host",
+            "Cookie",
+            "connection",
+            "keep-alive",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "trailer",
+            "proxy-connection",
+            "content-length",
+        ] {
+            for var in ["SESSION_AUTHZ_USER_HEADER", "SESSION_AUTHZ_SESSION_HEADER"] {
+                let err = error_line(&[(var, name)], &[]);
+                assert!(err.contains(var), "{var}={name}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn url_secrets_never_shown() {
+        // A user name alone is an API key as often as not.
+        let (config, effective) =
+            loaded(&[("AIMENU_URL", "http://APIKEY123@auth:5000")], &[]).unwrap();
+        assert!(!effective.to_toml().contains("APIKEY123"));
+        assert!(!format!("{effective:?}").contains("APIKEY123"));
+        assert!(!config.validator.url.to_string().contains("APIKEY123"));
+        assert!(!format!("{config:?}").contains("APIKEY123"));
+        assert!(!redact_url(config.validator.url.expose()).contains("APIKEY123"));
+        let err = error_line(&[("AIMENU_URL", "http://auth:5000/?apikey=SECRET")], &[]);
+        assert!(
+            err.contains("aimenu_url") && !err.contains("SECRET"),
+            "{err}"
+        );
+        let err = error_line(&[("AIMENU_URL", "http://auth:5000/#SECRET")], &[]);
+        assert!(!err.contains("SECRET"), "{err}");
+        let err = error_line(&[("AIMENU_URL", "auth:5000?apikey=SECRET")], &[]);
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+
+    #[test]
+    fn warns_of_credentials_over_plain_http() {
+        let warned = |url: &str| {
+            !load(&[("AIMENU_URL", url)], &[])
+                .unwrap()
+                .warnings()
+                .is_empty()
+        };
+        assert!(warned("http://key@auth:5000"));
+        assert!(warned("http://user:pw@10.0.0.7:5000"));
+        assert!(!warned("https://key@auth:5000"));
+        assert!(!warned("http://key@127.0.0.1:5000"));
+        assert!(!warned("http://key@[::1]:5000"));
+        assert!(!warned("http://key@localhost:5000"));
+        assert!(!warned("http://auth:5000"));
+    }
+
+    #[test]
+    fn flag_errors_name_the_key() {
+        let err = error_line(&[], &[("grpc_addr", "nowhere")]);
+        assert!(
+            err.contains("grpc_addr") && err.contains("nowhere"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let (config, effective) =
+            loaded(&[("AIMENU_URL", "http://svc:hunter2@auth:5000")], &[]).unwrap();
+        assert!(!effective.to_toml().contains("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(effective.to_toml().contains("auth_enabled = true"));
+        // Only `expose` gives the URL itself, to the code that calls it.
+        assert_eq!(config.validator.url.expose().password(), Some("hunter2"));
+        let err = error_line(&[("AIMENU_URL", "ftp://svc:hunter2@auth")], &[]);
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,332 @@
+//! Values, both ways: each parser turns a layer's value (text from the environment or a flag,
+//! any TOML scalar from a file) into a checked, typed value or says what was expected; each type
+//! knows how `--check-config` shows it ([`Setting`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::value::Value;
+use reqwest::Url;
+
+use super::secret::{redact_text, Secret};
+use super::LogFormat;
+use crate::decision::OnValidatorError;
+
+/// A type a key can hold.
+pub(super) trait Setting: Sized {
+    /// How `--check-config` shows the value; `None` leaves the key out.
+    fn shown(&self) -> Option<toml::Value>;
+
+    /// The value of a key that no layer sets and that has no default; `None`: it is required.
+    fn unset() -> Option<Self> {
+        None
+    }
+}
+
+impl Setting for bool {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::Boolean(*self))
+    }
+}
+
+impl Setting for String {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.clone()))
+    }
+}
+
+impl Setting for SocketAddr {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.to_string()))
+    }
+}
+
+impl Setting for Duration {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(
+            humantime::format_duration(*self).to_string(),
+        ))
+    }
+}
+
+impl Setting for u64 {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(count(*self))
+    }
+}
+
+impl Setting for usize {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(count(*self))
+    }
+}
+
+/// A count as a TOML integer; every count is bounded far below `i64::MAX`, so the text is only
+/// a fallback.
+fn count<N: Copy + TryInto<i64> + ToString>(n: N) -> toml::Value {
+    n.try_into()
+        .map_or_else(|_| toml::Value::String(n.to_string()), toml::Value::Integer)
+}
+
+impl Setting for PathBuf {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.display().to_string()))
+    }
+}
+
+/// An optional key: unset unless a layer sets it, and then left out of `--check-config`.
+impl<T: Setting> Setting for Option<T> {
+    fn shown(&self) -> Option<toml::Value> {
+        self.as_ref().and_then(Setting::shown)
+    }
+
+    fn unset() -> Option<Self> {
+        Some(None)
+    }
+}
+
+impl Setting for Secret<Url> {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.to_string()))
+    }
+}
+
+impl Setting for OnValidatorError {
+    fn shown(&self) -> Option<toml::Value> {
+        word_of(ON_VALIDATOR_ERROR_WORDS, *self)
+    }
+}
+
+impl Setting for LogFormat {
+    fn shown(&self) -> Option<toml::Value> {
+        word_of(LOG_FORMAT_WORDS, *self)
+    }
+}
+
+/// How an error message shows a value that was rejected: quoted, and redacted for a secret key.
+pub(super) fn rejected_value(secret: bool, value: &Value) -> String {
+    let text = match (as_text(value), value) {
+        (Some(text), _) => text,
+        // A float is shown as written, though no key accepts one.
+        (None, Value::Num(_, n)) => n.to_f64().map(|f| f.to_string()).unwrap_or_default(),
+        (None, _) => "(not a scalar)".to_owned(),
+    };
+    let text = if secret { redact_text(&text) } else { text };
+    format!("{text:?}")
+}
+
+/// The value as text: a TOML file may give `9001` or `true` as a number or a bool.
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(_, s) => Some(s.clone()),
+        Value::Char(_, c) => Some(c.to_string()),
+        Value::Bool(_, b) => Some(b.to_string()),
+        // A float is no key's value: rendering 0.0 as "0" would turn it into a valid word.
+        Value::Num(_, n) => n
+            .to_u128()
+            .map(|n| n.to_string())
+            .or_else(|| n.to_i128().map(|n| n.to_string())),
+        _ => None,
+    }
+}
+
+const BOOL_EXPECTED: &str = "expected one of true, false, 1, 0, yes, no";
+
+pub(super) fn boolean(value: &Value) -> Result<bool, &'static str> {
+    if let Value::Bool(_, b) = value {
+        return Ok(*b);
+    }
+    let text = as_text(value).ok_or(BOOL_EXPECTED)?;
+    // Exact words in any letter case; `00`, `+0` or `0.0` are not among them.
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(BOOL_EXPECTED),
+    }
+}
+
+pub(super) fn url(value: &Value) -> Result<Secret<Url>, &'static str> {
+    const EXPECTED: &str = "expected an http:// or https:// URL, like http://auth:5000";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let url = Url::parse(text.trim()).map_err(|_| EXPECTED)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(EXPECTED);
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("expected a URL without query or fragment");
+    }
+    Ok(Secret::new(url))
+}
+
+pub(super) fn addr(value: &Value) -> Result<SocketAddr, &'static str> {
+    const EXPECTED: &str = "expected IP:PORT, like 0.0.0.0:9001 or [::1]:9001";
+    as_text(value)
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or(EXPECTED)
+}
+
+// Upper bounds: every accepted value must also start and serve (moka refuses a time-to-live
+// over 1000 years, tokio's semaphore more than 2^61 permits), and far beyond these a value is a
+// typo rather than a wish.
+const MINUTE: u64 = 60;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+
+fn bounded_duration(
+    text: Option<String>,
+    off_allowed: bool,
+    max_secs: u64,
+    expected: &'static str,
+) -> Result<Duration, &'static str> {
+    let text = text.ok_or(expected)?;
+    let duration = match text.trim() {
+        "0" | "off" if off_allowed => Duration::ZERO,
+        other => humantime::parse_duration(other).map_err(|_| expected)?,
+    };
+    if (duration.is_zero() && !off_allowed) || duration > Duration::from_secs(max_secs) {
+        return Err(expected);
+    }
+    Ok(duration)
+}
+
+pub(super) fn validator_timeout(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration from 1ms to 5m, like 5s or 500ms";
+    bounded_duration(as_text(value), false, 5 * MINUTE, EXPECTED)
+}
+
+pub(super) fn shutdown_grace(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration from 1ms to 1h, like 10s";
+    bounded_duration(as_text(value), false, HOUR, EXPECTED)
+}
+
+pub(super) fn drain_delay(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration up to 1h, like 5s, or 0 to turn it off";
+    bounded_duration(as_text(value), true, HOUR, EXPECTED)
+}
+
+/// A cache lifetime where `0` (or `off`) means "none".
+pub(super) fn ttl(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration up to 24h, like 10s, or 0 to turn it off";
+    bounded_duration(as_text(value), true, DAY, EXPECTED)
+}
+
+fn bounded_count<T: TryFrom<u64>>(
+    value: &Value,
+    max: u64,
+    expected: &'static str,
+) -> Result<T, &'static str> {
+    let text = as_text(value).ok_or(expected)?;
+    let n: u64 = text.trim().parse().map_err(|_| expected)?;
+    if n == 0 || n > max {
+        return Err(expected);
+    }
+    T::try_from(n).map_err(|_| expected)
+}
+
+pub(super) fn cache_entries(value: &Value) -> Result<u64, &'static str> {
+    bounded_count(
+        value,
+        10_000_000,
+        "expected a whole number from 1 to 10000000",
+    )
+}
+
+pub(super) fn concurrency(value: &Value) -> Result<usize, &'static str> {
+    bounded_count(value, 65_536, "expected a whole number from 1 to 65536")
+}
+
+pub(super) fn queue(value: &Value) -> Result<usize, &'static str> {
+    bounded_count(
+        value,
+        1_000_000,
+        "expected a whole number from 1 to 1000000",
+    )
+}
+
+pub(super) fn path(value: &Value) -> Result<Option<PathBuf>, &'static str> {
+    const EXPECTED: &str = "expected a file path";
+    match as_text(value) {
+        Some(text) if !text.trim().is_empty() => Ok(Some(PathBuf::from(text.trim()))),
+        _ => Err(EXPECTED),
+    }
+}
+
+pub(super) fn header_name(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected an HTTP header name, like x-auth-user";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let name = http::HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| EXPECTED)?;
+    // Pseudo-headers and host route the request, cookie holds the session, and hop-by-hop
+    // headers are dropped or re-framed by every proxy on the way: none can carry a session
+    // or an identity.
+    const RESERVED: &[&str] = &[
+        "host",
+        "cookie",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    if name.as_str().starts_with(':') || RESERVED.contains(&name.as_str()) {
+        return Err(
+            "expected an ordinary header name (not a pseudo-header, host, cookie, content-length or hop-by-hop)",
+        );
+    }
+    Ok(name.as_str().to_owned())
+}
+
+pub(super) fn cookie_name(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    // A cookie name is an RFC 7230 token, the same alphabet as a header name but case-kept.
+    if text.is_empty() || http::HeaderName::from_bytes(text.as_bytes()).is_err() {
+        return Err(EXPECTED);
+    }
+    Ok(text)
+}
+
+/// The words of a key with a fixed set of values, used both to read and to show it.
+type Words<T> = &'static [(&'static str, T)];
+
+const ON_VALIDATOR_ERROR_WORDS: Words<OnValidatorError> = &[
+    ("deny", OnValidatorError::Deny),
+    ("grpc-error", OnValidatorError::GrpcError),
+];
+
+const LOG_FORMAT_WORDS: Words<LogFormat> = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+
+fn word<T: Copy>(
+    words: Words<T>,
+    value: &Value,
+    expected: &'static str,
+) -> Result<T, &'static str> {
+    let text = as_text(value).ok_or(expected)?;
+    words
+        .iter()
+        .find(|(word, _)| *word == text.trim())
+        .map(|(_, value)| *value)
+        .ok_or(expected)
+}
+
+fn word_of<T: PartialEq>(words: Words<T>, value: T) -> Option<toml::Value> {
+    words
+        .iter()
+        .find(|(_, candidate)| *candidate == value)
+        .map(|(word, _)| toml::Value::String((*word).to_owned()))
+}
+
+pub(super) fn on_validator_error(value: &Value) -> Result<OnValidatorError, &'static str> {
+    word(
+        ON_VALIDATOR_ERROR_WORDS,
+        value,
+        "expected deny or grpc-error",
+    )
+}
+
+pub(super) fn log_format(value: &Value) -> Result<LogFormat, &'static str> {
+    word(LOG_FORMAT_WORDS, value, "expected text or json")
+}
