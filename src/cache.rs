@@ -371,36 +371,16 @@ mod tests {
                 }
             }
         };
-        // max-age below cache_ttl wins...
-        assert_eq!(
-            cache.verdict(&cookie("a"), with_max_age(60)).await.1,
-            Origin::Miss
-        );
-        advance(59);
-        assert_eq!(
-            cache.verdict(&cookie("a"), with_max_age(60)).await.1,
-            Origin::Hit
-        );
-        advance(1);
-        assert_eq!(
-            cache.verdict(&cookie("a"), with_max_age(60)).await.1,
-            Origin::Miss
-        );
-        // ...and above it, cache_ttl caps it.
-        assert_eq!(
-            cache.verdict(&cookie("b"), with_max_age(900)).await.1,
-            Origin::Miss
-        );
-        advance(299);
-        assert_eq!(
-            cache.verdict(&cookie("b"), with_max_age(900)).await.1,
-            Origin::Hit
-        );
-        advance(1);
-        assert_eq!(
-            cache.verdict(&cookie("b"), with_max_age(900)).await.1,
-            Origin::Miss
-        );
+        // max-age below cache_ttl wins; above it, cache_ttl caps it.
+        for (token, max_age, lives) in [("a", 60, 60), ("b", 900, 300)] {
+            let credential = cookie(token);
+            let lookup = || cache.verdict(&credential, with_max_age(max_age));
+            assert_eq!(lookup().await.1, Origin::Miss, "{token}");
+            advance(lives - 1);
+            assert_eq!(lookup().await.1, Origin::Hit, "{token}");
+            advance(1);
+            assert_eq!(lookup().await.1, Origin::Miss, "{token}");
+        }
     }
 
     #[tokio::test]
