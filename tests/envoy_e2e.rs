@@ -26,11 +26,14 @@ impl Stack {
         let validator = FakeValidator::start(vec![
             (
                 "user1-token",
-                Answer::json(200, r#"{"valid":true,"user":"user1"}"#),
+                Answer::json(
+                    200,
+                    r#"{"valid":true,"user":"user1","roles":["admin"],"email":"user1@example.com"}"#,
+                ),
             ),
             (
                 "user2-token",
-                Answer::json(200, r#"{"valid":true,"user":"user2"}"#),
+                Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
             ),
             ("nouser-token", Answer::json(200, r#"{"valid":true}"#)),
             (
@@ -194,6 +197,45 @@ async fn identity_cannot_be_spoofed() {
             assert!(response.upstream_saw(name).is_empty(), "{target}: {name}");
         }
     }
+}
+
+/// On admin routes Envoy removes nothing itself: only session-authz's answer can keep a client's
+/// own roles or email from the app.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_roles_and_email_never_reach_the_app_on_admin_routes() {
+    let stack = Stack::start(&[]).await;
+    let forged = [
+        ("x-auth-roles", "admin"),
+        ("X-Auth-Roles", "superuser"),
+        ("x-auth-email", "root@example.com"),
+        ("X-AUTH-EMAIL", "admin@example.com"),
+    ];
+    // user2: the validator names a role and no email.
+    let mut headers = vec![("Cookie", "session=user2-token")];
+    headers.extend(forged);
+    let response = stack.get("/admin", &headers).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user2"]);
+    assert_eq!(response.upstream_saw("x-auth-roles"), ["viewer"]);
+    assert!(response.upstream_saw("x-auth-email").is_empty());
+
+    // A valid session with no identity at all: every forged header removed.
+    let mut headers = vec![("X-Session-Token", "nouser-token")];
+    headers.extend(forged);
+    let response = stack.get("/api/admin/users", &headers).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
+        assert!(response.upstream_saw(name).is_empty(), "{name}");
+    }
+
+    // user1: the validator's whole identity, and nothing of the client's.
+    let mut headers = vec![("Cookie", "session=user1-token")];
+    headers.extend(forged);
+    let response = stack.get("/admin", &headers).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user1"]);
+    assert_eq!(response.upstream_saw("x-auth-roles"), ["admin"]);
+    assert_eq!(response.upstream_saw("x-auth-email"), ["user1@example.com"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
