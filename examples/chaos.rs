@@ -24,7 +24,12 @@ use session_authz_testkit::wait::listening;
 
 /// Every token the run invents starts with this, so the logs can be searched for all of them.
 const TOKEN_PREFIX: &str = "chaos-";
-const SEED_TOKENS: [(&str, &str); 2] = [("user1-token", "user1"), ("user2-token", "user2")];
+/// The sample validator's sessions: token, user and role (its email is the user's @example.com).
+const SEED_TOKENS: [(&str, &str, &str); 2] = [
+    ("user1-token", "user1", "admin"),
+    ("user2-token", "user2", "viewer"),
+];
+const IDENTITY_HEADERS: [&str; 3] = ["x-auth-user", "x-auth-roles", "x-auth-email"];
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -73,7 +78,8 @@ fn start_authz(
 /// One kind of request in the mix, and what it may be answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
-    /// A seed session (by cookie or header), maybe with a forged identity: 200 as that user, or 503.
+    /// A seed session (by cookie or header), maybe with a forged identity: 200 with exactly that
+    /// user's identity, or 503.
     Valid,
     Invalid,
     Garbage,
@@ -88,20 +94,25 @@ struct Request {
     kind: Kind,
     path: &'static str,
     headers: Vec<(String, String)>,
-    /// The user a 200 must name (for `Valid`).
-    user: Option<&'static str>,
+    /// The identity headers a 200 must carry, as sorted `name=value` (for `Valid`).
+    identity: Vec<String>,
 }
 
 fn next_request(n: u64) -> Request {
     let unique = format!("{TOKEN_PREFIX}{n:x}");
-    let (token, user) = SEED_TOKENS[(n % 2) as usize];
+    let (token, user, role) = SEED_TOKENS[(n % 2) as usize];
+    let identity = vec![
+        format!("x-auth-email={user}@example.com"),
+        format!("x-auth-roles={role}"),
+        format!("x-auth-user={user}"),
+    ];
     let h = |k: &str, v: String| (k.to_owned(), v);
     match n % 10 {
         0 | 1 => Request {
             kind: Kind::Valid,
             path: "/admin",
             headers: vec![h("cookie", format!("theme=dark; session={token}"))],
-            user: Some(user),
+            identity,
         },
         2 => Request {
             kind: Kind::Valid,
@@ -109,14 +120,16 @@ fn next_request(n: u64) -> Request {
             headers: vec![
                 h("x-session-token", token.to_owned()),
                 h("x-auth-user", "root".to_owned()),
+                h("X-Auth-Roles", "admin,root".to_owned()),
+                h("x-auth-email", "root@example.com".to_owned()),
             ],
-            user: Some(user),
+            identity,
         },
         3 => Request {
             kind: Kind::Invalid,
             path: "/admin",
             headers: vec![h("cookie", format!("session={unique}"))],
-            user: None,
+            identity: vec![],
         },
         4 => Request {
             kind: Kind::Garbage,
@@ -125,7 +138,7 @@ fn next_request(n: u64) -> Request {
                 "cookie",
                 format!("session=\"{unique}; session={unique}-x; =;;{n}"),
             )],
-            user: None,
+            identity: vec![],
         },
         5 => Request {
             kind: Kind::Ambiguous,
@@ -134,13 +147,16 @@ fn next_request(n: u64) -> Request {
                 h("cookie", format!("session={token}")),
                 h("x-session-token", unique),
             ],
-            user: None,
+            identity: vec![],
         },
         6 => Request {
             kind: Kind::ForgedIdentityOnly,
             path: "/admin",
-            headers: vec![h("x-auth-user", user.to_owned())],
-            user: None,
+            headers: vec![
+                h("x-auth-user", user.to_owned()),
+                h("x-auth-roles", "admin".to_owned()),
+            ],
+            identity: vec![],
         },
         7 | 8 => Request {
             kind: Kind::PathTrick,
@@ -153,19 +169,23 @@ fn next_request(n: u64) -> Request {
                 "/Api/Admin/x",
             ][(n % 6) as usize],
             headers: vec![h("cookie", format!("session={unique}"))],
-            user: None,
+            identity: vec![],
         },
         _ => Request {
             kind: Kind::PublicForged,
             path: "/public",
-            headers: vec![h("x-auth-user", user.to_owned())],
-            user: None,
+            headers: vec![
+                h("x-auth-user", user.to_owned()),
+                h("x-auth-roles", "admin".to_owned()),
+                h("X-Auth-Email", format!("{user}@example.com")),
+            ],
+            identity: vec![],
         },
     }
 }
 
 /// Sends one request on a fresh connection, exactly as written; returns the status and the
-/// identity the app received.
+/// identity headers the app received (sorted `name=value`).
 async fn send(envoy: SocketAddr, request: &Request) -> Option<(u16, Vec<String>)> {
     let headers: Vec<(&str, &str)> = request
         .headers
@@ -173,12 +193,16 @@ async fn send(envoy: SocketAddr, request: &Request) -> Option<(u16, Vec<String>)
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let response = try_raw_get(envoy, request.path, &headers).await.ok()?;
-    let users = if response.status == 200 {
-        response.upstream_saw("x-auth-user")
-    } else {
-        Vec::new()
-    };
-    Some((response.status, users))
+    let mut identity = Vec::new();
+    if response.status == 200 {
+        for name in IDENTITY_HEADERS {
+            for value in response.upstream_saw(name) {
+                identity.push(format!("{name}={value}"));
+            }
+        }
+    }
+    identity.sort();
+    Some((response.status, identity))
 }
 
 #[derive(Default)]
@@ -251,7 +275,7 @@ async fn main() {
                     }
                     tally.allows += 1;
                     match request.kind {
-                        Kind::Valid if users == [request.user.unwrap_or_default()] => {}
+                        Kind::Valid if users == request.identity => {}
                         Kind::Valid => tally.wrong_user.push(format!(
                             "{} {:?} → {users:?}",
                             request.path, request.headers
@@ -314,7 +338,7 @@ async fn main() {
     let log_lines = logs.lines().count();
     let mut token_hits: Vec<&str> = logs
         .lines()
-        .filter(|l| l.contains(TOKEN_PREFIX) || SEED_TOKENS.iter().any(|(t, _)| l.contains(t)))
+        .filter(|l| l.contains(TOKEN_PREFIX) || SEED_TOKENS.iter().any(|(t, ..)| l.contains(t)))
         .take(5)
         .collect();
     token_hits.dedup();

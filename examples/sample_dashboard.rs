@@ -1,6 +1,7 @@
 //! A stand-in for the seed guide's "Serverless Proxy": an admin dashboard under `/admin` and
-//! `/api/admin` that greets the user Envoy names in `x-auth-user`, and public pages elsewhere.
-//! It trusts `x-auth-user` only because Envoy in front of it sets or strips that header.
+//! `/api/admin` that greets the user Envoy names in `x-auth-user` with the roles in
+//! `x-auth-roles`, and public pages elsewhere. It trusts those headers only because Envoy and
+//! session-authz in front of it set or strip them on every request.
 //!
 //! `cargo run --example sample_dashboard -- [ADDR]` (default `127.0.0.1:8000`).
 
@@ -8,13 +9,12 @@ use axum::http::{HeaderMap, Uri};
 use axum::Router;
 
 async fn page(uri: Uri, headers: HeaderMap) -> String {
-    let user = headers
-        .get("x-auth-user")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("(no user header)");
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let user = header("x-auth-user").unwrap_or("(no user header)");
+    let roles = header("x-auth-roles").unwrap_or("none");
     let path = uri.path();
     if path.starts_with("/admin") || path.starts_with("/api/admin") {
-        format!("Admin dashboard: hello, {user}! ({path})\n")
+        format!("Admin dashboard: hello, {user}! Your roles: {roles}. ({path})\n")
     } else {
         format!("Public page {path}: no session needed.\n")
     }

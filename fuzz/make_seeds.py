@@ -38,6 +38,9 @@ for i, data in enumerate([
     answer(200, b'{"valid":true,"valid":false}'),
     answer(401, b'{"valid":true}'),
     answer(200, b"[" * 200 + b"]" * 200),
+    answer(200, b'{"valid":true,"user":"a","roles":["admin","ops:read"],"email":"a@example.com"}'),
+    answer(200, b'{"valid":true,"user":"a","roles":["ad min"],"email":"a@b,c@d"}'),
+    answer(200, b'{"valid":true,"roles":"admin","email":null}'),
 ]):
     write("validator_answer", f"seed-{i}", data)
 
@@ -71,5 +74,7 @@ for i, data in enumerate([
     b"\x00" + check_request(raw=[(b"cookie", b"a=\xff; session=T")]),
     b"\x03" + check_request(),
     b"\x00" + field(1, b""),
+    b"\x03" + check_request([(b"cookie", b"session=T"), (b"x-auth-roles", b"admin")]),
+    b"\x04" + check_request([(b"x-session-token", b"T")]),
 ]):
     write("check_request", f"seed-{i}", data)

@@ -41,7 +41,9 @@ RUST_LOG="${RUST_LOG:-info,session_authz=debug}" \
   target/release/session-authz &
 pids+=($!)
 wait_for http://127.0.0.1:9002/readyz
-.tools/bin/envoy -c envoy/envoy.yaml --disable-hot-restart --concurrency 2 -l warning &
+# The access log (stdout) is flushed every 0.5 s rather than Envoy's default 10 s, for watching.
+.tools/bin/envoy -c envoy/envoy.yaml --disable-hot-restart --concurrency 2 -l warning \
+  --file-flush-interval-msec 500 &
 pids+=($!)
 wait_for http://127.0.0.1:9901/ready
 
@@ -51,14 +53,16 @@ The admin dashboard is behind Envoy on http://localhost:8080 (session-authz chec
 /admin request against the sample validator). Try:
 
   curl -i localhost:8080/admin                                   # 401, no session
-  curl -i -b session=user1-token localhost:8080/admin            # 200, "hello, user1!"
-  curl -i -H 'X-Session-Token: user2-token' localhost:8080/api/admin/stats   # 200, user2
+  curl -i -b session=user1-token localhost:8080/admin            # 200, "hello, user1! ... admin"
+  curl -i -H 'X-Session-Token: user2-token' -H 'x-auth-roles: admin' \
+    localhost:8080/api/admin/stats                               # 200, user2, roles: viewer
   curl -i -b session=stolen localhost:8080/admin                 # 401, invalid session
   curl -i -H 'x-auth-user: root' localhost:8080/                 # public page, forged header dropped
 
   .tools/bin/grpcurl -plaintext 127.0.0.1:9001 list              # session-authz by reflection
   curl -s localhost:9901/clusters | grep session_authz           # Envoy's health check of it
 
+Envoy's access log (one JSON line per request: user, roles, reason, cache) appears here.
 Ctrl-C stops everything.
 MSG
 wait

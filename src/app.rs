@@ -109,7 +109,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         metrics,
         cache,
     };
-    let check = AuthorizationServer::new(CheckService::new(core, config.user_header.clone()));
+    let check = AuthorizationServer::new(CheckService::new(core, config.identity_headers.clone()));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
 

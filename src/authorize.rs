@@ -38,6 +38,16 @@ pub trait Verdicts: Send + Sync {
     ) -> impl Future<Output = (Verdict, Origin)> + Send;
 }
 
+/// What the core answers a door: the decision, and how the verdict behind it was obtained (for
+/// the door to report, e.g. in Envoy's dynamic metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub decision: Decision,
+    /// How the cache answered; `None` when no verdict was asked for (no credential, an
+    /// ambiguous one, auth disabled, an unreadable request).
+    pub cache: Option<Origin>,
+}
+
 /// What the core needs to know of the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -64,23 +74,34 @@ impl<V: Verdicts> Authorizer<V> {
     }
 
     /// Decides one request.
-    pub async fn authorize(&self, request: &RequestView<'_>) -> Decision {
+    pub async fn authorize(&self, request: &RequestView<'_>) -> Checked {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
-        let (situation, credential) = self.situation(request).await;
+        let (situation, found) = self.situation(request).await;
         let decision = decide(situation, self.settings.on_error);
-        self.record(&decision, credential.as_ref(), started);
-        decision
+        let (credential, cache) = match found {
+            Some((credential, origin)) => (Some(credential), Some(origin)),
+            None => (None, None),
+        };
+        self.record(&decision, credential.as_ref(), cache, started);
+        Checked { decision, cache }
     }
 
     /// Decides a request the door could not read (a Check without HTTP attributes).
-    pub fn unreadable(&self) -> Decision {
+    pub fn unreadable(&self) -> Checked {
         let decision = decide(Situation::Malformed, self.settings.on_error);
-        self.record(&decision, None, Instant::now());
-        decision
+        self.record(&decision, None, None, Instant::now());
+        Checked {
+            decision,
+            cache: None,
+        }
     }
 
-    async fn situation(&self, request: &RequestView<'_>) -> (Situation, Option<Credential>) {
+    /// The situation, and the credential with how its verdict was obtained when one was asked.
+    async fn situation(
+        &self,
+        request: &RequestView<'_>,
+    ) -> (Situation, Option<(Credential, Origin)>) {
         if !self.settings.auth_enabled {
             return (Situation::AuthDisabled, None);
         }
@@ -88,7 +109,8 @@ impl<V: Verdicts> Authorizer<V> {
             Lookup::Absent => (Situation::NoCredential, None),
             Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None),
             Lookup::Found(credential) => {
-                let situation = match self.verdicts.verdict(&credential, request).await {
+                let (verdict, origin) = self.verdicts.verdict(&credential, request).await;
+                let situation = match (verdict, origin) {
                     (Verdict::Valid(identity), Origin::Stale) => {
                         tracing::warn!(
                             token = %credential.fingerprint(),
@@ -98,22 +120,30 @@ impl<V: Verdicts> Authorizer<V> {
                     }
                     (verdict, _) => Situation::Checked(verdict),
                 };
-                (situation, Some(credential))
+                (situation, Some((credential, origin)))
             }
         }
     }
 
-    fn record(&self, decision: &Decision, credential: Option<&Credential>, started: Instant) {
+    fn record(
+        &self,
+        decision: &Decision,
+        credential: Option<&Credential>,
+        cache: Option<Origin>,
+        started: Instant,
+    ) {
         let took = started.elapsed();
         self.metrics.decision(decision, took);
-        let user = match decision {
-            Decision::Allow { identity, .. } => identity.user.as_deref(),
+        let identity = match decision {
+            Decision::Allow { identity, .. } => Some(identity),
             _ => None,
         };
         tracing::debug!(
             outcome = if decision.is_allow() { "allow" } else { "deny" },
             reason = decision.reason().as_str(),
-            user,
+            user = identity.and_then(|i| i.user.as_deref()),
+            roles = identity.and_then(|i| i.roles_value()),
+            cache = cache.map_or("none", Origin::as_str),
             // Evaluated only when debug is on: hashing is not free.
             token = credential.map(Credential::fingerprint),
             latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),

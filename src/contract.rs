@@ -11,19 +11,46 @@ use serde::Deserialize;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest `user` accepted as a header value.
 pub const MAX_USER_BYTES: usize = 256;
+/// The longest `email` accepted (RFC 5321's limit on a forward path, less its angle brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// The most roles one answer may name.
+pub const MAX_ROLES: usize = 64;
+/// The longest role name.
+pub const MAX_ROLE_BYTES: usize = 64;
 
 /// Whose session it is, as a valid answer says. Only [`Verdict::Valid`] carries one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
-    /// The user name (or decimal id) for the identity header; `None` when the answer named none.
+    /// The user name (or decimal id) for the user header; `None` when the answer named none.
     pub user: Option<String>,
+    /// The roles for the roles header, in the validator's order; empty when it named none.
+    pub roles: Vec<String>,
+    /// The address for the email header; `None` when the answer named none.
+    pub email: Option<String>,
 }
 
 impl Identity {
+    /// A user with no roles and no email.
     pub fn user(user: impl Into<String>) -> Self {
         Self {
             user: Some(user.into()),
+            ..Self::default()
         }
+    }
+
+    pub fn with_roles<R: Into<String>>(mut self, roles: impl IntoIterator<Item = R>) -> Self {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn with_email(mut self, email: impl Into<String>) -> Self {
+        self.email = Some(email.into());
+        self
+    }
+
+    /// The roles as one header value: comma-joined (`admin,viewer`), `None` when there are none.
+    pub fn roles_value(&self) -> Option<String> {
+        (!self.roles.is_empty()).then(|| self.roles.join(","))
     }
 }
 
@@ -46,6 +73,10 @@ pub enum ValidatorError {
     Malformed(String),
     #[error("validator named an unsafe user ({0})")]
     UnsafeUser(&'static str),
+    #[error("validator named unsafe roles ({0})")]
+    UnsafeRoles(&'static str),
+    #[error("validator named an unsafe email ({0})")]
+    UnsafeEmail(&'static str),
     #[error("validator answer is larger than {MAX_BODY_BYTES} bytes")]
     BodyTooLarge,
     #[error("validator did not answer in time")]
@@ -63,6 +94,8 @@ pub enum ErrorKind {
     Status,
     Malformed,
     UnsafeUser,
+    UnsafeRoles,
+    UnsafeEmail,
     BodyTooLarge,
     Timeout,
     Transport,
@@ -76,6 +109,8 @@ impl ErrorKind {
             ErrorKind::Status => "status",
             ErrorKind::Malformed => "malformed",
             ErrorKind::UnsafeUser => "unsafe_user",
+            ErrorKind::UnsafeRoles => "unsafe_roles",
+            ErrorKind::UnsafeEmail => "unsafe_email",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Transport => "transport",
@@ -91,6 +126,8 @@ impl ValidatorError {
             ValidatorError::UnexpectedStatus(_) => ErrorKind::Status,
             ValidatorError::Malformed(_) => ErrorKind::Malformed,
             ValidatorError::UnsafeUser(_) => ErrorKind::UnsafeUser,
+            ValidatorError::UnsafeRoles(_) => ErrorKind::UnsafeRoles,
+            ValidatorError::UnsafeEmail(_) => ErrorKind::UnsafeEmail,
             ValidatorError::BodyTooLarge => ErrorKind::BodyTooLarge,
             ValidatorError::Timeout => ErrorKind::Timeout,
             ValidatorError::Transport(_) => ErrorKind::Transport,
@@ -99,11 +136,18 @@ impl ValidatorError {
     }
 }
 
+/// The fields of an answer the contract reads; any others are ignored.
 #[derive(Deserialize)]
 struct Answer {
     valid: bool,
     #[serde(default, deserialize_with = "present_user")]
     user: Option<String>,
+    /// A missing list is no roles; `null`, a string or a list holding a non-string is malformed.
+    #[serde(default)]
+    roles: Vec<String>,
+    /// May be missing, but when present it is a string (`null` is malformed, as for `user`).
+    #[serde(default, deserialize_with = "present_string")]
+    email: Option<String>,
 }
 
 /// `user` as the contract allows it: a string, or an integer id (the seed's database-backed
@@ -124,6 +168,10 @@ fn present_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
         UserField::Id(id) => id.to_string(),
         UserField::LargeId(id) => id.to_string(),
     }))
+}
+
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// Maps a status code and body to a verdict, strictly (docs/architecture.md, "The validator contract").
@@ -153,28 +201,66 @@ pub fn interpret(status: u16, body: &[u8]) -> Verdict {
     if !answer.valid {
         return Verdict::Invalid;
     }
-    match answer.user {
-        None => Verdict::Valid(Identity::default()),
-        Some(user) if user.is_empty() => Verdict::Valid(Identity::default()),
-        Some(user) => match screen_user(&user) {
-            Ok(()) => Verdict::Valid(Identity::user(user)),
-            Err(why) => Verdict::Error(ValidatorError::UnsafeUser(why)),
-        },
+    match identity(answer) {
+        Ok(identity) => Verdict::Valid(identity),
+        Err(err) => Verdict::Error(err),
     }
 }
 
-/// A user name becomes a header value upstream: it must be short and plain.
-fn screen_user(user: &str) -> Result<(), &'static str> {
+/// The identity of a valid answer: every field safe as a header value, or an error (never a
+/// partial identity). An empty `user` or `email` counts as none.
+fn identity(answer: Answer) -> Result<Identity, ValidatorError> {
+    let user = answer.user.filter(|user| !user.is_empty());
+    if let Some(user) = &user {
+        screen_text(user, MAX_USER_BYTES).map_err(ValidatorError::UnsafeUser)?;
+    }
+    screen_roles(&answer.roles).map_err(ValidatorError::UnsafeRoles)?;
+    let email = answer.email.filter(|email| !email.is_empty());
+    if let Some(email) = &email {
+        screen_text(email, MAX_EMAIL_BYTES).map_err(ValidatorError::UnsafeEmail)?;
+    }
+    Ok(Identity {
+        user,
+        roles: answer.roles,
+        email,
+    })
+}
+
+/// Roles are joined with commas into one header value and matched by route rules: each must be
+/// a short plain word that no reader could split or read two ways.
+fn screen_roles(roles: &[String]) -> Result<(), &'static str> {
+    if roles.len() > MAX_ROLES {
+        return Err("more than 64 roles");
+    }
+    for role in roles {
+        if role.is_empty() {
+            return Err("an empty role");
+        }
+        if role.len() > MAX_ROLE_BYTES {
+            return Err("a role over 64 bytes");
+        }
+        if !role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
+        {
+            return Err("a role outside [A-Za-z0-9._:/-]");
+        }
+    }
+    Ok(())
+}
+
+/// A user name or email becomes a header value upstream: it must be short and plain.
+fn screen_text(text: &str, max_bytes: usize) -> Result<(), &'static str> {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
-    if user.len() > MAX_USER_BYTES {
+    if text.len() > max_bytes {
         return Err("too long");
     }
-    if user.chars().any(char::is_control) {
+    if text.chars().any(char::is_control) {
         return Err("control characters");
     }
     // Zero-width and bidi marks make two names look alike; line and paragraph separators end
     // a line for some log readers.
-    if user.chars().any(|c| {
+    if text.chars().any(|c| {
         matches!(
             c.general_category(),
             GeneralCategory::Format
@@ -184,11 +270,11 @@ fn screen_user(user: &str) -> Result<(), &'static str> {
     }) {
         return Err("format or separator characters");
     }
-    if user.contains(',') {
+    if text.contains(',') {
         // Many frameworks split a header on commas: `a, admin` would read as two values.
         return Err("a comma");
     }
-    if user.trim() != user {
+    if text.trim() != text {
         // Envoy trims header values, so a padded name would not arrive as sent.
         return Err("surrounding whitespace");
     }
@@ -238,7 +324,16 @@ mod tests {
     fn valid(user: Option<&str>) -> Verdict {
         Verdict::Valid(Identity {
             user: user.map(str::to_owned),
+            ..Identity::default()
         })
+    }
+
+    fn answer(fields: serde_json::Value) -> Verdict {
+        let mut body = serde_json::json!({"valid": true, "user": "alice"});
+        for (key, value) in fields.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        interpret(200, body.to_string().as_bytes())
     }
 
     fn is_error(verdict: &Verdict) -> bool {
@@ -366,5 +461,170 @@ mod tests {
             200,
             br#"{"valid":true,"user":18446744073709551616}"#
         )));
+    }
+
+    #[test]
+    fn roles_and_email_become_the_identity() {
+        assert_eq!(
+            answer(serde_json::json!({"roles": ["admin", "viewer"], "email": "a@example.com"})),
+            Verdict::Valid(
+                Identity::user("alice")
+                    .with_roles(["admin", "viewer"])
+                    .with_email("a@example.com")
+            )
+        );
+        // Absent, empty list and empty string are all "none".
+        for fields in [
+            serde_json::json!({}),
+            serde_json::json!({"roles": []}),
+            serde_json::json!({"email": ""}),
+            serde_json::json!({"roles": [], "email": ""}),
+        ] {
+            assert_eq!(answer(fields.clone()), valid(Some("alice")), "{fields}");
+        }
+        // Roles and email without a user.
+        assert_eq!(
+            interpret(
+                200,
+                br#"{"valid":true,"roles":["ops"],"email":"ops@example.com"}"#
+            ),
+            Verdict::Valid(Identity {
+                user: None,
+                roles: vec!["ops".to_owned()],
+                email: Some("ops@example.com".to_owned()),
+            })
+        );
+        // Every allowed character, the longest role, the most roles, the longest email.
+        let alphabet = "AZaz09._:/-";
+        let longest = "r".repeat(MAX_ROLE_BYTES);
+        let many: Vec<String> = (0..MAX_ROLES).map(|i| format!("role-{i}")).collect();
+        let email = format!("{}@example.com", "e".repeat(MAX_EMAIL_BYTES - 12));
+        assert_eq!(email.len(), MAX_EMAIL_BYTES);
+        for roles in [vec![alphabet.to_owned()], vec![longest], many] {
+            let verdict = answer(serde_json::json!({"roles": roles, "email": email}));
+            assert_eq!(
+                verdict,
+                Verdict::Valid(
+                    Identity::user("alice")
+                        .with_roles(roles.clone())
+                        .with_email(email.clone())
+                )
+            );
+        }
+        // Extra fields stay ignored, even ones that look like identity.
+        assert_eq!(
+            answer(serde_json::json!({"groups": ["root"], "role": 7, "emails": null})),
+            valid(Some("alice"))
+        );
+        assert_eq!(
+            Identity::user("a")
+                .with_roles(["admin", "viewer"])
+                .roles_value()
+                .as_deref(),
+            Some("admin,viewer")
+        );
+        assert_eq!(Identity::user("a").roles_value(), None);
+    }
+
+    #[test]
+    fn unsafe_roles_are_errors() {
+        let too_many: Vec<String> = (0..=MAX_ROLES).map(|i| format!("role-{i}")).collect();
+        for roles in [
+            serde_json::json!(too_many),
+            serde_json::json!(["r".repeat(MAX_ROLE_BYTES + 1)]),
+            serde_json::json!([""]),
+            serde_json::json!(["ad min"]),
+            serde_json::json!(["admin,viewer"]),
+            serde_json::json!(["admin", "viewer,root"]),
+            serde_json::json!(["rôle"]),
+            serde_json::json!(["admin\r\n"]),
+            serde_json::json!(["ad\u{200b}min"]),
+            serde_json::json!(["admin;x"]),
+            serde_json::json!(["admin\"x"]),
+            serde_json::json!([" admin"]),
+            serde_json::json!(["viewer", "admin\t"]),
+        ] {
+            let body = format!(r#"{{"valid":true,"user":"alice","roles":{roles}}}"#);
+            let verdict = interpret(200, body.as_bytes());
+            assert!(
+                matches!(verdict, Verdict::Error(ValidatorError::UnsafeRoles(_))),
+                "{roles}: {verdict:?}"
+            );
+        }
+        // The wrong shape is malformed, whatever the rest of the answer says.
+        for roles in [
+            r#""admin""#,
+            "null",
+            "7",
+            r#"{"admin":true}"#,
+            r#"["admin",7]"#,
+            r#"["admin",null]"#,
+            r#"[["admin"]]"#,
+            "true",
+        ] {
+            let body = format!(r#"{{"valid":true,"user":"alice","roles":{roles}}}"#);
+            let verdict = interpret(200, body.as_bytes());
+            assert!(
+                matches!(verdict, Verdict::Error(ValidatorError::Malformed(_))),
+                "{roles}: {verdict:?}"
+            );
+        }
+        // The shape is checked whatever `valid` says, as for `user`.
+        assert!(matches!(
+            interpret(200, br#"{"valid":false,"roles":"admin"}"#),
+            Verdict::Error(ValidatorError::Malformed(_))
+        ));
+        // An invalid answer's roles are never screened: it is a 401 whatever they hold.
+        assert_eq!(
+            interpret(200, br#"{"valid":false,"roles":["bad role"]}"#),
+            Verdict::Invalid
+        );
+    }
+
+    #[test]
+    fn unsafe_emails_are_errors() {
+        for email in [
+            "a@example.com, root@example.com",
+            "a@example.com,b@example.com",
+            "a@example.com\r\nx-admin: 1",
+            "a@example.com\n",
+            "a\u{0}@example.com",
+            "ad\u{200b}min@example.com",
+            "\u{202e}admin@example.com",
+            "admin@example.com\u{2028}",
+            " a@example.com",
+            "a@example.com ",
+        ] {
+            let verdict = answer(serde_json::json!({ "email": email }));
+            assert!(
+                matches!(verdict, Verdict::Error(ValidatorError::UnsafeEmail(_))),
+                "{email}: {verdict:?}"
+            );
+        }
+        let long = format!("{}@example.com", "e".repeat(MAX_EMAIL_BYTES - 11));
+        assert!(matches!(
+            answer(serde_json::json!({ "email": long })),
+            Verdict::Error(ValidatorError::UnsafeEmail(_))
+        ));
+        for email in ["null", "7", "true", r#"["a@example.com"]"#, r#"{"a":1}"#] {
+            let body = format!(r#"{{"valid":true,"user":"alice","email":{email}}}"#);
+            let verdict = interpret(200, body.as_bytes());
+            assert!(
+                matches!(verdict, Verdict::Error(ValidatorError::Malformed(_))),
+                "{email}: {verdict:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_unsafe_field_spoils_the_whole_identity() {
+        // Never a partial identity: a good user with a bad role or email is an error.
+        for fields in [
+            serde_json::json!({"roles": ["admin", "bad role"], "email": "a@example.com"}),
+            serde_json::json!({"roles": ["admin"], "email": "a@example.com,b@example.com"}),
+            serde_json::json!({"user": "al,ice", "roles": ["admin"], "email": "a@example.com"}),
+        ] {
+            assert!(is_error(&answer(fields.clone())), "{fields}");
+        }
     }
 }

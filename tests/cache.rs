@@ -410,3 +410,82 @@ async fn stale_if_error_keeps_recent_sessions_during_a_blip() {
     );
     running.shutdown().await.unwrap();
 }
+
+/// A cached answer, and one served in the stale-if-error window, carry the validator's whole
+/// identity (never only the user), and the metadata tells where the answer came from.
+#[tokio::test]
+async fn cached_and_stale_answers_keep_the_whole_identity() {
+    let full = || {
+        Answer::json(
+            200,
+            r#"{"valid":true,"user":"alice","roles":["admin","viewer"],"email":"alice@example.com"}"#,
+        )
+    };
+    let expected = allow_with(
+        Some("alice"),
+        Some("admin,viewer"),
+        Some("alice@example.com"),
+    );
+    let validator = FakeValidator::start(vec![("tok", full())]).await;
+    let running = start_service(&[
+        ("aimenu_url", &validator.url()),
+        ("cache_ttl", "100ms"),
+        ("stale_if_error", "30s"),
+    ])
+    .await;
+    let client = client(&running).await;
+    let check = || {
+        let mut client = client.clone();
+        async move {
+            let request = check_request(&[("cookie", "session=tok")]);
+            client.check(request).await.unwrap().into_inner()
+        }
+    };
+    let first = check().await;
+    assert_eq!(outcome(&first), expected);
+    assert_eq!(
+        metadata(&first),
+        [
+            "cache=miss",
+            "reason=valid_session",
+            "roles=admin,viewer",
+            "user=alice"
+        ]
+    );
+
+    // From the cache, within its 100 ms: the same identity. A slow machine may miss the
+    // window, so look for one hit among a few tries rather than assume the first is one.
+    let hit = eventually(Duration::from_secs(10), || async {
+        let response = check().await;
+        assert_eq!(outcome(&response), expected);
+        metadata(&response)
+            .contains(&"cache=hit".to_owned())
+            .then_some(metadata(&response))
+    })
+    .await
+    .expect("never a cache hit");
+    assert!(hit.contains(&"roles=admin,viewer".to_owned()), "{hit:?}");
+
+    // The validator fails: once the entry is gone, the stale window answers with the whole
+    // identity too.
+    validator.set_answer("tok", Answer::json(503, "{}"));
+    let stale = eventually(Duration::from_secs(10), || async {
+        let response = check().await;
+        assert_eq!(outcome(&response), expected);
+        metadata(&response)
+            .contains(&"cache=stale".to_owned())
+            .then_some(metadata(&response))
+    })
+    .await
+    .expect("never allowed from the stale window");
+    assert_eq!(
+        stale,
+        [
+            "cache=stale",
+            "reason=stale_session",
+            "roles=admin,viewer",
+            "user=alice"
+        ]
+    );
+    running.shutdown().await.unwrap();
+}

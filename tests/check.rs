@@ -396,3 +396,241 @@ async fn concurrent_tokens_each_get_their_own_user() {
     }
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn roles_and_email_map_as_contract_v2_says() {
+    let too_many: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+    let answers = vec![
+        (
+            "full",
+            r#"{"valid":true,"user":"alice","roles":["admin","viewer"],"email":"alice@example.com"}"#.to_owned(),
+        ),
+        (
+            "roles-only",
+            r#"{"valid":true,"roles":["ops:read","team/a"]}"#.to_owned(),
+        ),
+        (
+            "empty-roles",
+            r#"{"valid":true,"user":7,"roles":[],"email":""}"#.to_owned(),
+        ),
+        (
+            "unknown-fields",
+            r#"{"valid":true,"user":"bob","groups":["root"],"isAdmin":true}"#.to_owned(),
+        ),
+        (
+            "65-roles",
+            serde_json::json!({"valid": true, "user": "a", "roles": too_many}).to_string(),
+        ),
+        (
+            "65-byte-role",
+            serde_json::json!({"valid": true, "user": "a", "roles": ["r".repeat(65)]}).to_string(),
+        ),
+        (
+            "role-space",
+            r#"{"valid":true,"user":"a","roles":["ad min"]}"#.to_owned(),
+        ),
+        (
+            "role-comma",
+            r#"{"valid":true,"user":"a","roles":["admin,root"]}"#.to_owned(),
+        ),
+        (
+            "role-non-ascii",
+            r#"{"valid":true,"user":"a","roles":["admín"]}"#.to_owned(),
+        ),
+        (
+            "roles-string",
+            r#"{"valid":true,"user":"a","roles":"admin"}"#.to_owned(),
+        ),
+        (
+            "roles-null",
+            r#"{"valid":true,"user":"a","roles":null}"#.to_owned(),
+        ),
+        (
+            "role-number",
+            r#"{"valid":true,"user":"a","roles":["admin",1]}"#.to_owned(),
+        ),
+        (
+            "email-comma",
+            r#"{"valid":true,"user":"a","email":"a@example.com,root@example.com"}"#.to_owned(),
+        ),
+        (
+            "email-crlf",
+            r#"{"valid":true,"user":"a","email":"a@example.com\r\nx-admin: 1"}"#.to_owned(),
+        ),
+        (
+            "email-zero-width",
+            r#"{"valid":true,"user":"a","email":"a\u200b@example.com"}"#.to_owned(),
+        ),
+        (
+            "email-number",
+            r#"{"valid":true,"user":"a","email":42}"#.to_owned(),
+        ),
+    ];
+    let validator = FakeValidator::start(
+        answers
+            .iter()
+            .map(|(token, body)| (*token, Answer::json(200, body)))
+            .collect(),
+    )
+    .await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let mut client = client(&running).await;
+
+    let expectations = [
+        (
+            "full",
+            allow_with(
+                Some("alice"),
+                Some("admin,viewer"),
+                Some("alice@example.com"),
+            ),
+        ),
+        (
+            "roles-only",
+            allow_with(None, Some("ops:read,team/a"), None),
+        ),
+        ("empty-roles", allow_as("7")),
+        ("unknown-fields", allow_as("bob")),
+        ("65-roles", deny_503()),
+        ("65-byte-role", deny_503()),
+        ("role-space", deny_503()),
+        ("role-comma", deny_503()),
+        ("role-non-ascii", deny_503()),
+        ("roles-string", deny_503()),
+        ("roles-null", deny_503()),
+        ("role-number", deny_503()),
+        ("email-comma", deny_503()),
+        ("email-crlf", deny_503()),
+        ("email-zero-width", deny_503()),
+        ("email-number", deny_503()),
+    ];
+    assert_eq!(expectations.len(), answers.len());
+    for (token, expected) in expectations {
+        let cookie = format!("session={token}");
+        // A client's own identity headers change nothing.
+        let request = check_request(&[
+            ("cookie", &cookie),
+            ("x-auth-roles", "admin"),
+            ("x-auth-email", "root@example.com"),
+        ]);
+        assert_eq!(
+            outcome_of(&mut client, request).await,
+            expected,
+            "token {token}"
+        );
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_answer_carries_dynamic_metadata() {
+    let validator = FakeValidator::start(vec![
+        (
+            "admin",
+            Answer::json(
+                200,
+                r#"{"valid":true,"user":"alice","roles":["admin"],"email":"a@example.com"}"#,
+            ),
+        ),
+        ("anonymous", Answer::json(200, r#"{"valid":true}"#)),
+        ("revoked", Answer::json(401, r#"{"valid":false}"#)),
+        ("broken", Answer::json(500, "{}")),
+        (
+            "bad-role",
+            Answer::json(200, r#"{"valid":true,"user":"a","roles":["a b"]}"#),
+        ),
+    ])
+    .await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let mut client = client(&running).await;
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 8] = [
+        (
+            &[("cookie", "session=admin")],
+            &[
+                "cache=miss",
+                "reason=valid_session",
+                "roles=admin",
+                "user=alice",
+            ],
+        ),
+        (
+            &[("x-session-token", "admin")],
+            &[
+                "cache=miss",
+                "reason=valid_session",
+                "roles=admin",
+                "user=alice",
+            ],
+        ),
+        (
+            &[("cookie", "session=admin")],
+            &[
+                "cache=hit",
+                "reason=valid_session",
+                "roles=admin",
+                "user=alice",
+            ],
+        ),
+        (
+            &[("cookie", "session=anonymous")],
+            &["cache=miss", "reason=valid_session"],
+        ),
+        (&[], &["cache=none", "reason=no_credential"]),
+        (
+            &[("cookie", "session=a; session=b")],
+            &["cache=none", "reason=conflicting_cookies"],
+        ),
+        (
+            &[("cookie", "session=revoked")],
+            &["cache=miss", "reason=invalid_session"],
+        ),
+        (
+            &[("cookie", "session=bad-role")],
+            &["cache=miss", "reason=unsafe_roles"],
+        ),
+    ];
+    for (headers, expected) in cases {
+        let response = client
+            .check(check_request(headers))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(metadata(&response), expected, "{headers:?}");
+    }
+    // Errors are never cached: each one is a miss.
+    for _ in 0..2 {
+        let response = client
+            .check(check_request(&[("cookie", "session=broken")]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(metadata(&response), ["cache=miss", "reason=status"]);
+    }
+    let response = client
+        .check(envoy_types::ext_authz::v3::pb::CheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        metadata(&response),
+        ["cache=none", "reason=malformed_request"]
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn auth_disabled_says_so_in_metadata() {
+    let validator = FakeValidator::start(vec![]).await;
+    let running =
+        start_service(&[("aimenu_url", &validator.url()), ("auth_enabled", "false")]).await;
+    let mut client = client(&running).await;
+    let response = client
+        .check(check_request(&[("x-auth-roles", "admin")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&response), allow_anonymous());
+    assert_eq!(metadata(&response), ["cache=none", "reason=auth_disabled"]);
+    running.shutdown().await.unwrap();
+}

@@ -26,11 +26,14 @@ impl Stack {
         let validator = FakeValidator::start(vec![
             (
                 "user1-token",
-                Answer::json(200, r#"{"valid":true,"user":"user1"}"#),
+                Answer::json(
+                    200,
+                    r#"{"valid":true,"user":"user1","roles":["admin"],"email":"user1@example.com"}"#,
+                ),
             ),
             (
                 "user2-token",
-                Answer::json(200, r#"{"valid":true,"user":"user2"}"#),
+                Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
             ),
             ("nouser-token", Answer::json(200, r#"{"valid":true}"#)),
             (
@@ -193,6 +196,142 @@ async fn identity_cannot_be_spoofed() {
         for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
             assert!(response.upstream_saw(name).is_empty(), "{target}: {name}");
         }
+    }
+}
+
+/// On admin routes Envoy removes nothing itself: only session-authz's answer can keep a client's
+/// own roles or email from the app.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_roles_and_email_never_reach_the_app_on_admin_routes() {
+    let stack = Stack::start(&[]).await;
+    let forged = [
+        ("x-auth-roles", "admin"),
+        ("X-Auth-Roles", "superuser"),
+        ("x-auth-email", "root@example.com"),
+        ("X-AUTH-EMAIL", "admin@example.com"),
+    ];
+    // user2: the validator names a role and no email.
+    let mut headers = vec![("Cookie", "session=user2-token")];
+    headers.extend(forged);
+    let response = stack.get("/admin", &headers).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user2"]);
+    assert_eq!(response.upstream_saw("x-auth-roles"), ["viewer"]);
+    assert!(response.upstream_saw("x-auth-email").is_empty());
+
+    // A valid session with no identity at all: every forged header removed.
+    let mut headers = vec![("X-Session-Token", "nouser-token")];
+    headers.extend(forged);
+    let response = stack.get("/api/admin/users", &headers).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
+        assert!(response.upstream_saw(name).is_empty(), "{name}");
+    }
+
+    // user1: the validator's whole identity, and nothing of the client's.
+    let mut headers = vec![("Cookie", "session=user1-token")];
+    headers.extend(forged);
+    let response = stack.get("/admin", &headers).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user1"]);
+    assert_eq!(response.upstream_saw("x-auth-roles"), ["admin"]);
+    assert_eq!(response.upstream_saw("x-auth-email"), ["user1@example.com"]);
+}
+
+/// The shipped access log: one JSON line per request with session-authz's user, roles, reason
+/// and cache from its dynamic metadata, and never a token, a cookie or the query string.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_names_user_and_reason_and_never_a_token() {
+    let stack = Stack::start(&[]).await;
+    type Request<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
+    let requests: [Request; 5] = [
+        (
+            "/admin?next=query-secret",
+            &[("Cookie", "session=user1-token")],
+            200,
+        ),
+        ("/admin/users", &[("Cookie", "session=user1-token")], 200),
+        ("/admin", &[], 401),
+        (
+            "/api/admin/stats",
+            &[("X-Session-Token", "stolen-token")],
+            401,
+        ),
+        ("/public", &[("Cookie", "session=user2-token")], 200),
+    ];
+    for (target, headers, status) in requests {
+        let response = stack.get(target, headers).await;
+        assert_eq!(response.status, status, "{target}: {response:?}");
+    }
+    let lines = eventually(Duration::from_secs(30), || async {
+        let lines: Vec<serde_json::Value> = stack
+            .envoy
+            .stdout()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        (lines.len() >= requests.len()).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| panic!("access log: {}", stack.envoy.stdout()));
+    let fields = |line: &serde_json::Value| {
+        [
+            "method", "path", "status", "user", "roles", "reason", "cache",
+        ]
+        .map(|key| match &line[key] {
+            serde_json::Value::Null => "-".to_owned(),
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+    };
+    let seen: Vec<_> = lines.iter().map(fields).collect();
+    let expected = [
+        [
+            "GET",
+            "/admin",
+            "200",
+            "user1",
+            "admin",
+            "valid_session",
+            "miss",
+        ],
+        [
+            "GET",
+            "/admin/users",
+            "200",
+            "user1",
+            "admin",
+            "valid_session",
+            "hit",
+        ],
+        ["GET", "/admin", "401", "-", "-", "no_credential", "none"],
+        [
+            "GET",
+            "/api/admin/stats",
+            "401",
+            "-",
+            "-",
+            "invalid_session",
+            "miss",
+        ],
+        // Public: ext_authz does not run, so there is nothing of session-authz's.
+        ["GET", "/public", "200", "-", "-", "-", "-"],
+    ];
+    assert_eq!(
+        seen,
+        expected.map(|row| row.map(str::to_owned)),
+        "{lines:#?}"
+    );
+    let text = stack.envoy.stdout();
+    for secret in [
+        "user1-token",
+        "user2-token",
+        "stolen-token",
+        "session=",
+        "query-secret",
+        "user1@example.com",
+    ] {
+        assert!(!text.contains(secret), "{secret} in the access log: {text}");
     }
 }
 

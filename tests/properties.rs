@@ -10,7 +10,9 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
 use session_authz::cache::Origin;
-use session_authz::contract::{interpret, Verdict, MAX_USER_BYTES};
+use session_authz::contract::{
+    interpret, Identity, Verdict, MAX_EMAIL_BYTES, MAX_ROLES, MAX_ROLE_BYTES, MAX_USER_BYTES,
+};
 use session_authz::credential::{find, Credential, Lookup, Names, Source};
 use session_authz::decision::{Decision, OnValidatorError};
 use session_authz::metrics::Metrics;
@@ -42,6 +44,7 @@ fn header_name() -> impl Strategy<Value = String> {
         Just("x-session-token".to_owned()),
         Just("X-Session-Token".to_owned()),
         Just("x-auth-user".to_owned()),
+        Just("x-auth-roles".to_owned()),
         "[a-z_-]{1,12}",
     ]
 }
@@ -84,10 +87,29 @@ fn answer() -> impl Strategy<Value = (u16, Vec<u8>)> {
         any::<String>().prop_map(Some),
         "[a-z]{300}".prop_map(Some),
     ];
-    let json = (any::<bool>(), user).prop_map(|(valid, user)| {
+    let roles = prop_oneof![
+        Just(None),
+        proptest::collection::vec("[A-Za-z0-9._:/-]{1,8}", 0..4).prop_map(Some),
+        proptest::collection::vec(any::<String>(), 0..3).prop_map(Some),
+        proptest::collection::vec("[a-z]{1,3}", 60..70).prop_map(Some),
+        "[a-z]{65}".prop_map(|role| Some(vec![role])),
+    ];
+    let email = prop_oneof![
+        Just(None),
+        "[a-z]{0,8}@example\\.com".prop_map(Some),
+        any::<String>().prop_map(Some),
+        "[a-z]{250}@x\\.io".prop_map(Some),
+    ];
+    let json = (any::<bool>(), user, roles, email).prop_map(|(valid, user, roles, email)| {
         let mut body = serde_json::json!({ "valid": valid });
         if let Some(user) = user {
             body["user"] = serde_json::Value::String(user);
+        }
+        if let Some(roles) = roles {
+            body["roles"] = serde_json::json!(roles);
+        }
+        if let Some(email) = email {
+            body["email"] = serde_json::Value::String(email);
         }
         body.to_string().into_bytes()
     });
@@ -105,6 +127,11 @@ fn answer() -> impl Strategy<Value = (u16, Vec<u8>)> {
                 .to_vec()
         ),
         Just(br#"{"valid":true,"user":"user1, admin"}"#.to_vec()),
+        Just(br#"{"valid":true,"user":"a","roles":"admin"}"#.to_vec()),
+        Just(br#"{"valid":true,"user":"a","roles":["admin",7]}"#.to_vec()),
+        Just(br#"{"valid":true,"user":"a","roles":null}"#.to_vec()),
+        Just(br#"{"valid":true,"user":"a","email":null}"#.to_vec()),
+        Just(br#"{"valid":true,"user":"a","email":["a@b"]}"#.to_vec()),
     ];
     (status, body)
 }
@@ -124,9 +151,38 @@ fn sent_user(answer: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// The identity an answer carried, as the contract reads it (an empty user or email is none).
+fn sent_identity(answer: &serde_json::Value) -> Identity {
+    let non_empty = |text: Option<String>| text.filter(|t| !t.is_empty());
+    Identity {
+        user: non_empty(sent_user(answer)),
+        roles: answer["roles"]
+            .as_array()
+            .map(|roles| {
+                roles
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        email: non_empty(answer["email"].as_str().map(str::to_owned)),
+    }
+}
+
+fn role_is_safe(role: &str) -> bool {
+    (1..=MAX_ROLE_BYTES).contains(&role.len())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
+}
+
 fn user_is_safe(user: &str) -> bool {
+    text_is_safe(user, MAX_USER_BYTES)
+}
+
+fn text_is_safe(user: &str, max_bytes: usize) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
-    user.len() <= MAX_USER_BYTES
+    user.len() <= max_bytes
         && !user.chars().any(char::is_control)
         && !user.contains(',')
         && !user.chars().any(|c| {
@@ -178,10 +234,16 @@ proptest! {
                 prop_assert_eq!(status, 200);
                 let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
-                if let Some(user) = identity.user {
-                    prop_assert!(user_is_safe(&user));
-                    prop_assert_eq!(sent_user(&parsed), Some(user));
+                if let Some(user) = &identity.user {
+                    prop_assert!(!user.is_empty() && user_is_safe(user));
                 }
+                prop_assert!(identity.roles.len() <= MAX_ROLES);
+                prop_assert!(identity.roles.iter().all(|r| role_is_safe(r)));
+                if let Some(email) = &identity.email {
+                    prop_assert!(!email.is_empty() && text_is_safe(email, MAX_EMAIL_BYTES));
+                }
+                // All of the validator's identity, nothing else.
+                prop_assert_eq!(identity, sent_identity(&parsed));
             }
             Verdict::Invalid => prop_assert!(status == 200 || status == 401 || status == 403),
             Verdict::Error(_) => prop_assert!(status != 401 && status != 403),
@@ -207,7 +269,7 @@ proptest! {
             headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
         let view = RequestView { method: "GET", path: "/admin", host: "dashboard", headers: &pairs };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let decision = runtime.block_on(core.authorize(&view));
+        let decision = runtime.block_on(core.authorize(&view)).decision;
         if let Decision::Allow { identity, .. } = decision {
             let Lookup::Found(credential) = lookup(&headers) else {
                 return Err(TestCaseError::fail("allowed without a credential"));
@@ -216,10 +278,7 @@ proptest! {
             prop_assert_eq!(*status, 200);
             let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
             prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
-            match identity.user {
-                Some(user) => prop_assert_eq!(sent_user(&parsed), Some(user)),
-                None => prop_assert!(sent_user(&parsed).is_none_or(|u| u.is_empty())),
-            }
+            prop_assert_eq!(identity, sent_identity(&parsed));
         }
     }
 

@@ -1,6 +1,7 @@
 //! A CheckRequest off the wire through the gRPC door and the real core: any protobuf bytes, no
-//! panic; an allow only with a credential found and a valid verdict, carrying the validator's
-//! user; every denial a non-OK status.
+//! panic; an allow only with a credential found and a valid verdict, setting exactly the
+//! validator's identity and removing every identity header it lacks; every denial a non-OK
+//! status; every response with its metadata.
 #![no_main]
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use session_authz::contract::{interpret, Verdict};
 use session_authz::credential::{Credential, Names};
 use session_authz::decision::OnValidatorError;
 use session_authz::doors::grpc::CheckService;
+use session_authz::doors::IdentityHeaders;
 use session_authz::metrics::Metrics;
 
 /// One fixed answer for every credential.
@@ -34,10 +36,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = CheckRequest::decode(wire) else {
         return;
     };
-    let verdict = match choice % 4 {
+    let verdict = match choice % 5 {
         0 => interpret(200, br#"{"valid":true,"user":"fuzz-user"}"#),
         1 => interpret(200, br#"{"valid":true}"#),
         2 => interpret(401, b""),
+        3 => interpret(
+            200,
+            br#"{"valid":true,"user":"u","roles":["admin","viewer"],"email":"u@example.com"}"#,
+        ),
         _ => interpret(500, b""),
     };
     let core = Authorizer::new(
@@ -49,7 +55,8 @@ fuzz_target!(|data: &[u8]| {
         Fixed(verdict.clone()),
         Arc::new(Metrics::new(true)),
     );
-    let service = CheckService::new(Arc::new(core), "x-auth-user".to_owned());
+    let names = IdentityHeaders::default();
+    let service = CheckService::new(Arc::new(core), names.clone());
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
         return;
     };
@@ -58,6 +65,8 @@ fuzz_target!(|data: &[u8]| {
         .expect("only grpc-error mode fails the RPC")
         .into_inner();
     let code = response.status.as_ref().map_or(0, |s| s.code);
+    let metadata = response.dynamic_metadata.as_ref().expect("metadata on every response");
+    assert!(metadata.fields.contains_key("reason") && metadata.fields.contains_key("cache"));
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
             assert_eq!(code, 0);
@@ -68,9 +77,24 @@ fuzz_target!(|data: &[u8]| {
                 .headers
                 .iter()
                 .filter_map(|o| o.header.as_ref())
-                .map(|h| h.value.clone())
+                .map(|h| (h.key.clone(), h.value.clone()))
                 .collect();
-            assert_eq!(set, identity.user.into_iter().collect::<Vec<_>>());
+            let fields = [
+                (names.user, identity.user.clone()),
+                (names.roles, identity.roles_value()),
+                (names.email, identity.email),
+            ];
+            let expected: Vec<_> = fields
+                .iter()
+                .filter_map(|(name, value)| Some((name.clone(), value.clone()?)))
+                .collect();
+            let removed: Vec<_> = fields
+                .iter()
+                .filter(|(_, value)| value.is_none())
+                .map(|(name, _)| name.clone())
+                .collect();
+            assert_eq!(set, expected);
+            assert_eq!(ok.headers_to_remove, removed);
         }
         Some(HttpResponse::DeniedResponse(_)) => assert_ne!(code, 0, "a denial Envoy would allow"),
         other => panic!("neither ok nor denied: {other:?}"),

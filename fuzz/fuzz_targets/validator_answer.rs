@@ -1,9 +1,18 @@
 //! Validator answers: any status and body, no panic; `Valid` only for a 200 whose JSON says
-//! `"valid": true`, and a user only if it is safe as a header value.
+//! `"valid": true`, and a user, roles and email only if each is safe as a header value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use session_authz::contract::{interpret, Verdict, MAX_USER_BYTES};
+use session_authz::contract::{
+    interpret, Verdict, MAX_EMAIL_BYTES, MAX_ROLES, MAX_ROLE_BYTES, MAX_USER_BYTES,
+};
+
+fn plain(text: &str, max_bytes: usize) {
+    assert!(!text.is_empty() && text.len() <= max_bytes);
+    assert!(!text.chars().any(char::is_control));
+    assert!(!text.contains(','));
+    assert_eq!(text.trim(), text);
+}
 
 fuzz_target!(|data: &[u8]| {
     let (status, body) = match data {
@@ -15,11 +24,18 @@ fuzz_target!(|data: &[u8]| {
     if let Verdict::Valid(identity) = interpret(status, body) {
         assert_eq!(status, 200);
         assert!(body.trim_ascii_start().starts_with(b"{"));
-        if let Some(user) = identity.user {
-            assert!(!user.is_empty() && user.len() <= MAX_USER_BYTES);
-            assert!(!user.chars().any(char::is_control));
-            assert!(!user.contains(','));
-            assert_eq!(user.trim(), user);
+        if let Some(user) = &identity.user {
+            plain(user, MAX_USER_BYTES);
+        }
+        if let Some(email) = &identity.email {
+            plain(email, MAX_EMAIL_BYTES);
+        }
+        assert!(identity.roles.len() <= MAX_ROLES);
+        for role in &identity.roles {
+            assert!(!role.is_empty() && role.len() <= MAX_ROLE_BYTES);
+            assert!(role
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b)));
         }
     }
 });

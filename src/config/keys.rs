@@ -172,6 +172,22 @@ pub static USER_HEADER: Key<String> = key(
     "Identity header set upstream",
 );
 
+pub static ROLES_HEADER: Key<String> = key(
+    "roles_header",
+    "NAME",
+    Some("x-auth-roles"),
+    parse::header_name,
+    "Roles header set upstream (comma-joined)",
+);
+
+pub static EMAIL_HEADER: Key<String> = key(
+    "email_header",
+    "NAME",
+    Some("x-auth-email"),
+    parse::header_name,
+    "Email header set upstream",
+);
+
 pub static VALIDATOR_TIMEOUT: Key<Duration> = key(
     "validator_timeout",
     "DURATION",
@@ -302,6 +318,8 @@ pub static KEYS: &[&KeySpec] = &[
     &SESSION_COOKIE.spec,
     &SESSION_HEADER.spec,
     &USER_HEADER.spec,
+    &ROLES_HEADER.spec,
+    &EMAIL_HEADER.spec,
     &VALIDATOR_TIMEOUT.spec,
     &ON_VALIDATOR_ERROR.spec,
     &LOG_FORMAT.spec,

@@ -22,6 +22,7 @@ use reqwest::Url;
 use serde::{Serialize, Serializer};
 
 use crate::decision::OnValidatorError;
+use crate::doors::IdentityHeaders;
 use environment::{Environment, ENVIRONMENT};
 use keys::Key;
 pub use keys::{KeySpec, ENV_PREFIX, KEYS};
@@ -46,7 +47,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub session_cookie: String,
     pub session_header: String,
-    pub user_header: String,
+    /// The names of the headers the identity is sent upstream in.
+    pub identity_headers: IdentityHeaders,
     pub validator: ValidatorConfig,
     pub cache: crate::cache::Settings,
     pub log_format: LogFormat,
@@ -134,7 +136,7 @@ pub enum ConfigError {
     Conflict {
         key: &'static str,
         origin: String,
-        why: &'static str,
+        why: String,
     },
     #[error("config: environment variable {found} is not read; the name is {expected} (exact letter case)")]
     EnvSpelling { found: String, expected: String },
@@ -180,7 +182,11 @@ impl Config {
             )?,
             session_cookie: read.get(&keys::SESSION_COOKIE)?,
             session_header: read.get(&keys::SESSION_HEADER)?,
-            user_header: read.get(&keys::USER_HEADER)?,
+            identity_headers: IdentityHeaders {
+                user: read.get(&keys::USER_HEADER)?,
+                roles: read.get(&keys::ROLES_HEADER)?,
+                email: read.get(&keys::EMAIL_HEADER)?,
+            },
             validator: ValidatorConfig {
                 url: read.get(&keys::VALIDATOR_URL)?,
                 timeout: read.get(&keys::VALIDATOR_TIMEOUT)?,
@@ -205,32 +211,38 @@ impl Config {
 
     /// Rules between keys: each value alone is fine, together they would misbehave.
     fn check_consistency(&self, read: &Reader<'_>) -> Result<(), ConfigError> {
-        if self.user_header == self.session_header {
-            // Name the key that was set, not the one left at its default.
-            let (key, why) = if read.is_set(keys::USER_HEADER.spec.name) {
-                (
-                    keys::USER_HEADER.spec.name,
-                    "equals session_header: the session token would be sent upstream, or the \
-                     identity read as a token",
-                )
-            } else {
-                (
-                    keys::SESSION_HEADER.spec.name,
-                    "equals user_header: the session token would be sent upstream, or the \
-                     identity read as a token",
-                )
-            };
-            return Err(ConfigError::Conflict {
-                key,
-                origin: read.origin(key),
-                why,
-            });
+        // Two of these on one name would send the session token upstream, read an identity
+        // as a token, or let one identity field overwrite or remove another.
+        let names = [
+            (&keys::SESSION_HEADER, &self.session_header),
+            (&keys::USER_HEADER, &self.identity_headers.user),
+            (&keys::ROLES_HEADER, &self.identity_headers.roles),
+            (&keys::EMAIL_HEADER, &self.identity_headers.email),
+        ];
+        for (i, (first, first_name)) in names.iter().enumerate() {
+            for (second, second_name) in &names[i + 1..] {
+                if first_name != second_name {
+                    continue;
+                }
+                // Name the key that was set, not the one left at its default.
+                let (key, other) = if read.is_set(second.spec.name) {
+                    (second.spec.name, first.spec.name)
+                } else {
+                    (first.spec.name, second.spec.name)
+                };
+                return Err(ConfigError::Conflict {
+                    key,
+                    origin: read.origin(key),
+                    why: conflict_why(key, other),
+                });
+            }
         }
         if self.validator.ca.is_some() && self.validator.url.expose().scheme() != "https" {
             return Err(ConfigError::Conflict {
                 key: keys::VALIDATOR_CA.spec.name,
                 origin: read.origin(keys::VALIDATOR_CA.spec.name),
-                why: "is set but aimenu_url is not https://, so the CA would never be used",
+                why: "is set but aimenu_url is not https://, so the CA would never be used"
+                    .to_owned(),
             });
         }
         Ok(())
@@ -255,6 +267,16 @@ impl Config {
         }
         warnings
     }
+}
+
+/// Why header `key` may not have the same name as header `other`.
+fn conflict_why(key: &str, other: &str) -> String {
+    let harm = if [key, other].contains(&keys::SESSION_HEADER.spec.name) {
+        "the session token would be sent upstream, or an identity read as a token"
+    } else {
+        "one identity field would overwrite or remove the other"
+    };
+    format!("equals {other}: {harm}")
 }
 
 /// The effective configuration as `--check-config` shows it: each key that was read, with its
@@ -438,7 +460,11 @@ mod tests {
             tls: None,
             session_cookie: "session".to_owned(),
             session_header: "x-session-token".to_owned(),
-            user_header: "x-auth-user".to_owned(),
+            identity_headers: IdentityHeaders {
+                user: "x-auth-user".to_owned(),
+                roles: "x-auth-roles".to_owned(),
+                email: "x-auth-email".to_owned(),
+            },
             validator: ValidatorConfig {
                 url: Secret::new(Url::parse("http://localhost:5000").unwrap()),
                 timeout: Duration::from_secs(5),
@@ -461,6 +487,7 @@ mod tests {
         // The cache's own defaults (for callers without a config) are the same.
         assert_eq!(config.cache, crate::cache::Settings::default());
         assert_eq!(config.validator.on_error, OnValidatorError::default());
+        assert_eq!(config.identity_headers, IdentityHeaders::default());
         assert_eq!(config.log_format, LogFormat::default());
     }
 
@@ -475,6 +502,8 @@ mod tests {
              session_cookie = \"session\"\n\
              session_header = \"x-session-token\"\n\
              user_header = \"x-auth-user\"\n\
+             roles_header = \"x-auth-roles\"\n\
+             email_header = \"x-auth-email\"\n\
              validator_timeout = \"5s\"\n\
              on_validator_error = \"deny\"\n\
              log_format = \"text\"\n\
@@ -592,7 +621,7 @@ mod tests {
         );
         assert_eq!(config.grpc_addr, "127.0.0.1:7001".parse().unwrap());
         assert_eq!(config.validator.timeout, Duration::from_millis(500));
-        assert_eq!(config.user_header, "x-user");
+        assert_eq!(config.identity_headers.user, "x-user");
         assert_eq!(config.validator.on_error, OnValidatorError::GrpcError);
     }
 
@@ -755,6 +784,10 @@ mod tests {
             ("SESSION_AUTHZ_SESSION_HEADER", "cookie", "session_header"),
             ("SESSION_AUTHZ_USER_HEADER", ":path", "user_header"),
             ("SESSION_AUTHZ_USER_HEADER", "", "user_header"),
+            ("SESSION_AUTHZ_ROLES_HEADER", "x roles", "roles_header"),
+            ("SESSION_AUTHZ_ROLES_HEADER", ":authority", "roles_header"),
+            ("SESSION_AUTHZ_EMAIL_HEADER", "x-email:", "email_header"),
+            ("SESSION_AUTHZ_EMAIL_HEADER", "", "email_header"),
             ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "5", "validator_timeout"),
             ("SESSION_AUTHZ_VALIDATOR_TIMEOUT", "0s", "validator_timeout"),
             (
@@ -919,11 +952,135 @@ mod tests {
             "proxy-connection",
             "content-length",
         ] {
-            for var in ["SESSION_AUTHZ_USER_HEADER", "SESSION_AUTHZ_SESSION_HEADER"] {
+            for var in [
+                "SESSION_AUTHZ_USER_HEADER",
+                "SESSION_AUTHZ_ROLES_HEADER",
+                "SESSION_AUTHZ_EMAIL_HEADER",
+                "SESSION_AUTHZ_SESSION_HEADER",
+            ] {
                 let err = error_line(&[(var, name)], &[]);
                 assert!(err.contains(var), "{var}={name}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn identity_headers_are_named_apart() {
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_ROLES_HEADER", "X-Dashboard-Roles"),
+                ("SESSION_AUTHZ_EMAIL_HEADER", "x-dashboard-email"),
+            ],
+            &[("user_header", "x-dashboard-user")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.identity_headers,
+            IdentityHeaders {
+                user: "x-dashboard-user".to_owned(),
+                roles: "x-dashboard-roles".to_owned(),
+                email: "x-dashboard-email".to_owned(),
+            }
+        );
+        let config = load(&[], &[("roles_header", "x-r"), ("email_header", "x-e")]).unwrap();
+        assert_eq!(config.identity_headers.roles, "x-r");
+        assert_eq!(config.identity_headers.email, "x-e");
+
+        // Every pair among the session header and the three identity headers, in any letter
+        // case: the key that was set is named, with the one it collides with.
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "SESSION_AUTHZ_ROLES_HEADER",
+                "X-Auth-User",
+                "roles_header",
+                "user_header",
+            ),
+            (
+                "SESSION_AUTHZ_EMAIL_HEADER",
+                "x-auth-user",
+                "email_header",
+                "user_header",
+            ),
+            (
+                "SESSION_AUTHZ_EMAIL_HEADER",
+                "x-auth-roles",
+                "email_header",
+                "roles_header",
+            ),
+            (
+                "SESSION_AUTHZ_USER_HEADER",
+                "x-auth-roles",
+                "user_header",
+                "roles_header",
+            ),
+            (
+                "SESSION_AUTHZ_USER_HEADER",
+                "X-AUTH-EMAIL",
+                "user_header",
+                "email_header",
+            ),
+            (
+                "SESSION_AUTHZ_ROLES_HEADER",
+                "x-auth-email",
+                "roles_header",
+                "email_header",
+            ),
+            (
+                "SESSION_AUTHZ_ROLES_HEADER",
+                "x-session-token",
+                "roles_header",
+                "session_header",
+            ),
+            (
+                "SESSION_AUTHZ_EMAIL_HEADER",
+                "X-Session-Token",
+                "email_header",
+                "session_header",
+            ),
+            (
+                "SESSION_AUTHZ_SESSION_HEADER",
+                "x-auth-roles",
+                "session_header",
+                "roles_header",
+            ),
+            (
+                "SESSION_AUTHZ_SESSION_HEADER",
+                "x-auth-email",
+                "session_header",
+                "email_header",
+            ),
+        ];
+        for (var, value, key, other) in cases {
+            let err = error_line(&[(var, value)], &[]);
+            assert!(
+                err.starts_with(&format!("config {key} (from the {var}"))
+                    && err.contains(&format!("equals {other}")),
+                "{var}={value}: {err}"
+            );
+        }
+        let err = error_line(&[("SESSION_AUTHZ_SESSION_HEADER", "x-auth-email")], &[]);
+        assert!(err.contains("session token"), "{err}");
+        // Moving two names at once is fine as long as they stay apart.
+        assert!(load(
+            &[
+                ("SESSION_AUTHZ_USER_HEADER", "x-auth-roles"),
+                ("SESSION_AUTHZ_ROLES_HEADER", "x-auth-user"),
+            ],
+            &[],
+        )
+        .is_ok());
+        // Both set to one name: still refused.
+        let err = error_line(
+            &[
+                ("SESSION_AUTHZ_ROLES_HEADER", "x-identity"),
+                ("SESSION_AUTHZ_EMAIL_HEADER", "x-identity"),
+            ],
+            &[],
+        );
+        assert!(
+            err.contains("email_header") && err.contains("roles_header"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,10 +12,12 @@ use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value};
 use tonic::{Request, Response, Status};
 
-use crate::authorize::{Authorizer, CachedValidator, RequestView, Verdicts};
+use super::IdentityHeaders;
+use crate::authorize::{Authorizer, CachedValidator, Checked, RequestView, Verdicts};
+use crate::cache::Origin;
 use crate::contract::Identity;
 use crate::decision::{Decision, DenyStatus};
 
@@ -28,12 +30,12 @@ pub const SERVICE_NAME: &str =
 #[derive(Debug)]
 pub struct CheckService<V = CachedValidator> {
     core: Arc<Authorizer<V>>,
-    user_header: String,
+    headers: IdentityHeaders,
 }
 
 impl<V> CheckService<V> {
-    pub fn new(core: Arc<Authorizer<V>>, user_header: String) -> Self {
-        Self { core, user_header }
+    pub fn new(core: Arc<Authorizer<V>>, headers: IdentityHeaders) -> Self {
+        Self { core, headers }
     }
 }
 
@@ -43,14 +45,14 @@ impl<V: Verdicts + 'static> Authorization for CheckService<V> {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let decision = match http_request(request.get_ref()) {
+        let checked = match http_request(request.get_ref()) {
             Some(http) => {
                 let headers = request_headers(http);
                 self.core.authorize(&request_view(http, &headers)).await
             }
             None => self.core.unreadable(),
         };
-        check_response(&decision, &self.user_header).map(Response::new)
+        check_response(&checked, &self.headers).map(Response::new)
     }
 }
 
@@ -95,38 +97,76 @@ pub fn request_headers(http: &HttpRequest) -> Vec<(&str, &[u8])> {
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
-/// Maps a decision to what the Check RPC returns, minding Envoy's two traps
-/// (docs/architecture.md, "Two Envoy traps").
+/// Maps the core's answer to what the Check RPC returns, minding Envoy's two traps
+/// (docs/architecture.md, "Two Envoy traps"), with the dynamic metadata on every response.
 ///
 /// `Err` only for [`Decision::GrpcUnavailable`], which hands the outcome to Envoy's own
-/// `failure_mode_allow` / `status_on_error`.
+/// `failure_mode_allow` / `status_on_error` (a failed RPC carries no metadata).
 pub fn check_response(
-    decision: &Decision,
-    user_header: &str,
+    checked: &Checked,
+    headers: &IdentityHeaders,
 ) -> Result<CheckResponse, tonic::Status> {
-    match decision {
-        Decision::Allow { identity, .. } => Ok(allow(identity, user_header)),
-        Decision::Deny { status, .. } => Ok(deny(*status)),
+    let mut response = match &checked.decision {
+        Decision::Allow { identity, .. } => allow(identity, headers),
+        Decision::Deny { status, .. } => deny(*status),
         Decision::GrpcUnavailable { .. } => {
-            Err(tonic::Status::unavailable("session validator unavailable"))
+            return Err(tonic::Status::unavailable("session validator unavailable"))
         }
-    }
+    };
+    response.set_dynamic_metadata(Some(metadata(checked)));
+    Ok(response)
 }
 
-fn allow(identity: &Identity, user_header: &str) -> CheckResponse {
-    let mut ok = OkHttpResponseBuilder::new();
-    match &identity.user {
-        Some(user) => {
-            ok.add_header(
-                user_header,
-                user,
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
+/// The flat `dynamic_metadata` Envoy files under `envoy.filters.http.ext_authz`, for its access
+/// log and rate limiter: `reason` and `cache` always; `user` and `roles` (comma-joined) only on
+/// an allow that has them — left out otherwise, so that an access log shows `-`. Never a token,
+/// and not the email (logs need no address).
+pub fn metadata(checked: &Checked) -> Struct {
+    let text = |value: String| Value {
+        kind: Some(Kind::StringValue(value)),
+    };
+    let mut fields = std::collections::HashMap::new();
+    fields.insert(
+        "reason".to_owned(),
+        text(checked.decision.reason().as_str().to_owned()),
+    );
+    fields.insert(
+        "cache".to_owned(),
+        text(checked.cache.map_or("none", Origin::as_str).to_owned()),
+    );
+    if let Decision::Allow { identity, .. } = &checked.decision {
+        if let Some(user) = &identity.user {
+            fields.insert("user".to_owned(), text(user.clone()));
         }
-        // No identity to assert: make sure a client-sent one never reaches upstream.
-        None => {
-            ok.remove_header(user_header);
+        if let Some(roles) = identity.roles_value() {
+            fields.insert("roles".to_owned(), text(roles));
+        }
+    }
+    Struct { fields }
+}
+
+/// Every identity header is either set from the validator's answer, replacing any client copy,
+/// or removed: on admin routes nothing else strips a client's own `x-auth-roles`.
+fn allow(identity: &Identity, headers: &IdentityHeaders) -> CheckResponse {
+    let mut ok = OkHttpResponseBuilder::new();
+    let fields = [
+        (headers.user.as_str(), identity.user.clone()),
+        (headers.roles.as_str(), identity.roles_value()),
+        (headers.email.as_str(), identity.email.clone()),
+    ];
+    for (name, value) in fields {
+        match value {
+            Some(value) => {
+                ok.add_header(
+                    name,
+                    value,
+                    Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                    false,
+                );
+            }
+            None => {
+                ok.remove_header(name);
+            }
         }
     }
     let mut ok = ok.build();
@@ -188,13 +228,44 @@ mod tests {
     use crate::credential::Ambiguity;
     use crate::decision::Reason;
 
-    const USER_HEADER: &str = "x-auth-user";
+    fn names() -> IdentityHeaders {
+        IdentityHeaders::default()
+    }
 
     fn identity_header(option: &HeaderValueOption) -> Option<(&str, &str)> {
         option
             .header
             .as_ref()
             .map(|h| (h.key.as_str(), h.value.as_str()))
+    }
+
+    fn checked(decision: Decision, cache: Option<Origin>) -> Checked {
+        Checked { decision, cache }
+    }
+
+    /// The metadata's fields as text, sorted by key.
+    fn fields(response: &CheckResponse) -> Vec<(String, String)> {
+        let metadata = response
+            .dynamic_metadata
+            .as_ref()
+            .unwrap_or_else(|| panic!("no dynamic_metadata"));
+        let mut fields: Vec<_> = metadata
+            .fields
+            .iter()
+            .map(|(key, value)| match &value.kind {
+                Some(Kind::StringValue(text)) => (key.clone(), text.clone()),
+                other => panic!("{key} is not a string: {other:?}"),
+            })
+            .collect();
+        fields.sort();
+        fields
+    }
+
+    fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn every_denial() -> Vec<Decision> {
@@ -204,6 +275,7 @@ mod tests {
             Reason::Ambiguous(Ambiguity::ConflictingCookies),
             Reason::InvalidSession,
             Reason::ValidatorError(ErrorKind::Timeout),
+            Reason::ValidatorError(ErrorKind::UnsafeRoles),
         ];
         let statuses = [
             DenyStatus::BadRequest,
@@ -223,7 +295,7 @@ mod tests {
     #[test]
     fn no_denial_leaves_status_ok_or_unset() {
         for decision in every_denial() {
-            let response = check_response(&decision, USER_HEADER).unwrap();
+            let response = check_response(&checked(decision.clone(), None), &names()).unwrap();
             let code = response.status.as_ref().map(|s| s.code).unwrap_or(0);
             assert_ne!(code, 0, "{decision:?} would be an allow in Envoy");
             let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
@@ -246,52 +318,151 @@ mod tests {
     }
 
     #[test]
+    fn every_denial_carries_its_reason_and_cache_in_metadata() {
+        let origins = [
+            None,
+            Some(Origin::Hit),
+            Some(Origin::Miss),
+            Some(Origin::Coalesced),
+        ];
+        for decision in every_denial() {
+            for cache in origins {
+                let response = check_response(&checked(decision.clone(), cache), &names()).unwrap();
+                let cache_word = cache.map_or("none", Origin::as_str);
+                assert_eq!(
+                    fields(&response),
+                    pairs(&[
+                        ("cache", cache_word),
+                        ("reason", decision.reason().as_str())
+                    ]),
+                    "{decision:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn grpc_error_mode_fails_the_rpc() {
-        let status = check_response(
-            &Decision::GrpcUnavailable {
-                reason: Reason::ValidatorError(ErrorKind::Timeout),
-            },
-            USER_HEADER,
-        )
-        .unwrap_err();
+        let decision = Decision::GrpcUnavailable {
+            reason: Reason::ValidatorError(ErrorKind::Timeout),
+        };
+        let status = check_response(&checked(decision, Some(Origin::Miss)), &names()).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 
     #[test]
-    fn allow_sets_identity_without_appending() {
+    fn allow_sets_the_whole_identity_without_appending() {
+        let identity = Identity::user("alice")
+            .with_roles(["admin", "viewer"])
+            .with_email("alice@example.com");
         let decision = Decision::Allow {
-            identity: Identity::user("alice"),
+            identity,
             reason: Reason::ValidSession,
         };
-        let response = check_response(&decision, USER_HEADER).unwrap();
+        let response = check_response(&checked(decision, Some(Origin::Hit)), &names()).unwrap();
         assert_eq!(response.status.as_ref().map(|s| s.code), Some(0));
         let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
             panic!("no ok_response");
         };
-        assert_eq!(ok.headers.len(), 1);
-        let option = &ok.headers[0];
-        assert_eq!(identity_header(option), Some((USER_HEADER, "alice")));
-        #[allow(deprecated)]
-        let append = option.append;
-        assert_eq!(append, Some(BoolValue { value: false }));
+        let set: Vec<_> = ok.headers.iter().filter_map(identity_header).collect();
         assert_eq!(
-            option.append_action,
-            HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+            set,
+            [
+                ("x-auth-user", "alice"),
+                ("x-auth-roles", "admin,viewer"),
+                ("x-auth-email", "alice@example.com"),
+            ]
         );
+        for option in &ok.headers {
+            #[allow(deprecated)]
+            let append = option.append;
+            assert_eq!(append, Some(BoolValue { value: false }));
+            assert_eq!(
+                option.append_action,
+                HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+            );
+        }
         assert!(ok.headers_to_remove.is_empty());
+        assert_eq!(
+            fields(&response),
+            pairs(&[
+                ("cache", "hit"),
+                ("reason", "valid_session"),
+                ("roles", "admin,viewer"),
+                ("user", "alice"),
+            ])
+        );
     }
 
     #[test]
-    fn allow_without_user_removes_identity() {
-        let decision = Decision::Allow {
-            identity: Identity::default(),
-            reason: Reason::AuthDisabled,
+    fn every_absent_identity_field_is_removed() {
+        let renamed = IdentityHeaders {
+            user: "x-user".to_owned(),
+            roles: "x-roles".to_owned(),
+            email: "x-email".to_owned(),
         };
-        let response = check_response(&decision, USER_HEADER).unwrap();
-        let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
-            panic!("no ok_response");
-        };
-        assert!(ok.headers.is_empty());
-        assert_eq!(ok.headers_to_remove, vec![USER_HEADER.to_owned()]);
+        let cases = [
+            (
+                Identity::default(),
+                vec![],
+                vec!["x-user", "x-roles", "x-email"],
+            ),
+            (
+                Identity::user("bob"),
+                vec![("x-user", "bob")],
+                vec!["x-roles", "x-email"],
+            ),
+            (
+                Identity::user("bob").with_roles(["viewer"]),
+                vec![("x-user", "bob"), ("x-roles", "viewer")],
+                vec!["x-email"],
+            ),
+            (
+                Identity::default().with_email("ops@example.com"),
+                vec![("x-email", "ops@example.com")],
+                vec!["x-user", "x-roles"],
+            ),
+        ];
+        for (identity, set, removed) in cases {
+            let decision = Decision::Allow {
+                identity: identity.clone(),
+                reason: Reason::ValidSession,
+            };
+            let response =
+                check_response(&checked(decision, Some(Origin::Miss)), &renamed).unwrap();
+            let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+                panic!("no ok_response");
+            };
+            let actual: Vec<_> = ok.headers.iter().filter_map(identity_header).collect();
+            assert_eq!(actual, set, "{identity:?}");
+            assert_eq!(ok.headers_to_remove, removed, "{identity:?}");
+        }
+    }
+
+    #[test]
+    fn allow_without_identity_has_only_reason_and_cache() {
+        for (reason, cache, word) in [
+            (Reason::AuthDisabled, None, "none"),
+            (Reason::ValidSession, Some(Origin::Coalesced), "coalesced"),
+            (Reason::StaleSession, Some(Origin::Stale), "stale"),
+        ] {
+            let decision = Decision::Allow {
+                identity: Identity::default(),
+                reason,
+            };
+            let response = check_response(&checked(decision, cache), &names()).unwrap();
+            let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+                panic!("no ok_response");
+            };
+            assert!(ok.headers.is_empty());
+            assert_eq!(
+                ok.headers_to_remove,
+                ["x-auth-user", "x-auth-roles", "x-auth-email"]
+            );
+            assert_eq!(
+                fields(&response),
+                pairs(&[("cache", word), ("reason", reason.as_str())])
+            );
+        }
     }
 }

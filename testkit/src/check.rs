@@ -97,18 +97,47 @@ pub async fn outcome_of(
     outcome(&client.check(request).await.unwrap().into_inner())
 }
 
-pub fn allow_as(user: &str) -> Outcome {
-    Outcome::Allow {
-        set: vec![("x-auth-user".to_owned(), user.to_owned())],
-        removed: vec![],
+/// The identity headers under their default names, in the order the service answers them.
+pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-user", "x-auth-roles", "x-auth-email"];
+
+/// An allow setting these identity headers (user, roles, email; default names) and removing the
+/// others.
+pub fn allow_with(user: Option<&str>, roles: Option<&str>, email: Option<&str>) -> Outcome {
+    let mut set = Vec::new();
+    let mut removed = Vec::new();
+    for (name, value) in IDENTITY_HEADERS.into_iter().zip([user, roles, email]) {
+        match value {
+            Some(value) => set.push((name.to_owned(), value.to_owned())),
+            None => removed.push(name.to_owned()),
+        }
     }
+    Outcome::Allow { set, removed }
 }
 
+/// An allow for `user`, with no roles and no email.
+pub fn allow_as(user: &str) -> Outcome {
+    allow_with(Some(user), None, None)
+}
+
+/// An allow with every identity header removed.
 pub fn allow_anonymous() -> Outcome {
-    Outcome::Allow {
-        set: vec![],
-        removed: vec!["x-auth-user".to_owned()],
-    }
+    allow_with(None, None, None)
+}
+
+/// A CheckResponse's `dynamic_metadata` as `key=value` text, sorted (`[]` when it has none).
+pub fn metadata(response: &CheckResponse) -> Vec<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let mut fields: Vec<String> = response
+        .dynamic_metadata
+        .iter()
+        .flat_map(|metadata| &metadata.fields)
+        .map(|(key, value)| match &value.kind {
+            Some(Kind::StringValue(text)) => format!("{key}={text}"),
+            other => panic!("metadata {key} is not a string: {other:?}"),
+        })
+        .collect();
+    fields.sort();
+    fields
 }
 
 pub fn deny_401() -> Outcome {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::process::{root, run, tool, Proc};
@@ -78,7 +78,8 @@ fn file_name(config: &str) -> &'static str {
     }
 }
 
-/// Real Envoy on loopback, stopped on drop; its log (at `warning`) goes to a file.
+/// Real Envoy on loopback, stopped on drop; its log (at `warning`) and its stdout (where the
+/// shipped config writes its access log) go to files.
 pub struct EnvoyProcess {
     child: Proc,
     /// The (first) listener's address.
@@ -106,6 +107,7 @@ impl EnvoyProcess {
         let admin_file = dir.path().join("admin-address");
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
         let child = Proc::spawn(
             Command::new(tool("envoy"))
                 .arg("-c")
@@ -118,8 +120,11 @@ impl EnvoyProcess {
                     "1",
                     "-l",
                     "warning",
+                    // The access log reaches stdout within 0.2 s, not Envoy's default 10 s.
+                    "--file-flush-interval-msec",
+                    "200",
                 ])
-                .stdout(Stdio::null())
+                .stdout(stdout)
                 .stderr(log),
         );
         let mut envoy = Self {
@@ -157,6 +162,12 @@ impl EnvoyProcess {
     /// What Envoy has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// What Envoy has written to stdout so far: the shipped config's access log, one JSON
+    /// object a line (flushed every 0.2 s here; wait for lines with `eventually`).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
     /// The body of an admin page, e.g. `/stats?filter=…`.
