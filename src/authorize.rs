@@ -1,8 +1,8 @@
 //! The core every door calls: a transport-free view of a request in, a [`Decision`] out.
 //!
-//! It runs the credential lookup, asks for a verdict (the cache in front of the validator), applies
-//! the decision table, and records metrics and the decision log line, so that every door gets
-//! them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
+//! It runs the credential lookup, refuses cross-site requests ([`csrf`](crate::csrf)), asks for a
+//! verdict (the cache in front of the validator), applies the decision table, and records metrics
+//! and the decision log line, so that every door gets them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::cache::{DecisionCache, Origin};
 use crate::contract::{ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
+use crate::csrf;
 use crate::decision::{decide, Decision, OnValidatorError, Situation};
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ use crate::validator::{Validator, TRACE_HEADERS};
 pub struct RequestView<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The host the client addressed (Envoy's `:authority`; a forward-auth door would take
+    /// `X-Forwarded-Host`): the CSRF check compares `origin` with it.
     pub host: &'a str,
     /// Every request header as `(name, value bytes)`; names in any letter case, repeats kept.
     pub headers: &'a [(&'a str, &'a [u8])],
@@ -44,6 +47,7 @@ pub struct Settings {
     pub auth_enabled: bool,
     pub names: Names,
     pub on_error: OnValidatorError,
+    pub csrf: csrf::Settings,
 }
 
 /// Decides requests; shared by every door.
@@ -88,6 +92,15 @@ impl<V: Verdicts> Authorizer<V> {
             Lookup::Absent => (Situation::NoCredential, None),
             Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None),
             Lookup::Found(credential) => {
+                // Before the verdict: a forged request must not cost a validator call.
+                if let Some(why) = self.cross_site(request, &credential) {
+                    tracing::debug!(
+                        why = why.as_str(),
+                        method = request.method,
+                        "cross-site request refused"
+                    );
+                    return (Situation::CrossSite, Some(credential));
+                }
                 let situation = match self.verdicts.verdict(&credential, request).await {
                     (Verdict::Valid(identity), Origin::Stale) => {
                         tracing::warn!(
@@ -101,6 +114,20 @@ impl<V: Verdicts> Authorizer<V> {
                 (situation, Some(credential))
             }
         }
+    }
+
+    /// Why `request` is refused as a cross-site request, if it is. `csrf.enabled` is the
+    /// service-wide setting; a per-route one would take its place here.
+    fn cross_site(
+        &self,
+        request: &RequestView<'_>,
+        credential: &Credential,
+    ) -> Option<csrf::CrossSite> {
+        let csrf = &self.settings.csrf;
+        if !csrf.enabled {
+            return None;
+        }
+        csrf::cross_site(request, credential.source(), &csrf.trusted_origins)
     }
 
     fn record(&self, decision: &Decision, credential: Option<&Credential>, started: Instant) {

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authorize::{Authorizer, CachedValidator, RequestView, Verdicts};
 use crate::contract::Identity;
-use crate::decision::{Decision, DenyStatus};
+use crate::decision::{Decision, DenyStatus, Reason};
 
 /// The gRPC name of the Authorization service, as health checks name it.
 pub const SERVICE_NAME: &str =
@@ -106,7 +106,7 @@ pub fn check_response(
 ) -> Result<CheckResponse, tonic::Status> {
     match decision {
         Decision::Allow { identity, .. } => Ok(allow(identity, user_header)),
-        Decision::Deny { status, .. } => Ok(deny(*status)),
+        Decision::Deny { status, reason } => Ok(deny(*status, *reason)),
         Decision::GrpcUnavailable { .. } => {
             Err(tonic::Status::unavailable("session validator unavailable"))
         }
@@ -141,7 +141,7 @@ fn allow(identity: &Identity, user_header: &str) -> CheckResponse {
     response
 }
 
-fn deny(status: DenyStatus) -> CheckResponse {
+fn deny(status: DenyStatus, reason: Reason) -> CheckResponse {
     let (grpc, http, error) = match status {
         DenyStatus::BadRequest => (
             tonic::Status::invalid_argument("malformed check request"),
@@ -152,6 +152,16 @@ fn deny(status: DenyStatus) -> CheckResponse {
             tonic::Status::unauthenticated("no valid session"),
             HttpStatusCode::Unauthorized,
             "unauthenticated",
+        ),
+        // design.md's bodies: a refused rule says which, when it is the CSRF one.
+        DenyStatus::Forbidden => (
+            tonic::Status::permission_denied("forbidden"),
+            HttpStatusCode::Forbidden,
+            if reason == Reason::CrossSite {
+                "cross-site request"
+            } else {
+                "forbidden"
+            },
         ),
         DenyStatus::Unavailable => (
             tonic::Status::unavailable("session validator unavailable"),
@@ -186,7 +196,6 @@ mod tests {
     use super::*;
     use crate::contract::ErrorKind;
     use crate::credential::Ambiguity;
-    use crate::decision::Reason;
 
     const USER_HEADER: &str = "x-auth-user";
 
@@ -202,12 +211,14 @@ mod tests {
             Reason::Malformed,
             Reason::NoCredential,
             Reason::Ambiguous(Ambiguity::ConflictingCookies),
+            Reason::CrossSite,
             Reason::InvalidSession,
             Reason::ValidatorError(ErrorKind::Timeout),
         ];
         let statuses = [
             DenyStatus::BadRequest,
             DenyStatus::Unauthenticated,
+            DenyStatus::Forbidden,
             DenyStatus::Unavailable,
         ];
         reasons
@@ -243,6 +254,32 @@ mod tests {
                 expected == 503
             );
         }
+    }
+
+    #[test]
+    fn cross_site_is_403_permission_denied() {
+        let decision = Decision::Deny {
+            status: DenyStatus::Forbidden,
+            reason: Reason::CrossSite,
+        };
+        let response = check_response(&decision, USER_HEADER).unwrap();
+        assert_eq!(
+            response.status.as_ref().map(|s| s.code),
+            Some(tonic::Code::PermissionDenied as i32)
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+            panic!("no denied_response");
+        };
+        assert_eq!(denied.status.as_ref().map(|s| s.code), Some(403));
+        assert_eq!(denied.body, r#"{"error":"cross-site request"}"#);
+        let headers: Vec<_> = denied.headers.iter().filter_map(identity_header).collect();
+        assert_eq!(
+            headers,
+            [
+                ("content-type", "application/json"),
+                ("cache-control", "no-store")
+            ]
+        );
     }
 
     #[test]
