@@ -489,7 +489,6 @@ mod tests {
              validator_timeout = \"5s\"\n\
              on_validator_error = \"deny\"\n\
              csrf = true\n\
-             csrf_trusted_origins = []\n\
              log_format = \"text\"\n\
              shutdown_grace = \"10s\"\n\
              drain_delay = \"5s\"\n\

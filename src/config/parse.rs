@@ -87,11 +87,13 @@ impl<T: Setting> Setting for Option<T> {
     }
 }
 
-/// A list: a TOML array, empty unless a layer sets it.
+/// A list: empty unless a layer sets it, and then left out of `--check-config` like an unset
+/// optional key; else a TOML array.
 impl Setting for TrustedOrigins {
     fn shown(&self) -> Option<toml::Value> {
         let origins = self.as_slice().iter().cloned().map(toml::Value::String);
-        Some(toml::Value::Array(origins.collect()))
+        let origins: Vec<_> = origins.collect();
+        (!origins.is_empty()).then_some(toml::Value::Array(origins))
     }
 
     fn unset() -> Option<Self> {
