@@ -57,6 +57,7 @@ The admin dashboard is behind Envoy on http://localhost:8080 (session-authz chec
   curl -i -H 'X-Session-Token: user2-token' -H 'x-auth-roles: admin' \
     localhost:8080/api/admin/stats                               # 200, user2, roles: viewer
   curl -i -b session=stolen localhost:8080/admin                 # 401, invalid session
+  curl -i -b session=user1-token -d '' -H 'Origin: https://evil.example' localhost:8080/admin   # 403, cross-site
   curl -i -H 'x-auth-user: root' localhost:8080/                 # public page, forged header dropped
 
   .tools/bin/grpcurl -plaintext 127.0.0.1:9001 list              # session-authz by reflection

@@ -85,6 +85,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
                 header: config.session_header.clone(),
             },
             on_error: config.validator.on_error,
+            csrf: config.csrf.clone(),
         },
         CachedValidator {
             validator,

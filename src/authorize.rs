@@ -1,8 +1,8 @@
 //! The core every door calls: a transport-free view of a request in, a [`Decision`] out.
 //!
-//! It runs the credential lookup, asks for a verdict (the cache in front of the validator), applies
-//! the decision table, and records metrics and the decision log line, so that every door gets
-//! them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
+//! It runs the credential lookup, refuses cross-site requests ([`csrf`](crate::csrf)), asks for a
+//! verdict (the cache in front of the validator), applies the decision table, and records metrics
+//! and the decision log line, so that every door gets them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::cache::{DecisionCache, Origin};
 use crate::contract::{ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
+use crate::csrf;
 use crate::decision::{decide, Decision, OnValidatorError, Situation};
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ use crate::validator::{Validator, TRACE_HEADERS};
 pub struct RequestView<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The host the client addressed (Envoy's `:authority`; a forward-auth door would take
+    /// `X-Forwarded-Host`): the CSRF check compares `origin` with it.
     pub host: &'a str,
     /// Every request header as `(name, value bytes)`; names in any letter case, repeats kept.
     pub headers: &'a [(&'a str, &'a [u8])],
@@ -54,6 +57,7 @@ pub struct Settings {
     pub auth_enabled: bool,
     pub names: Names,
     pub on_error: OnValidatorError,
+    pub csrf: csrf::Settings,
 }
 
 /// Decides requests; shared by every door.
@@ -77,12 +81,8 @@ impl<V: Verdicts> Authorizer<V> {
     pub async fn authorize(&self, request: &RequestView<'_>) -> Checked {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
-        let (situation, found) = self.situation(request).await;
+        let (situation, credential, cache) = self.situation(request).await;
         let decision = decide(situation, self.settings.on_error);
-        let (credential, cache) = match found {
-            Some((credential, origin)) => (Some(credential), Some(origin)),
-            None => (None, None),
-        };
         self.record(&decision, credential.as_ref(), cache, started);
         Checked { decision, cache }
     }
@@ -97,18 +97,27 @@ impl<V: Verdicts> Authorizer<V> {
         }
     }
 
-    /// The situation, and the credential with how its verdict was obtained when one was asked.
+    /// The situation, the credential found, and how its verdict was obtained when one was asked.
     async fn situation(
         &self,
         request: &RequestView<'_>,
-    ) -> (Situation, Option<(Credential, Origin)>) {
+    ) -> (Situation, Option<Credential>, Option<Origin>) {
         if !self.settings.auth_enabled {
-            return (Situation::AuthDisabled, None);
+            return (Situation::AuthDisabled, None, None);
         }
         match credential::find(request.headers.iter().copied(), &self.settings.names) {
-            Lookup::Absent => (Situation::NoCredential, None),
-            Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None),
+            Lookup::Absent => (Situation::NoCredential, None, None),
+            Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None, None),
             Lookup::Found(credential) => {
+                // Before the verdict: a forged request must not cost a validator call.
+                if let Some(why) = self.cross_site(request, &credential) {
+                    tracing::debug!(
+                        why = why.as_str(),
+                        method = request.method,
+                        "cross-site request refused"
+                    );
+                    return (Situation::CrossSite, Some(credential), None);
+                }
                 let (verdict, origin) = self.verdicts.verdict(&credential, request).await;
                 let situation = match (verdict, origin) {
                     (Verdict::Valid(identity), Origin::Stale) => {
@@ -120,9 +129,23 @@ impl<V: Verdicts> Authorizer<V> {
                     }
                     (verdict, _) => Situation::Checked(verdict),
                 };
-                (situation, Some((credential, origin)))
+                (situation, Some(credential), Some(origin))
             }
         }
+    }
+
+    /// Why `request` is refused as a cross-site request, if it is. `csrf.enabled` is the
+    /// service-wide setting; a per-route one would take its place here.
+    fn cross_site(
+        &self,
+        request: &RequestView<'_>,
+        credential: &Credential,
+    ) -> Option<csrf::CrossSite> {
+        let csrf = &self.settings.csrf;
+        if !csrf.enabled {
+            return None;
+        }
+        csrf::cross_site(request, credential.source(), &csrf.trusted_origins)
     }
 
     fn record(

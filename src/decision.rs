@@ -25,6 +25,8 @@ pub enum Situation {
     Malformed,
     NoCredential,
     Ambiguous(Ambiguity),
+    /// A cookie credential on a method that may change state, sent from another site (`csrf`).
+    CrossSite,
     Checked(Verdict),
     /// The validator erred, but confirmed this session valid within `stale_if_error`.
     StaleValid(Identity),
@@ -35,6 +37,8 @@ pub enum Situation {
 pub enum DenyStatus {
     BadRequest,
     Unauthenticated,
+    /// A request refused by a rule, whoever sent it.
+    Forbidden,
     Unavailable,
 }
 
@@ -43,6 +47,7 @@ impl DenyStatus {
         match self {
             DenyStatus::BadRequest => 400,
             DenyStatus::Unauthenticated => 401,
+            DenyStatus::Forbidden => 403,
             DenyStatus::Unavailable => 503,
         }
     }
@@ -58,6 +63,8 @@ pub enum Reason {
     Malformed,
     NoCredential,
     Ambiguous(Ambiguity),
+    /// Refused as a cross-site request (`csrf`), before any validator call.
+    CrossSite,
     InvalidSession,
     ValidatorError(ErrorKind),
 }
@@ -71,6 +78,7 @@ impl Reason {
             Reason::Malformed => "malformed_request",
             Reason::NoCredential => "no_credential",
             Reason::Ambiguous(a) => a.as_str(),
+            Reason::CrossSite => "cross_site",
             Reason::InvalidSession => "invalid_session",
             Reason::ValidatorError(kind) => kind.as_str(),
         }
@@ -120,6 +128,7 @@ pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
         Situation::Malformed => deny(DenyStatus::BadRequest, Reason::Malformed),
         Situation::NoCredential => deny(DenyStatus::Unauthenticated, Reason::NoCredential),
         Situation::Ambiguous(why) => deny(DenyStatus::Unauthenticated, Reason::Ambiguous(why)),
+        Situation::CrossSite => deny(DenyStatus::Forbidden, Reason::CrossSite),
         Situation::Checked(Verdict::Valid(identity)) => Decision::Allow {
             identity,
             reason: Reason::ValidSession,
@@ -246,6 +255,19 @@ mod tests {
     }
 
     #[test]
+    fn row8_cross_site_is_403() {
+        assert_eq!(
+            deny_default(Situation::CrossSite),
+            Decision::Deny {
+                status: DenyStatus::Forbidden,
+                reason: Reason::CrossSite
+            }
+        );
+        assert_eq!(DenyStatus::Forbidden.http_code(), 403);
+        assert_eq!(Reason::CrossSite.as_str(), "cross_site");
+    }
+
+    #[test]
     fn ambiguity_is_401() {
         let decision = deny_default(Situation::Ambiguous(Ambiguity::CookieHeaderMismatch));
         assert_eq!(
@@ -263,6 +285,7 @@ mod tests {
             Situation::Malformed,
             Situation::NoCredential,
             Situation::Ambiguous(Ambiguity::RepeatedHeader),
+            Situation::CrossSite,
             Situation::Checked(Verdict::Invalid),
             Situation::Checked(Verdict::Error(ValidatorError::Timeout)),
         ];

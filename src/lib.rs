@@ -2,12 +2,12 @@
 //!
 //! Data flows one way (docs/architecture.md): a door ([`doors`]) turns a proxy's question into a
 //! [`authorize::RequestView`] → the core ([`authorize`]) finds the credential ([`credential`],
-//! pure) → asks the cache ([`cache`]) or the validator ([`validator`], the only outbound I/O),
-//! whose answer [`contract`] reads (pure) → applies the decision table ([`decision`], pure) → the
-//! door turns the [`decision::Decision`] back into its protocol. [`config`] and [`cli`] build
-//! the settings, [`app`] binds and serves, [`health`] and [`probe`] follow the validator,
-//! [`ops`] serves health, readiness, metrics and reflection, [`metrics`] and [`telemetry`] tell
-//! operators what happens.
+//! pure) → refuses a cross-site request ([`csrf`], pure) → asks the cache ([`cache`]) or the
+//! validator ([`validator`], the only outbound I/O), whose answer [`contract`] reads (pure) →
+//! applies the decision table ([`decision`], pure) → the door turns the [`decision::Decision`]
+//! back into its protocol. [`config`] and [`cli`] build the settings, [`app`] binds and serves,
+//! [`health`] and [`probe`] follow the validator, [`ops`] serves health, readiness, metrics and
+//! reflection, [`metrics`] and [`telemetry`] tell operators what happens.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod credential;
+pub mod csrf;
 pub mod decision;
 pub mod doors;
 pub mod health;

@@ -267,6 +267,11 @@ mod tests {
             reason: Reason::ValidSession,
         };
         metrics.decision(&allow, Duration::from_micros(80));
+        let cross_site = Decision::Deny {
+            status: crate::decision::DenyStatus::Forbidden,
+            reason: Reason::CrossSite,
+        };
+        metrics.decision(&cross_site, Duration::from_micros(5));
         metrics.validator_call(
             &Verdict::Valid(Identity::default()),
             Duration::from_millis(2),
@@ -289,6 +294,7 @@ mod tests {
         let text = metrics.render(7);
         for line in [
             "session_authz_decisions_total{outcome=\"allow\",reason=\"valid_session\"} 1",
+            "session_authz_decisions_total{outcome=\"deny\",reason=\"cross_site\"} 1",
             "session_authz_validator_calls_total{outcome=\"valid\"} 1",
             "session_authz_validator_shed_total 1",
             "session_authz_validator_calls_total{outcome=\"timeout\"} 1",
@@ -296,7 +302,7 @@ mod tests {
             "session_authz_cache_entries 7",
             "session_authz_checks_in_flight 0",
             "session_authz_auth_enabled 1",
-            "session_authz_check_duration_seconds_count 1",
+            "session_authz_check_duration_seconds_count 2",
             "session_authz_build_info{version=",
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");

@@ -254,6 +254,179 @@ async fn rows_that_never_call_the_validator() {
     running.shutdown().await.unwrap();
 }
 
+/// Cookie requests from other sites, on methods that may change state: the host each names is
+/// `dash.example`.
+const CROSS_SITE: &[&[(&str, &str)]] = &[
+    &[("sec-fetch-site", "cross-site")],
+    &[
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://dash.example"),
+    ],
+    &[
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://dash.example"),
+    ],
+    &[("origin", "https://evil.example")],
+    &[("origin", "https://dash.example.evil.example")],
+    &[("origin", "null")],
+    &[("origin", "https://dash.example, https://evil.example")],
+];
+
+/// The same Check with the session cookie and these headers, for each unsafe method.
+fn cookie_checks<'a>(
+    headers: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = (&'static str, envoy_types::ext_authz::v3::pb::CheckRequest)> + 'a {
+    ["POST", "PUT", "PATCH", "DELETE", "post"]
+        .into_iter()
+        .map(|method| {
+            let mut all = vec![("cookie", "session=tok-1")];
+            all.extend_from_slice(headers);
+            (method, check_request_to(method, "dash.example", &all))
+        })
+}
+
+#[tokio::test]
+async fn cross_site_cookie_requests_are_refused_before_the_validator() {
+    let valid = Answer::json(200, r#"{"valid":true,"user":"alice"}"#);
+    let validator = FakeValidator::start(vec![("tok-1", valid)]).await;
+    // No cache, so that every Check that reaches the validator is counted.
+    let running = start_service(&[("aimenu_url", &validator.url()), ("cache_ttl", "0")]).await;
+    let mut client = client(&running).await;
+
+    for headers in CROSS_SITE {
+        for (method, request) in cookie_checks(headers) {
+            assert_eq!(
+                outcome_of(&mut client, request).await,
+                deny_cross_site(),
+                "{method} {headers:?}"
+            );
+        }
+    }
+    assert_eq!(
+        validator.calls(),
+        0,
+        "a cross-site request cost a validator call"
+    );
+
+    let evil = [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+    ];
+    let cookie = ("cookie", "session=tok-1");
+    let allowed: &[(&str, &[(&str, &str)])] = &[
+        // The dashboard's own pages, in a current browser and in an older one.
+        (
+            "POST",
+            &[
+                cookie,
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "https://dash.example"),
+            ],
+        ),
+        ("POST", &[cookie, ("sec-fetch-site", "none")]),
+        ("DELETE", &[cookie, ("origin", "https://dash.example")]),
+        ("PUT", &[cookie, ("origin", "http://DASH.example")]),
+        // No browser: neither header.
+        ("POST", &[cookie]),
+        // Safe methods, whoever sends them.
+        ("GET", &[cookie, evil[0], evil[1]]),
+        ("HEAD", &[cookie, evil[0], evil[1]]),
+        ("OPTIONS", &[cookie, evil[0], evil[1]]),
+        // A header credential: browsers never add one by themselves.
+        ("POST", &[("x-session-token", "tok-1"), evil[0], evil[1]]),
+    ];
+    for (method, headers) in allowed {
+        assert_eq!(
+            outcome_of(
+                &mut client,
+                check_request_to(method, "dash.example", headers)
+            )
+            .await,
+            allow_as("alice"),
+            "{method} {headers:?}"
+        );
+    }
+    assert_eq!(validator.calls(), allowed.len());
+
+    // The refusal comes before the session is judged: an invalid one is refused alike.
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            check_request_to(
+                "POST",
+                "dash.example",
+                &[("cookie", "session=stolen"), evil[0]]
+            )
+        )
+        .await,
+        deny_cross_site()
+    );
+    assert_eq!(validator.calls(), allowed.len());
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn trusted_origins_pass_and_csrf_false_turns_the_check_off() {
+    let valid = Answer::json(200, r#"{"valid":true,"user":"alice"}"#);
+    let validator = FakeValidator::start(vec![("tok-1", valid)]).await;
+    let running = start_service(&[
+        ("aimenu_url", &validator.url()),
+        ("cache_ttl", "0"),
+        (
+            "csrf_trusted_origins",
+            "https://admin.example,http://localhost:3000",
+        ),
+    ])
+    .await;
+    let mut client = client(&running).await;
+    for origin in ["https://admin.example", "http://localhost:3000"] {
+        for (method, request) in
+            cookie_checks(&[("sec-fetch-site", "cross-site"), ("origin", origin)])
+        {
+            assert_eq!(
+                outcome_of(&mut client, request).await,
+                allow_as("alice"),
+                "{method} {origin}"
+            );
+        }
+    }
+    let calls = validator.calls();
+    for (method, request) in cookie_checks(&[
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://admin.example:8443"),
+    ]) {
+        assert_eq!(
+            outcome_of(&mut client, request).await,
+            deny_cross_site(),
+            "{method}"
+        );
+    }
+    assert_eq!(validator.calls(), calls);
+    running.shutdown().await.unwrap();
+
+    // Off: every one of those requests is validated as before.
+    let running = start_service(&[
+        ("aimenu_url", &validator.url()),
+        ("cache_ttl", "0"),
+        ("csrf", "false"),
+    ])
+    .await;
+    let mut client = session_authz_testkit::service::client(&running).await;
+    let mut checks = 0;
+    for headers in CROSS_SITE {
+        for (method, request) in cookie_checks(headers) {
+            assert_eq!(
+                outcome_of(&mut client, request).await,
+                allow_as("alice"),
+                "{method} {headers:?}"
+            );
+            checks += 1;
+        }
+    }
+    assert_eq!(validator.calls(), calls + checks);
+    running.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn auth_disabled_allows_and_strips_identity() {
     let validator = FakeValidator::start(vec![]).await;

@@ -40,10 +40,18 @@ fn value_for(key: &'static str) -> BoxedStrategy<(&'static str, String)> {
         Just("host".to_owned()),
         "[a-zA-Z0-9_-]{0,12}",
     ];
+    let origins = prop_oneof![
+        Just("https://admin.example".to_owned()),
+        Just("https://admin.example, http://[::1]:3000".to_owned()),
+        Just("https://Admin.example".to_owned()),
+        Just(",".to_owned()),
+        "(https?://[a-z0-9.-]{0,12}(:[0-9]{1,6})?/?,?){1,3}",
+    ];
     let values = match key {
         "validator_timeout" | "shutdown_grace" | "drain_delay" | "cache_ttl"
         | "cache_negative_ttl" | "stale_if_error" => duration.boxed(),
         "cache_max_entries" | "validator_max_concurrency" | "validator_max_queue" => count.boxed(),
+        "csrf_trusted_origins" => origins.boxed(),
         _ => word.boxed(),
     };
     values.prop_map(move |value| (key, value)).boxed()

@@ -59,6 +59,10 @@ impl Stack {
     async fn get(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
         raw_get(self.envoy.listener, target, headers).await
     }
+
+    async fn post(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+        raw_request(self.envoy.listener, "POST", target, headers).await
+    }
 }
 
 fn assert_json_deny(response: &RawResponse, status: u16, error: &str) {
@@ -133,6 +137,62 @@ async fn decision_table_rows_seen_by_the_client() {
         seen[0].headers.get("cookie").unwrap(),
         "session=user1-token"
     );
+}
+
+/// The shipped config must send `origin` and `sec-fetch-site` to session-authz: were either
+/// left out, the cross-site requests here would be let through, not refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_cookie_posts_never_reach_the_dashboard() {
+    let stack = Stack::start(&[]).await;
+    let cookie = ("Cookie", "session=user1-token");
+    let evil = ("Origin", "https://evil.example");
+    for forged in [
+        &[evil][..],
+        &[("Sec-Fetch-Site", "cross-site")],
+        &[
+            ("Sec-Fetch-Site", "same-site"),
+            ("Origin", "http://dashboard.local"),
+        ],
+    ] {
+        let mut headers = vec![cookie];
+        headers.extend_from_slice(forged);
+        let response = stack.post("/admin", &headers).await;
+        assert_json_deny(&response, 403, "cross-site request");
+        assert_eq!(response.header("cache-control"), Some("no-store"));
+    }
+    assert!(
+        stack.dashboard.hits().is_empty(),
+        "reached the dashboard: {:?}",
+        stack.dashboard.hits()
+    );
+    assert_eq!(stack.validator.calls(), 0);
+
+    // From the dashboard's own pages (the client's Host is dashboard.local): allowed.
+    for own in [
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Origin", "http://dashboard.local"),
+    ] {
+        let response = stack.post("/admin", &[cookie, own]).await;
+        assert_eq!(response.status, 200, "{own:?}: {response:?}");
+        assert_eq!(response.upstream_saw("x-auth-user"), ["user1"], "{own:?}");
+    }
+    // A session in a header is no browser's doing: exempt, from anywhere.
+    let response = stack
+        .post(
+            "/api/admin/users",
+            &[
+                ("X-Session-Token", "user2-token"),
+                evil,
+                ("Sec-Fetch-Site", "cross-site"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-user"), ["user2"]);
+    // Reading is always allowed.
+    let response = stack.get("/admin", &[cookie, evil]).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(stack.dashboard.hits().len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]

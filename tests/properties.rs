@@ -1,10 +1,12 @@
 //! Property tests: credential lookup and validator-answer parsing alone, and the real core
 //! (`authorize`) with a validator that answers from a table. No input panics; an allow happens
-//! only on a valid answer for the exact token found; the identity is only ever the validator's.
+//! only on a valid answer for the exact token found; the identity is only ever the validator's;
+//! a cross-site refusal never asks the validator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -14,7 +16,8 @@ use session_authz::contract::{
     interpret, Identity, Verdict, MAX_EMAIL_BYTES, MAX_ROLES, MAX_ROLE_BYTES, MAX_USER_BYTES,
 };
 use session_authz::credential::{find, Credential, Lookup, Names, Source};
-use session_authz::decision::{Decision, OnValidatorError};
+use session_authz::csrf::{self, cross_site, TrustedOrigins};
+use session_authz::decision::{Decision, OnValidatorError, Reason};
 use session_authz::metrics::Metrics;
 
 /// A validator that answers each token from a table, and anything else with `fallback`.
@@ -34,6 +37,41 @@ impl Verdicts for &Table {
         let (status, body) = self.answer(credential.token());
         (interpret(*status, body), Origin::Miss)
     }
+}
+
+/// A validator that finds every session valid, and counts how often it is asked.
+struct Counting(AtomicUsize);
+
+impl Verdicts for &Counting {
+    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        (
+            interpret(200, br#"{"valid":true,"user":"u"}"#),
+            Origin::Miss,
+        )
+    }
+}
+
+/// `origin` and `sec-fetch-site`, in odd spellings, with their words, URLs and noise.
+fn fetch_headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+    let name = prop_oneof![
+        Just("origin".to_owned()),
+        Just("Origin".to_owned()),
+        Just("sec-fetch-site".to_owned()),
+        Just("Sec-Fetch-Site".to_owned()),
+    ];
+    let value = prop_oneof![
+        Just(b"same-origin".to_vec()),
+        Just(b"none".to_vec()),
+        Just(b"same-site".to_vec()),
+        Just(b"cross-site".to_vec()),
+        Just(b"https://dashboard".to_vec()),
+        Just(b"http://dashboard:8080".to_vec()),
+        Just(b"https://evil.example".to_vec()),
+        Just(b"null".to_vec()),
+        header_value(),
+    ];
+    proptest::collection::vec((name, value), 0..3)
 }
 
 /// Header names that matter, in odd spellings, plus noise.
@@ -261,7 +299,12 @@ proptest! {
         let table = Table { answers, fallback };
         let on_error = if grpc_error { OnValidatorError::GrpcError } else { OnValidatorError::Deny };
         let core = Authorizer::new(
-            authorize::Settings { auth_enabled: true, names: Names::default(), on_error },
+            authorize::Settings {
+                auth_enabled: true,
+                names: Names::default(),
+                on_error,
+                csrf: csrf::Settings::default(),
+            },
             &table,
             Arc::new(Metrics::new(true)),
         );
@@ -279,6 +322,46 @@ proptest! {
             let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
             prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
             prop_assert_eq!(identity, sent_identity(&parsed));
+        }
+    }
+
+    /// The real core refuses exactly what the pure check calls cross-site, and only cookie
+    /// requests on unsafe methods, before any validator call.
+    #[test]
+    fn a_cross_site_refusal_never_asks_the_validator(
+        headers in headers(),
+        fetch in fetch_headers(),
+        method in prop_oneof![Just("GET"), Just("HEAD"), Just("OPTIONS"), Just("POST"), Just("DELETE"), Just("get"), Just("")],
+    ) {
+        let all: Vec<(String, Vec<u8>)> = headers.into_iter().chain(fetch).collect();
+        let validator = Counting(AtomicUsize::new(0));
+        let core = Authorizer::new(
+            authorize::Settings {
+                auth_enabled: true,
+                names: Names::default(),
+                on_error: OnValidatorError::Deny,
+                csrf: csrf::Settings::default(),
+            },
+            &validator,
+            Arc::new(Metrics::new(true)),
+        );
+        let pairs: Vec<(&str, &[u8])> =
+            all.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let view = RequestView { method, path: "/admin", host: "dashboard", headers: &pairs };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let refused = runtime.block_on(core.authorize(&view)).decision.reason() == Reason::CrossSite;
+        let expected = match lookup(&all) {
+            Lookup::Found(credential) => {
+                cross_site(&view, credential.source(), &TrustedOrigins::default()).is_some()
+            }
+            _ => false,
+        };
+        prop_assert_eq!(refused, expected);
+        if refused {
+            prop_assert_eq!(validator.0.load(Ordering::SeqCst), 0);
+            let Lookup::Found(credential) = lookup(&all) else { unreachable!() };
+            prop_assert_eq!(credential.source(), Source::Cookie);
+            prop_assert!(!["GET", "HEAD", "OPTIONS"].contains(&method));
         }
     }
 

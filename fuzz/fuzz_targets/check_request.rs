@@ -13,6 +13,7 @@ use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
 use session_authz::cache::Origin;
 use session_authz::contract::{interpret, Verdict};
 use session_authz::credential::{Credential, Names};
+use session_authz::csrf;
 use session_authz::decision::OnValidatorError;
 use session_authz::doors::grpc::CheckService;
 use session_authz::doors::IdentityHeaders;
@@ -51,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
             auth_enabled: true,
             names: Names::default(),
             on_error: OnValidatorError::Deny,
+            csrf: csrf::Settings::default(),
         },
         Fixed(verdict.clone()),
         Arc::new(Metrics::new(true)),

@@ -18,6 +18,7 @@ use reqwest::Url;
 use super::parse;
 use super::secret::Secret;
 use super::LogFormat;
+use crate::csrf::TrustedOrigins;
 use crate::decision::OnValidatorError;
 
 /// Prefix of the environment variables of all keys but the seed guide's own two.
@@ -204,6 +205,22 @@ pub static ON_VALIDATOR_ERROR: Key<OnValidatorError> = key(
     "deny (503, fail closed) or grpc-error (let Envoy decide)",
 );
 
+pub static CSRF: Key<bool> = key(
+    "csrf",
+    "BOOL",
+    Some("true"),
+    parse::boolean,
+    "Refuse cookie requests that may change state (not GET/HEAD/OPTIONS) from other sites (403)",
+);
+
+pub static CSRF_TRUSTED_ORIGINS: Key<TrustedOrigins> = key(
+    "csrf_trusted_origins",
+    "ORIGINS",
+    None,
+    parse::trusted_origins,
+    "Origins allowed past the csrf check, comma-separated, like https://admin.example",
+);
+
 pub static LOG_FORMAT: Key<LogFormat> = key(
     "log_format",
     "FORMAT",
@@ -322,6 +339,8 @@ pub static KEYS: &[&KeySpec] = &[
     &EMAIL_HEADER.spec,
     &VALIDATOR_TIMEOUT.spec,
     &ON_VALIDATOR_ERROR.spec,
+    &CSRF.spec,
+    &CSRF_TRUSTED_ORIGINS.spec,
     &LOG_FORMAT.spec,
     &SHUTDOWN_GRACE.spec,
     &DRAIN_DELAY.spec,

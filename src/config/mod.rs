@@ -49,6 +49,8 @@ pub struct Config {
     pub session_header: String,
     /// The names of the headers the identity is sent upstream in.
     pub identity_headers: IdentityHeaders,
+    /// Cross-site request refusal (`csrf`, `csrf_trusted_origins`).
+    pub csrf: crate::csrf::Settings,
     pub validator: ValidatorConfig,
     pub cache: crate::cache::Settings,
     pub log_format: LogFormat,
@@ -186,6 +188,10 @@ impl Config {
                 user: read.get(&keys::USER_HEADER)?,
                 roles: read.get(&keys::ROLES_HEADER)?,
                 email: read.get(&keys::EMAIL_HEADER)?,
+            },
+            csrf: crate::csrf::Settings {
+                enabled: read.get(&keys::CSRF)?,
+                trusted_origins: read.get(&keys::CSRF_TRUSTED_ORIGINS)?,
             },
             validator: ValidatorConfig {
                 url: read.get(&keys::VALIDATOR_URL)?,
@@ -465,6 +471,10 @@ mod tests {
                 roles: "x-auth-roles".to_owned(),
                 email: "x-auth-email".to_owned(),
             },
+            csrf: crate::csrf::Settings {
+                enabled: true,
+                trusted_origins: crate::csrf::TrustedOrigins::default(),
+            },
             validator: ValidatorConfig {
                 url: Secret::new(Url::parse("http://localhost:5000").unwrap()),
                 timeout: Duration::from_secs(5),
@@ -489,6 +499,7 @@ mod tests {
         assert_eq!(config.validator.on_error, OnValidatorError::default());
         assert_eq!(config.identity_headers, IdentityHeaders::default());
         assert_eq!(config.log_format, LogFormat::default());
+        assert_eq!(config.csrf, crate::csrf::Settings::default());
     }
 
     #[test]
@@ -506,6 +517,7 @@ mod tests {
              email_header = \"x-auth-email\"\n\
              validator_timeout = \"5s\"\n\
              on_validator_error = \"deny\"\n\
+             csrf = true\n\
              log_format = \"text\"\n\
              shutdown_grace = \"10s\"\n\
              drain_delay = \"5s\"\n\
@@ -647,6 +659,127 @@ mod tests {
         assert_eq!(config.tls, None);
         assert!(shown(&[("SESSION_AUTHZ_STALE_IF_ERROR", "5m")], &[])
             .contains("stale_if_error = \"5m\""));
+    }
+
+    #[test]
+    fn csrf_keys() {
+        let config = load(&[("SESSION_AUTHZ_CSRF", "false")], &[]).unwrap();
+        assert!(!config.csrf.enabled);
+        let config = load(&[], &[("csrf", "no")]).unwrap();
+        assert!(!config.csrf.enabled);
+        assert!(load(&[], &[]).unwrap().csrf.enabled);
+
+        // A list in a variable or a flag is comma-separated; blanks around entries are dropped.
+        let two = ["https://admin.example", "http://localhost:3000"];
+        let from_env = load(
+            &[(
+                "SESSION_AUTHZ_CSRF_TRUSTED_ORIGINS",
+                "https://admin.example, http://localhost:3000",
+            )],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(from_env.csrf.trusted_origins.as_slice(), two);
+        let from_flag = load(
+            &[],
+            &[(
+                "csrf_trusted_origins",
+                "https://admin.example,http://localhost:3000",
+            )],
+        )
+        .unwrap();
+        assert_eq!(from_flag.csrf.trusted_origins.as_slice(), two);
+        assert!(shown(
+            &[("SESSION_AUTHZ_CSRF_TRUSTED_ORIGINS", "https://a.example")],
+            &[]
+        )
+        .contains("csrf_trusted_origins = [\"https://a.example\"]\n"));
+
+        // In a file: an array (or the same comma-separated text).
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "list.toml",
+                "csrf = false\ncsrf_trusted_origins = [\"https://admin.example\", \"http://localhost:3000\"]\n",
+            )?;
+            let figment = Config::figment(Some(Path::new("list.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let config = Config::from_figment(&figment).map_err(jail_error)?;
+            assert!(!config.csrf.enabled);
+            assert_eq!(config.csrf.trusted_origins.as_slice(), two);
+
+            jail.create_file("empty.toml", "csrf_trusted_origins = []\n")?;
+            let figment = Config::figment(Some(Path::new("empty.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let config = Config::from_figment(&figment).map_err(jail_error)?;
+            assert!(config.csrf.trusted_origins.as_slice().is_empty());
+
+            jail.create_file(
+                "text.toml",
+                "csrf_trusted_origins = \"https://admin.example\"\n",
+            )?;
+            let figment = Config::figment(Some(Path::new("text.toml")), flags_from_pairs(&[]))
+                .map_err(jail_error)?;
+            let config = Config::from_figment(&figment).map_err(jail_error)?;
+            assert_eq!(
+                config.csrf.trusted_origins.as_slice(),
+                ["https://admin.example"]
+            );
+
+            for (file, body) in [
+                (
+                    "upper.toml",
+                    "csrf_trusted_origins = [\"https://Admin.example\"]\n",
+                ),
+                (
+                    "number.toml",
+                    "csrf_trusted_origins = [\"https://a.example\", 7]\n",
+                ),
+                (
+                    "path.toml",
+                    "csrf_trusted_origins = [\"https://a.example/\"]\n",
+                ),
+            ] {
+                jail.create_file(file, body)?;
+                let figment = Config::figment(Some(Path::new(file)), flags_from_pairs(&[]))
+                    .map_err(jail_error)?;
+                let err = Config::from_figment(&figment).unwrap_err().to_string();
+                assert!(
+                    err.starts_with("config csrf_trusted_origins = \"[")
+                        && err.contains(file)
+                        && !err.contains('\n'),
+                    "{err}"
+                );
+            }
+            Ok(())
+        });
+
+        // Each bad origin stops start-up, naming the key, the value and where it came from.
+        for value in [
+            "admin.example",
+            "https://admin.example/",
+            "https://admin.example/path",
+            "https://admin.example?x=1",
+            "https://admin.example#top",
+            "https://user:pw@admin.example",
+            "HTTPS://ADMIN.EXAMPLE",
+            "https://admin.example:443",
+            "https://*.example",
+            "null",
+            "https://a.example,",
+            "https://a.example,,https://b.example",
+            "",
+        ] {
+            let err = error_line(&[("SESSION_AUTHZ_CSRF_TRUSTED_ORIGINS", value)], &[]);
+            assert!(
+                err.starts_with(&format!("config csrf_trusted_origins = {value:?} (from the SESSION_AUTHZ_CSRF_TRUSTED_ORIGINS environment variable): expected origins")),
+                "{value:?}: {err}"
+            );
+            let err = error_line(&[], &[("csrf_trusted_origins", value)]);
+            assert!(
+                err.contains("csrf_trusted_origins") && err.contains("--csrf-trusted-origins"),
+                "{value:?}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -801,6 +934,12 @@ mod tests {
                 "on_validator_error",
             ),
             ("SESSION_AUTHZ_LOG_FORMAT", "xml", "log_format"),
+            ("SESSION_AUTHZ_CSRF", "off", "csrf"),
+            (
+                "SESSION_AUTHZ_CSRF_TRUSTED_ORIGINS",
+                "admin.example",
+                "csrf_trusted_origins",
+            ),
             ("SESSION_AUTHZ_SHUTDOWN_GRACE", "-1s", "shutdown_grace"),
             ("SESSION_AUTHZ_CACHE_TTL", "soon", "cache_ttl"),
             ("SESSION_AUTHZ_CACHE_TTL", "10", "cache_ttl"),

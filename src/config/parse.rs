@@ -11,6 +11,7 @@ use reqwest::Url;
 
 use super::secret::{redact_text, Secret};
 use super::LogFormat;
+use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
 use crate::decision::OnValidatorError;
 
 /// A type a key can hold.
@@ -86,6 +87,20 @@ impl<T: Setting> Setting for Option<T> {
     }
 }
 
+/// A list: empty unless a layer sets it, and then left out of `--check-config` like an unset
+/// optional key; else a TOML array.
+impl Setting for TrustedOrigins {
+    fn shown(&self) -> Option<toml::Value> {
+        let origins = self.as_slice().iter().cloned().map(toml::Value::String);
+        let origins: Vec<_> = origins.collect();
+        (!origins.is_empty()).then_some(toml::Value::Array(origins))
+    }
+
+    fn unset() -> Option<Self> {
+        Some(Self::default())
+    }
+}
+
 impl Setting for Secret<Url> {
     fn shown(&self) -> Option<toml::Value> {
         Some(toml::Value::String(self.to_string()))
@@ -108,6 +123,14 @@ impl Setting for LogFormat {
 pub(super) fn rejected_value(secret: bool, value: &Value) -> String {
     let text = match (as_text(value), value) {
         (Some(text), _) => text,
+        // A TOML array, shown as its entries.
+        (None, Value::Array(_, items)) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|item| as_text(item).unwrap_or_else(|| "(not a scalar)".to_owned()))
+                .collect();
+            format!("[{}]", items.join(", "))
+        }
         // A float is shown as written, though no key accepts one.
         (None, Value::Num(_, n)) => n.to_f64().map(|f| f.to_string()).unwrap_or_default(),
         (None, _) => "(not a scalar)".to_owned(),
@@ -249,6 +272,27 @@ pub(super) fn path(value: &Value) -> Result<Option<PathBuf>, &'static str> {
     match as_text(value) {
         Some(text) if !text.trim().is_empty() => Ok(Some(PathBuf::from(text.trim()))),
         _ => Err(EXPECTED),
+    }
+}
+
+/// A list from text (the environment, a flag, a TOML string) is comma-separated; a TOML file may
+/// also give an array of strings.
+pub(super) fn trusted_origins(value: &Value) -> Result<TrustedOrigins, &'static str> {
+    match value {
+        Value::Array(_, items) => {
+            let entries = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(_, entry) => Ok(entry.as_str()),
+                    _ => Err(TRUSTED_ORIGINS_EXPECTED),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            TrustedOrigins::parse(entries)
+        }
+        _ => {
+            let text = as_text(value).ok_or(TRUSTED_ORIGINS_EXPECTED)?;
+            TrustedOrigins::parse(text.split(','))
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use super::IdentityHeaders;
 use crate::authorize::{Authorizer, CachedValidator, Checked, RequestView, Verdicts};
 use crate::cache::Origin;
 use crate::contract::Identity;
-use crate::decision::{Decision, DenyStatus};
+use crate::decision::{Decision, DenyStatus, Reason};
 
 /// The gRPC name of the Authorization service, as health checks name it.
 pub const SERVICE_NAME: &str =
@@ -108,7 +108,7 @@ pub fn check_response(
 ) -> Result<CheckResponse, tonic::Status> {
     let mut response = match &checked.decision {
         Decision::Allow { identity, .. } => allow(identity, headers),
-        Decision::Deny { status, .. } => deny(*status),
+        Decision::Deny { status, reason } => deny(*status, *reason),
         Decision::GrpcUnavailable { .. } => {
             return Err(tonic::Status::unavailable("session validator unavailable"))
         }
@@ -181,7 +181,7 @@ fn allow(identity: &Identity, headers: &IdentityHeaders) -> CheckResponse {
     response
 }
 
-fn deny(status: DenyStatus) -> CheckResponse {
+fn deny(status: DenyStatus, reason: Reason) -> CheckResponse {
     let (grpc, http, error) = match status {
         DenyStatus::BadRequest => (
             tonic::Status::invalid_argument("malformed check request"),
@@ -192,6 +192,16 @@ fn deny(status: DenyStatus) -> CheckResponse {
             tonic::Status::unauthenticated("no valid session"),
             HttpStatusCode::Unauthorized,
             "unauthenticated",
+        ),
+        // design.md's bodies: a refused rule says which, when it is the CSRF one.
+        DenyStatus::Forbidden => (
+            tonic::Status::permission_denied("forbidden"),
+            HttpStatusCode::Forbidden,
+            if reason == Reason::CrossSite {
+                "cross-site request"
+            } else {
+                "forbidden"
+            },
         ),
         DenyStatus::Unavailable => (
             tonic::Status::unavailable("session validator unavailable"),
@@ -226,7 +236,6 @@ mod tests {
     use super::*;
     use crate::contract::ErrorKind;
     use crate::credential::Ambiguity;
-    use crate::decision::Reason;
 
     fn names() -> IdentityHeaders {
         IdentityHeaders::default()
@@ -273,6 +282,7 @@ mod tests {
             Reason::Malformed,
             Reason::NoCredential,
             Reason::Ambiguous(Ambiguity::ConflictingCookies),
+            Reason::CrossSite,
             Reason::InvalidSession,
             Reason::ValidatorError(ErrorKind::Timeout),
             Reason::ValidatorError(ErrorKind::UnsafeRoles),
@@ -280,6 +290,7 @@ mod tests {
         let statuses = [
             DenyStatus::BadRequest,
             DenyStatus::Unauthenticated,
+            DenyStatus::Forbidden,
             DenyStatus::Unavailable,
         ];
         reasons
@@ -339,6 +350,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn cross_site_is_403_permission_denied() {
+        let decision = Decision::Deny {
+            status: DenyStatus::Forbidden,
+            reason: Reason::CrossSite,
+        };
+        let response = check_response(&checked(decision, None), &names()).unwrap();
+        assert_eq!(
+            response.status.as_ref().map(|s| s.code),
+            Some(tonic::Code::PermissionDenied as i32)
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+            panic!("no denied_response");
+        };
+        assert_eq!(denied.status.as_ref().map(|s| s.code), Some(403));
+        assert_eq!(denied.body, r#"{"error":"cross-site request"}"#);
+        let headers: Vec<_> = denied.headers.iter().filter_map(identity_header).collect();
+        assert_eq!(
+            headers,
+            [
+                ("content-type", "application/json"),
+                ("cache-control", "no-store")
+            ]
+        );
     }
 
     #[test]

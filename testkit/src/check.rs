@@ -12,8 +12,15 @@ use tonic::transport::Channel;
 
 /// A CheckRequest for `GET /admin` whose HTTP request carries these headers in the `headers` map.
 pub fn check_request(headers: &[(&str, &str)]) -> CheckRequest {
+    check_request_to("GET", "", headers)
+}
+
+/// A CheckRequest for `{method} /admin` addressed to `host` (Envoy's `:authority`), with these
+/// headers in the `headers` map.
+pub fn check_request_to(method: &str, host: &str, headers: &[(&str, &str)]) -> CheckRequest {
     let http = HttpRequest {
-        method: "GET".to_owned(),
+        method: method.to_owned(),
+        host: host.to_owned(),
         path: "/admin".to_owned(),
         headers: headers
             .iter()
@@ -145,6 +152,14 @@ pub fn deny_401() -> Outcome {
         grpc: tonic::Code::Unauthenticated as i32,
         http: 401,
         body: r#"{"error":"unauthenticated"}"#.to_owned(),
+    }
+}
+
+pub fn deny_cross_site() -> Outcome {
+    Outcome::Deny {
+        grpc: tonic::Code::PermissionDenied as i32,
+        http: 403,
+        body: r#"{"error":"cross-site request"}"#.to_owned(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! HTTP/1.1 on raw sockets, so that nothing normalises what a test sends or sees: a client that
-//! writes header lines exactly as given ([`raw_get`]), and an upstream for Envoy that records
+//! writes header lines exactly as given ([`raw_get`], [`raw_request`]), and an upstream for Envoy that records
 //! every request and echoes its header lines exactly as they arrived ([`Upstream`]).
 
 use std::net::SocketAddr;
@@ -76,6 +76,18 @@ pub async fn raw_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -
         .unwrap_or_else(|err| panic!("GET {target} from {addr}: {err}"))
 }
 
+/// [`raw_get`] with another method; no body (HTTP/1.1 reads none without a length).
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    try_raw_request(addr, method, target, headers)
+        .await
+        .unwrap_or_else(|err| panic!("{method} {target} from {addr}: {err}"))
+}
+
 /// [`raw_get`], with what went wrong (no connection, no answer within 15 s, not HTTP) as an
 /// error instead of a panic: for load generators that count transport errors.
 pub async fn try_raw_get(
@@ -83,7 +95,16 @@ pub async fn try_raw_get(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<RawResponse, String> {
-    let mut request = format!("GET {target} HTTP/1.1\r\n");
+    try_raw_request(addr, "GET", target, headers).await
+}
+
+async fn try_raw_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<RawResponse, String> {
+    let mut request = format!("{method} {target} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         request.push_str("Host: dashboard.local\r\n");
     }
