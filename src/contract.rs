@@ -326,7 +326,10 @@ pub fn screen_set_cookies<'a>(
             return Err(ValidatorError::SetCookie("one over 4096 bytes"));
         }
         // `http::HeaderValue` would also take obs-text (bytes above 0x7f); a proxy may not.
-        if !value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
             return Err(ValidatorError::SetCookie("a byte outside visible ASCII"));
         }
         let text = String::from_utf8_lossy(value);
@@ -708,7 +711,10 @@ mod tests {
     fn set_cookies_pass_as_sent() {
         let renew = "session=abc; Max-Age=3600; HttpOnly; SameSite=Lax; Path=/";
         let other = "theme=dark; Path=/";
-        assert_eq!(cookies(&[renew, other]), Ok(vec![renew.to_owned(), other.to_owned()]));
+        assert_eq!(
+            cookies(&[renew, other]),
+            Ok(vec![renew.to_owned(), other.to_owned()])
+        );
         assert_eq!(cookies(&[]), Ok(Vec::new()));
         let eight = ["a=1"; MAX_SET_COOKIES];
         assert_eq!(cookies(&eight).map(|c| c.len()), Ok(MAX_SET_COOKIES));
@@ -723,8 +729,20 @@ mod tests {
         assert_eq!(kind(cookies(&nine)), Err(ErrorKind::SetCookie));
         let long = format!("a={}", "x".repeat(MAX_SET_COOKIE_BYTES - 1));
         assert_eq!(kind(cookies(&["b=2", &long])), Err(ErrorKind::SetCookie));
-        for bad in ["a=1\r\nx-evil: 1", "a=1\n", "a=\u{0}", "a=\u{7f}", "a=caf\u{e9}", "", "  "] {
-            assert_eq!(kind(cookies(&["ok=1", bad])), Err(ErrorKind::SetCookie), "{bad:?}");
+        for bad in [
+            "a=1\r\nx-evil: 1",
+            "a=1\n",
+            "a=\u{0}",
+            "a=\u{7f}",
+            "a=caf\u{e9}",
+            "",
+            "  ",
+        ] {
+            assert_eq!(
+                kind(cookies(&["ok=1", bad])),
+                Err(ErrorKind::SetCookie),
+                "{bad:?}"
+            );
         }
     }
 
@@ -734,7 +752,10 @@ mod tests {
         let set = [clear.as_bytes()];
         let none = CacheDirective::default();
         let reply = Reply::from_answer(401, b"", none, set);
-        assert_eq!((reply.verdict, reply.set_cookies), (Verdict::Invalid, vec![clear.to_owned()]));
+        assert_eq!(
+            (reply.verdict, reply.set_cookies),
+            (Verdict::Invalid, vec![clear.to_owned()])
+        );
         let reply = Reply::from_answer(200, br#"{"valid":true,"user":"a"}"#, none, set);
         assert_eq!(reply.set_cookies, vec![clear.to_owned()]);
         for (status, body) in [(500, &b""[..]), (200, &b"[]"[..]), (302, &b""[..])] {
@@ -743,7 +764,10 @@ mod tests {
             assert!(reply.set_cookies.is_empty(), "{status}");
         }
         let bad = Reply::from_answer(200, br#"{"valid":true}"#, none, [&b"a=\n"[..]]);
-        assert_eq!(bad.verdict, Verdict::Error(ValidatorError::SetCookie("a byte outside visible ASCII")));
+        assert_eq!(
+            bad.verdict,
+            Verdict::Error(ValidatorError::SetCookie("a byte outside visible ASCII"))
+        );
         assert!(bad.set_cookies.is_empty());
     }
 }

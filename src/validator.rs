@@ -207,10 +207,7 @@ impl Validator {
             .map_err(|_| ValidatorError::Shed)
     }
 
-    async fn fetch(
-        &self,
-        headers: HeaderMap,
-    ) -> Result<Answer, ValidatorError> {
+    async fn fetch(&self, headers: HeaderMap) -> Result<Answer, ValidatorError> {
         let mut response = self
             .client
             .get(self.url.clone())

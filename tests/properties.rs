@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
-use session_authz::cache::Origin;
+use session_authz::cache::{Answered, Origin};
 use session_authz::contract::{
     interpret, Identity, Verdict, MAX_EMAIL_BYTES, MAX_ROLES, MAX_ROLE_BYTES, MAX_USER_BYTES,
 };
@@ -33,9 +33,13 @@ impl Table {
 }
 
 impl Verdicts for &Table {
-    async fn verdict(&self, credential: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
+    async fn verdict(&self, credential: &Credential, _: &RequestView<'_>) -> Answered {
         let (status, body) = self.answer(credential.token());
-        (interpret(*status, body), Origin::Miss)
+        Answered {
+            verdict: interpret(*status, body),
+            origin: Origin::Miss,
+            set_cookies: Vec::new(),
+        }
     }
 }
 
@@ -43,12 +47,13 @@ impl Verdicts for &Table {
 struct Counting(AtomicUsize);
 
 impl Verdicts for &Counting {
-    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
+    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> Answered {
         self.0.fetch_add(1, Ordering::SeqCst);
-        (
-            interpret(200, br#"{"valid":true,"user":"u"}"#),
-            Origin::Miss,
-        )
+        Answered {
+            verdict: interpret(200, br#"{"valid":true,"user":"u"}"#),
+            origin: Origin::Miss,
+            set_cookies: Vec::new(),
+        }
     }
 }
 
