@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, HeaderValueOption, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, HeaderValueOption, HttpResponse,
+};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
@@ -88,7 +90,10 @@ fuzz_target!(|data: &[u8]| {
         .expect("only grpc-error mode fails the RPC")
         .into_inner();
     let code = response.status.as_ref().map_or(0, |s| s.code);
-    let metadata = response.dynamic_metadata.as_ref().expect("metadata on every response");
+    let metadata = response
+        .dynamic_metadata
+        .as_ref()
+        .expect("metadata on every response");
     assert!(metadata.fields.contains_key("reason") && metadata.fields.contains_key("cache"));
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
