@@ -1,10 +1,13 @@
 //! A sample auth service speaking the seed guide's contract (v2): `GET /session/validate` answers
 //! `{"valid": true, "user": …, "roles": […], "email": …}` for the demo sessions and
-//! `{"valid": false}` with 401 otherwise.
+//! `{"valid": false}` with 401 otherwise. A session sent as a cookie is renewed on every valid
+//! answer (a sliding `Set-Cookie` with the same token) and cleared with the 401, which
+//! session-authz passes on to the browser.
 //!
 //! `cargo run --example sample_validator -- [ADDR]` (default `127.0.0.1:5000`).
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use cookie::Cookie;
@@ -16,7 +19,10 @@ const SESSIONS: &[(&str, &str, &[&str], &str)] = &[
     ("user2-token", "user2", &["viewer"], "user2@example.com"),
 ];
 
-async fn validate(headers: HeaderMap) -> (StatusCode, Json<Value>) {
+/// How long a renewed session cookie lives in the browser.
+const SESSION_MAX_AGE_SECS: u32 = 3600;
+
+async fn validate(headers: HeaderMap) -> (StatusCode, HeaderMap, Json<Value>) {
     let from_cookie = headers
         .get_all("cookie")
         .iter()
@@ -28,13 +34,29 @@ async fn validate(headers: HeaderMap) -> (StatusCode, Json<Value>) {
         .get("x-session-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let by_cookie = from_cookie.is_some();
     let token = from_cookie.or(from_header).unwrap_or_default();
-    match SESSIONS.iter().find(|(t, ..)| *t == token) {
+    let mut set = HeaderMap::new();
+    let session = SESSIONS.iter().find(|(t, ..)| *t == token);
+    // Only a cookie session is the browser's to renew or clear; the demo tokens are plain ASCII.
+    let cookie = match session {
+        Some((token, ..)) => format!(
+            "session={token}; Max-Age={SESSION_MAX_AGE_SECS}; HttpOnly; SameSite=Lax; Path=/"
+        ),
+        None => "session=; Max-Age=0; HttpOnly; SameSite=Lax; Path=/".to_owned(),
+    };
+    if by_cookie {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            set.insert(SET_COOKIE, value);
+        }
+    }
+    match session {
         Some((_, user, roles, email)) => (
             StatusCode::OK,
+            set,
             Json(json!({"valid": true, "user": user, "roles": roles, "email": email})),
         ),
-        None => (StatusCode::UNAUTHORIZED, Json(json!({"valid": false}))),
+        None => (StatusCode::UNAUTHORIZED, set, Json(json!({"valid": false}))),
     }
 }
 

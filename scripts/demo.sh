@@ -53,10 +53,10 @@ The admin dashboard is behind Envoy on http://localhost:8080 (session-authz chec
 /admin request against the sample validator). Try:
 
   curl -i localhost:8080/admin                                   # 401, no session
-  curl -i -b session=user1-token localhost:8080/admin            # 200, "hello, user1! ... admin"
+  curl -i -b session=user1-token localhost:8080/admin            # 200, "hello, user1! ... admin", set-cookie renews
   curl -i -H 'X-Session-Token: user2-token' -H 'x-auth-roles: admin' \
     localhost:8080/api/admin/stats                               # 200, user2, roles: viewer
-  curl -i -b session=stolen localhost:8080/admin                 # 401, invalid session
+  curl -i -b session=stolen localhost:8080/admin                 # 401, invalid session, cookie cleared
   curl -i -b session=user1-token -d '' -H 'Origin: https://evil.example' localhost:8080/admin   # 403, cross-site
   curl -i -H 'x-auth-user: root' localhost:8080/                 # public page, forged header dropped
 

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::{DecisionCache, Origin};
+use crate::cache::{Answered, DecisionCache, Origin};
 use crate::contract::{ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
 use crate::csrf;
@@ -32,13 +32,14 @@ pub struct RequestView<'a> {
 /// Where verdicts come from: [`CachedValidator`] in the service, a table in property tests and
 /// fuzzing.
 pub trait Verdicts: Send + Sync {
-    /// The verdict on `credential`, and how it was obtained. `request` supplies the trace
-    /// headers passed on to the validator.
+    /// The verdict on `credential`, how it was obtained, and the cookies its answer sets (only
+    /// when this very call asked the validator). `request` supplies the trace headers passed on
+    /// to the validator.
     fn verdict(
         &self,
         credential: &Credential,
         request: &RequestView<'_>,
-    ) -> impl Future<Output = (Verdict, Origin)> + Send;
+    ) -> impl Future<Output = Answered> + Send;
 }
 
 /// What the core answers a door: the decision, and how the verdict behind it was obtained (for
@@ -49,6 +50,10 @@ pub struct Checked {
     /// How the cache answered; `None` when no verdict was asked for (no credential, an
     /// ambiguous one, auth disabled, an unreadable request).
     pub cache: Option<Origin>,
+    /// `Set-Cookie` values for the client (session renewal, or clearing a dead cookie): only
+    /// from a fresh valid answer behind an allow or a fresh invalid one behind the 401, never
+    /// on any other decision.
+    pub set_cookies: Vec<String>,
 }
 
 /// What the core needs to know of the configuration.
@@ -81,10 +86,14 @@ impl<V: Verdicts> Authorizer<V> {
     pub async fn authorize(&self, request: &RequestView<'_>) -> Checked {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
-        let (situation, credential, cache) = self.situation(request).await;
+        let (situation, credential, cache, set_cookies) = self.situation(request).await;
         let decision = decide(situation, self.settings.on_error);
         self.record(&decision, credential.as_ref(), cache, started);
-        Checked { decision, cache }
+        Checked {
+            decision,
+            cache,
+            set_cookies,
+        }
     }
 
     /// Decides a request the door could not read (a Check without HTTP attributes).
@@ -94,20 +103,22 @@ impl<V: Verdicts> Authorizer<V> {
         Checked {
             decision,
             cache: None,
+            set_cookies: Vec::new(),
         }
     }
 
-    /// The situation, the credential found, and how its verdict was obtained when one was asked.
+    /// The situation, the credential found, how its verdict was obtained when one was asked,
+    /// and the cookies that verdict's answer sets.
     async fn situation(
         &self,
         request: &RequestView<'_>,
-    ) -> (Situation, Option<Credential>, Option<Origin>) {
+    ) -> (Situation, Option<Credential>, Option<Origin>, Vec<String>) {
         if !self.settings.auth_enabled {
-            return (Situation::AuthDisabled, None, None);
+            return (Situation::AuthDisabled, None, None, Vec::new());
         }
         match credential::find(request.headers.iter().copied(), &self.settings.names) {
-            Lookup::Absent => (Situation::NoCredential, None, None),
-            Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None, None),
+            Lookup::Absent => (Situation::NoCredential, None, None, Vec::new()),
+            Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None, None, Vec::new()),
             Lookup::Found(credential) => {
                 // Before the verdict: a forged request must not cost a validator call.
                 if let Some(why) = self.cross_site(request, &credential) {
@@ -116,9 +127,20 @@ impl<V: Verdicts> Authorizer<V> {
                         method = request.method,
                         "cross-site request refused"
                     );
-                    return (Situation::CrossSite, Some(credential), None);
+                    return (Situation::CrossSite, Some(credential), None, Vec::new());
                 }
-                let (verdict, origin) = self.verdicts.verdict(&credential, request).await;
+                let Answered {
+                    verdict,
+                    origin,
+                    mut set_cookies,
+                } = self.verdicts.verdict(&credential, request).await;
+                // Only a valid answer (an allow) or an invalid one (the 401) passes cookies on;
+                // the cache hands them out on a miss only, this makes sure of the verdict.
+                if !matches!(verdict, Verdict::Valid(_) | Verdict::Invalid)
+                    || origin != Origin::Miss
+                {
+                    set_cookies.clear();
+                }
                 let situation = match (verdict, origin) {
                     (Verdict::Valid(identity), Origin::Stale) => {
                         tracing::warn!(
@@ -129,7 +151,7 @@ impl<V: Verdicts> Authorizer<V> {
                     }
                     (verdict, _) => Situation::Checked(verdict),
                 };
-                (situation, Some(credential), Some(origin))
+                (situation, Some(credential), Some(origin), set_cookies)
             }
         }
     }
@@ -186,11 +208,7 @@ pub struct CachedValidator {
 }
 
 impl Verdicts for CachedValidator {
-    async fn verdict(
-        &self,
-        credential: &Credential,
-        request: &RequestView<'_>,
-    ) -> (Verdict, Origin) {
+    async fn verdict(&self, credential: &Credential, request: &RequestView<'_>) -> Answered {
         let fetch = || async {
             let _in_flight = self.metrics.validator_started();
             let started = Instant::now();
@@ -209,8 +227,8 @@ impl Verdicts for CachedValidator {
             }
             reply
         };
-        let (verdict, origin) = self.cache.verdict(credential, fetch).await;
-        self.metrics.cache_lookup(origin);
-        (verdict, origin)
+        let answered = self.cache.lookup(credential, fetch).await;
+        self.metrics.cache_lookup(answered.origin);
+        answered
     }
 }

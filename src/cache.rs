@@ -59,6 +59,27 @@ impl Origin {
     }
 }
 
+/// A verdict, how it was obtained, and the cookies the validator set with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answered {
+    pub verdict: Verdict,
+    pub origin: Origin,
+    /// The answer's `Set-Cookie` values, only for the Check whose own call produced it
+    /// ([`Origin::Miss`]): never stored, so never replayed to a hit, a coalesced waiter or a
+    /// stale allow (a renewal meant for one client must not reach another).
+    pub set_cookies: Vec<String>,
+}
+
+impl Answered {
+    fn without_cookies(verdict: Verdict, origin: Origin) -> Self {
+        Self {
+            verdict,
+            origin,
+            set_cookies: Vec::new(),
+        }
+    }
+}
+
 /// SHA-256 of the source and the whole token: the raw token is never stored.
 type Key = [u8; 32];
 
@@ -137,7 +158,7 @@ impl DecisionCache {
     /// The verdict for `credential`: cached, or from one `fetch` shared by every concurrent
     /// Check of the same credential. If the Check running `fetch` is dropped, a waiting one
     /// takes over; if `fetch` fails, every waiter gets the error and nothing is cached.
-    pub async fn verdict<F, Fut>(&self, credential: &Credential, fetch: F) -> (Verdict, Origin)
+    pub async fn lookup<F, Fut>(&self, credential: &Credential, fetch: F) -> Answered
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Reply>,
@@ -145,17 +166,22 @@ impl DecisionCache {
         let key = key(credential);
         if let Some(entry) = self.entries.get(&key).await {
             if entry.expires > (self.now)() {
-                return (entry.verdict, Origin::Hit);
+                return Answered::without_cookies(entry.verdict, Origin::Hit);
             }
             self.entries.invalidate(&key).await;
         }
         let settings = self.settings;
         let now = &self.now;
+        // Filled only if this Check's own `init` runs: moka runs one waiter's `init`, and the
+        // cookies stay on that waiter's stack, out of the entry.
+        let mut own_cookies = Vec::new();
+        let cookie_slot = &mut own_cookies;
         let init = async move {
             let reply = fetch().await;
             match reply.verdict {
                 Verdict::Error(err) => Err(err),
                 verdict => {
+                    *cookie_slot = reply.set_cookies;
                     let ttl = ttl_for(&settings, &verdict, reply.cache);
                     Ok(Entry {
                         verdict,
@@ -164,7 +190,8 @@ impl DecisionCache {
                 }
             }
         };
-        match self.entries.entry(key).or_try_insert_with(init).await {
+        let inserted = self.entries.entry(key).or_try_insert_with(init).await;
+        match inserted {
             Ok(entry) => {
                 let origin = if entry.is_fresh() {
                     Origin::Miss
@@ -172,10 +199,15 @@ impl DecisionCache {
                     Origin::Coalesced
                 };
                 let verdict = entry.into_value().verdict;
-                if origin == Origin::Miss {
-                    self.remember(key, &verdict).await;
+                if origin != Origin::Miss {
+                    return Answered::without_cookies(verdict, origin);
                 }
-                (verdict, origin)
+                self.remember(key, &verdict).await;
+                Answered {
+                    verdict,
+                    origin,
+                    set_cookies: own_cookies,
+                }
             }
             Err(err) => self.on_error(key, ValidatorError::clone(&err)).await,
         }
@@ -192,14 +224,14 @@ impl DecisionCache {
         }
     }
 
-    async fn on_error(&self, key: Key, err: ValidatorError) -> (Verdict, Origin) {
+    async fn on_error(&self, key: Key, err: ValidatorError) -> Answered {
         if let Some(last_valid) = &self.last_valid {
             if let Some(identity) = last_valid.get(&key).await {
-                return (Verdict::Valid(identity), Origin::Stale);
+                return Answered::without_cookies(Verdict::Valid(identity), Origin::Stale);
             }
         }
         // Coalesced waiters share the leader's error; all of them deny.
-        (Verdict::Error(err), Origin::Miss)
+        Answered::without_cookies(Verdict::Error(err), Origin::Miss)
     }
 }
 
@@ -234,6 +266,18 @@ mod tests {
 
     fn valid(user: &str) -> Verdict {
         Verdict::Valid(Identity::user(user))
+    }
+
+    impl DecisionCache {
+        /// [`DecisionCache::lookup`] without the cookies, for the tests about verdicts.
+        async fn verdict<F, Fut>(&self, credential: &Credential, fetch: F) -> (Verdict, Origin)
+        where
+            F: FnOnce() -> Fut,
+            Fut: Future<Output = Reply>,
+        {
+            let answered = self.lookup(credential, fetch).await;
+            (answered.verdict, answered.origin)
+        }
     }
 
     fn cookie(token: &str) -> Credential {
@@ -368,6 +412,7 @@ mod tests {
                         no_store: false,
                         max_age: Some(Duration::from_secs(secs)),
                     },
+                    set_cookies: Vec::new(),
                 }
             }
         };
@@ -445,6 +490,94 @@ mod tests {
         assert_eq!(
             cache.verdict(&real, ok).await,
             (valid("alice"), Origin::Hit)
+        );
+    }
+
+    fn renewing(verdict: Verdict, cookie: &str) -> Reply {
+        Reply {
+            set_cookies: vec![cookie.to_owned()],
+            ..Reply::from(verdict)
+        }
+    }
+
+    #[tokio::test]
+    async fn set_cookies_reach_only_the_check_whose_call_made_them() {
+        let (now, elapsed) = manual_clock();
+        let cache = DecisionCache::with_clock(
+            Settings {
+                ttl: Duration::from_secs(400),
+                negative_ttl: Duration::from_secs(400),
+                ..Settings::default()
+            },
+            now,
+        );
+        let renew = || async { renewing(valid("alice"), "session=t; Max-Age=60") };
+        let first = cache.lookup(&cookie("t"), renew).await;
+        assert_eq!(first.origin, Origin::Miss);
+        assert_eq!(first.set_cookies, vec!["session=t; Max-Age=60".to_owned()]);
+        // A hit replays the verdict, not the cookies.
+        let hit = cache.lookup(&cookie("t"), renew).await;
+        assert_eq!((hit.origin, hit.set_cookies), (Origin::Hit, Vec::new()));
+        // A fresh invalid answer clears the cookie for its own Check, and only for it.
+        *elapsed.lock().unwrap() += Duration::from_secs(400);
+        let clear = || async { renewing(Verdict::Invalid, "session=; Max-Age=0") };
+        let revoked = cache.lookup(&cookie("t"), clear).await;
+        assert_eq!(
+            revoked,
+            Answered {
+                verdict: Verdict::Invalid,
+                origin: Origin::Miss,
+                set_cookies: vec!["session=; Max-Age=0".to_owned()],
+            }
+        );
+        let hit = cache.lookup(&cookie("t"), clear).await;
+        assert_eq!((hit.origin, hit.set_cookies), (Origin::Hit, Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn a_coalesced_check_gets_no_set_cookies() {
+        let cache = DecisionCache::new(Settings::default());
+        let release = tokio::sync::Notify::new();
+        let token = cookie("t");
+        let leader = cache.lookup(&token, || async {
+            release.notified().await;
+            renewing(valid("alice"), "session=t; Max-Age=60")
+        });
+        let follower = cache.lookup(&token, || async {
+            renewing(valid("alice"), "session=t; Max-Age=60")
+        });
+        // Polled in order on this one thread: the leader waits in its call, the follower
+        // waits for the leader's, then the call is let go.
+        let (leader, follower, ()) = tokio::join!(leader, follower, async {
+            release.notify_one();
+        });
+        assert_eq!(leader.origin, Origin::Miss);
+        assert_eq!(leader.set_cookies.len(), 1);
+        assert_eq!(
+            (follower.origin, follower.set_cookies),
+            (Origin::Coalesced, Vec::new())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_allow_gets_no_set_cookies() {
+        let cache = DecisionCache::new(Settings {
+            ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            stale_if_error: Duration::from_secs(60),
+            ..Settings::default()
+        });
+        let renew = || async { renewing(valid("alice"), "session=t; Max-Age=60") };
+        assert_eq!(cache.lookup(&cookie("t"), renew).await.set_cookies.len(), 1);
+        let err = || async { Reply::from(Verdict::Error(ValidatorError::Timeout)) };
+        let stale = cache.lookup(&cookie("t"), err).await;
+        assert_eq!(
+            stale,
+            Answered {
+                verdict: valid("alice"),
+                origin: Origin::Stale,
+                set_cookies: Vec::new(),
+            }
         );
     }
 }

@@ -17,6 +17,10 @@ pub const MAX_EMAIL_BYTES: usize = 254;
 pub const MAX_ROLES: usize = 64;
 /// The longest role name.
 pub const MAX_ROLE_BYTES: usize = 64;
+/// The most `Set-Cookie` headers one answer may pass on to the client.
+pub const MAX_SET_COOKIES: usize = 8;
+/// The longest `Set-Cookie` value passed on (browsers keep no more than 4096 bytes per cookie).
+pub const MAX_SET_COOKIE_BYTES: usize = 4096;
 
 /// Whose session it is, as a valid answer says. Only [`Verdict::Valid`] carries one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,6 +81,8 @@ pub enum ValidatorError {
     UnsafeRoles(&'static str),
     #[error("validator named an unsafe email ({0})")]
     UnsafeEmail(&'static str),
+    #[error("validator sent unusable set-cookie headers ({0})")]
+    SetCookie(&'static str),
     #[error("validator answer is larger than {MAX_BODY_BYTES} bytes")]
     BodyTooLarge,
     #[error("validator did not answer in time")]
@@ -96,6 +102,7 @@ pub enum ErrorKind {
     UnsafeUser,
     UnsafeRoles,
     UnsafeEmail,
+    SetCookie,
     BodyTooLarge,
     Timeout,
     Transport,
@@ -111,6 +118,7 @@ impl ErrorKind {
             ErrorKind::UnsafeUser => "unsafe_user",
             ErrorKind::UnsafeRoles => "unsafe_roles",
             ErrorKind::UnsafeEmail => "unsafe_email",
+            ErrorKind::SetCookie => "set_cookie",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Transport => "transport",
@@ -128,6 +136,7 @@ impl ValidatorError {
             ValidatorError::UnsafeUser(_) => ErrorKind::UnsafeUser,
             ValidatorError::UnsafeRoles(_) => ErrorKind::UnsafeRoles,
             ValidatorError::UnsafeEmail(_) => ErrorKind::UnsafeEmail,
+            ValidatorError::SetCookie(_) => ErrorKind::SetCookie,
             ValidatorError::BodyTooLarge => ErrorKind::BodyTooLarge,
             ValidatorError::Timeout => ErrorKind::Timeout,
             ValidatorError::Transport(_) => ErrorKind::Transport,
@@ -301,11 +310,44 @@ impl CacheDirective {
     }
 }
 
-/// A verdict with the validator's caching instructions.
+/// The `Set-Cookie` values of an answer, screened to be passed on to the client as they are:
+/// each a valid header value (visible ASCII, spaces and tabs; no CR, LF or NUL) of at most
+/// [`MAX_SET_COOKIE_BYTES`], at most [`MAX_SET_COOKIES`] of them. Anything else is an error,
+/// never a partial set: a client left with half of a renewal is in a state nobody meant.
+pub fn screen_set_cookies<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<String>, ValidatorError> {
+    let mut cookies = Vec::new();
+    for value in values {
+        if cookies.len() == MAX_SET_COOKIES {
+            return Err(ValidatorError::SetCookie("more than 8"));
+        }
+        if value.len() > MAX_SET_COOKIE_BYTES {
+            return Err(ValidatorError::SetCookie("one over 4096 bytes"));
+        }
+        // `http::HeaderValue` would also take obs-text (bytes above 0x7f); a proxy may not.
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Err(ValidatorError::SetCookie("a byte outside visible ASCII"));
+        }
+        let text = String::from_utf8_lossy(value);
+        if text.trim().is_empty() {
+            return Err(ValidatorError::SetCookie("an empty one"));
+        }
+        cookies.push(text.into_owned());
+    }
+    Ok(cookies)
+}
+
+/// A verdict with the validator's caching instructions and the cookies it sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub verdict: Verdict,
     pub cache: CacheDirective,
+    /// `Set-Cookie` values for the client; only on a valid or invalid verdict, never an error.
+    pub set_cookies: Vec<String>,
 }
 
 impl From<Verdict> for Reply {
@@ -313,6 +355,39 @@ impl From<Verdict> for Reply {
         Self {
             verdict,
             cache: CacheDirective::default(),
+            set_cookies: Vec::new(),
+        }
+    }
+}
+
+impl Reply {
+    /// The answer of `status`, `body` and its `Set-Cookie` headers: the cookies are kept only
+    /// when the verdict is valid or invalid, and unusable cookies turn it into an error.
+    pub fn from_answer<'a>(
+        status: u16,
+        body: &[u8],
+        cache: CacheDirective,
+        set_cookies: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Self {
+        let verdict = interpret(status, body);
+        if matches!(verdict, Verdict::Error(_)) {
+            return Self {
+                verdict,
+                cache,
+                set_cookies: Vec::new(),
+            };
+        }
+        match screen_set_cookies(set_cookies) {
+            Ok(set_cookies) => Self {
+                verdict,
+                cache,
+                set_cookies,
+            },
+            Err(err) => Self {
+                verdict: Verdict::Error(err),
+                cache,
+                set_cookies: Vec::new(),
+            },
         }
     }
 }
@@ -626,5 +701,73 @@ mod tests {
         ] {
             assert!(is_error(&answer(fields.clone())), "{fields}");
         }
+    }
+
+    fn cookies(values: &[&str]) -> Result<Vec<String>, ValidatorError> {
+        screen_set_cookies(values.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn set_cookies_pass_as_sent() {
+        let renew = "session=abc; Max-Age=3600; HttpOnly; SameSite=Lax; Path=/";
+        let other = "theme=dark; Path=/";
+        assert_eq!(
+            cookies(&[renew, other]),
+            Ok(vec![renew.to_owned(), other.to_owned()])
+        );
+        assert_eq!(cookies(&[]), Ok(Vec::new()));
+        let eight = ["a=1"; MAX_SET_COOKIES];
+        assert_eq!(cookies(&eight).map(|c| c.len()), Ok(MAX_SET_COOKIES));
+        let longest = format!("a={}", "x".repeat(MAX_SET_COOKIE_BYTES - 2));
+        assert!(cookies(&[&longest]).is_ok());
+    }
+
+    #[test]
+    fn set_cookies_over_a_cap_or_with_bad_bytes_are_an_error() {
+        let kind = |r: Result<Vec<String>, ValidatorError>| r.map_err(|e| e.kind());
+        let nine = ["a=1"; MAX_SET_COOKIES + 1];
+        assert_eq!(kind(cookies(&nine)), Err(ErrorKind::SetCookie));
+        let long = format!("a={}", "x".repeat(MAX_SET_COOKIE_BYTES - 1));
+        assert_eq!(kind(cookies(&["b=2", &long])), Err(ErrorKind::SetCookie));
+        for bad in [
+            "a=1\r\nx-evil: 1",
+            "a=1\n",
+            "a=\u{0}",
+            "a=\u{7f}",
+            "a=caf\u{e9}",
+            "",
+            "  ",
+        ] {
+            assert_eq!(
+                kind(cookies(&["ok=1", bad])),
+                Err(ErrorKind::SetCookie),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_valid_and_invalid_answers_carry_set_cookies() {
+        let clear = "session=; Max-Age=0; Path=/";
+        let set = [clear.as_bytes()];
+        let none = CacheDirective::default();
+        let reply = Reply::from_answer(401, b"", none, set);
+        assert_eq!(
+            (reply.verdict, reply.set_cookies),
+            (Verdict::Invalid, vec![clear.to_owned()])
+        );
+        let reply = Reply::from_answer(200, br#"{"valid":true,"user":"a"}"#, none, set);
+        assert_eq!(reply.set_cookies, vec![clear.to_owned()]);
+        for (status, body) in [(500, &b""[..]), (200, &b"[]"[..]), (302, &b""[..])] {
+            let reply = Reply::from_answer(status, body, none, set);
+            assert!(is_error(&reply.verdict), "{status}");
+            assert!(reply.set_cookies.is_empty(), "{status}");
+        }
+        let bad = Reply::from_answer(200, br#"{"valid":true}"#, none, [&b"a=\n"[..]]);
+        assert_eq!(
+            bad.verdict,
+            Verdict::Error(ValidatorError::SetCookie("a byte outside visible ASCII"))
+        );
+        assert!(bad.set_cookies.is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, COOKIE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, SET_COOKIE};
 use reqwest::{StatusCode, Url};
 
 use crate::contract::{interpret, CacheDirective, Reply, ValidatorError, Verdict, MAX_BODY_BYTES};
@@ -175,10 +175,12 @@ impl Validator {
             self.fetch(headers).await
         };
         let reply = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok((status, cache, body))) => Reply {
-                verdict: interpret(status.as_u16(), &body),
-                cache,
-            },
+            Ok(Ok(answer)) => Reply::from_answer(
+                answer.status.as_u16(),
+                &answer.body,
+                answer.cache,
+                answer.set_cookies.iter().map(HeaderValue::as_bytes),
+            ),
             Ok(Err(err)) => Verdict::Error(err).into(),
             Err(_) => Verdict::Error(ValidatorError::Timeout).into(),
         };
@@ -205,10 +207,7 @@ impl Validator {
             .map_err(|_| ValidatorError::Shed)
     }
 
-    async fn fetch(
-        &self,
-        headers: HeaderMap,
-    ) -> Result<(StatusCode, CacheDirective, Vec<u8>), ValidatorError> {
+    async fn fetch(&self, headers: HeaderMap) -> Result<Answer, ValidatorError> {
         let mut response = self
             .client
             .get(self.url.clone())
@@ -218,9 +217,20 @@ impl Validator {
             .map_err(transport_error)?;
         let status = response.status();
         let cache = CacheDirective::from_headers(response.headers());
+        let set_cookies: Vec<HeaderValue> = response
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         if status != StatusCode::OK {
             // Only a 200's body matters; the others are decided by status alone.
-            return Ok((status, cache, Vec::new()));
+            return Ok(Answer {
+                status,
+                cache,
+                body: Vec::new(),
+                set_cookies,
+            });
         }
         if response
             .content_length()
@@ -235,7 +245,12 @@ impl Validator {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((status, cache, body))
+        Ok(Answer {
+            status,
+            cache,
+            body,
+            set_cookies,
+        })
     }
 }
 
@@ -245,7 +260,7 @@ impl Validator {
     /// concurrency cap: one probe at a time must not wait behind, or take a slot from, Checks.
     pub async fn probe(&self) -> Verdict {
         let verdict = match tokio::time::timeout(self.timeout, self.fetch(HeaderMap::new())).await {
-            Ok(Ok((status, _, body))) => interpret(status.as_u16(), &body),
+            Ok(Ok(answer)) => interpret(answer.status.as_u16(), &answer.body),
             Ok(Err(err)) => Verdict::Error(err),
             Err(_) => Verdict::Error(ValidatorError::Timeout),
         };
@@ -254,6 +269,15 @@ impl Validator {
         }
         verdict
     }
+}
+
+/// What [`Validator::fetch`] read of an answer.
+struct Answer {
+    status: StatusCode,
+    cache: CacheDirective,
+    body: Vec<u8>,
+    /// Every `Set-Cookie` header, in order; screened by the contract.
+    set_cookies: Vec<HeaderValue>,
 }
 
 /// Counts a caller out of the queue however its wait ends (granted, timed out, cancelled).

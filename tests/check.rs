@@ -807,3 +807,101 @@ async fn auth_disabled_says_so_in_metadata() {
     assert_eq!(metadata(&response), ["cache=none", "reason=auth_disabled"]);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_fresh_answer_passes_its_set_cookies_on_and_a_cached_one_none() {
+    const RENEW: &str = "session=alive; Max-Age=3600; HttpOnly; SameSite=Lax; Path=/";
+    const THEME: &str = "theme=dark; Path=/";
+    const CLEAR: &str = "session=; Max-Age=0; Path=/";
+    let validator = FakeValidator::start(vec![
+        (
+            "alive",
+            Answer::json(200, r#"{"valid":true,"user":"alice"}"#)
+                .header("set-cookie", RENEW)
+                .header("set-cookie", THEME),
+        ),
+        (
+            "dead",
+            Answer::json(401, r#"{"valid":false}"#).header("set-cookie", CLEAR),
+        ),
+        (
+            "broken",
+            Answer::json(500, "{}").header("set-cookie", "session=x"),
+        ),
+        (
+            "header-token",
+            Answer::json(200, r#"{"valid":true,"user":"bob"}"#).header("set-cookie", RENEW),
+        ),
+    ])
+    .await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let client = client(&running).await;
+    let ask = |headers: &'static [(&'static str, &'static str)]| {
+        let request = check_request(headers);
+        let mut client = client.clone();
+        async move { client.check(request).await.unwrap().into_inner() }
+    };
+
+    let fresh = ask(&[("cookie", "session=alive")]).await;
+    assert_eq!(outcome(&fresh), allow_as("alice"));
+    assert_eq!(set_cookies(&fresh), [RENEW, THEME]);
+    assert_eq!(metadata(&fresh)[0], "cache=miss");
+    // The cache hit replays the verdict only.
+    let cached = ask(&[("cookie", "session=alive")]).await;
+    assert_eq!(outcome(&cached), allow_as("alice"));
+    assert!(set_cookies(&cached).is_empty());
+    assert_eq!(metadata(&cached)[0], "cache=hit");
+
+    // A dead session's cookie is cleared with the 401; the cached 401 clears nothing.
+    let dead = ask(&[("cookie", "session=dead")]).await;
+    assert_eq!(outcome(&dead), deny_401());
+    assert_eq!(set_cookies(&dead), [CLEAR]);
+    let dead_again = ask(&[("cookie", "session=dead")]).await;
+    assert_eq!(outcome(&dead_again), deny_401());
+    assert!(set_cookies(&dead_again).is_empty());
+
+    // An error verdict passes nothing on.
+    let broken = ask(&[("cookie", "session=broken")]).await;
+    assert_eq!(outcome(&broken), deny_503());
+    assert!(set_cookies(&broken).is_empty());
+
+    // A header credential gets the validator's cookie as well: it is the validator's call.
+    let header = ask(&[("x-session-token", "header-token")]).await;
+    assert_eq!(set_cookies(&header), [RENEW]);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn set_cookies_over_a_cap_are_a_validator_error() {
+    let mut nine = Answer::json(200, r#"{"valid":true,"user":"alice"}"#);
+    for i in 0..9 {
+        nine = nine.header("set-cookie", &format!("c{i}=1"));
+    }
+    let long = format!("session={}", "x".repeat(4096));
+    let validator = FakeValidator::start(vec![
+        ("nine", nine),
+        (
+            "long",
+            Answer::json(200, r#"{"valid":true,"user":"alice"}"#).header("set-cookie", &long),
+        ),
+    ])
+    .await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let mut client = client(&running).await;
+    for token in ["nine", "long"] {
+        let cookie = format!("session={token}");
+        let response = client
+            .check(check_request(&[("cookie", &cookie)]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(outcome(&response), deny_503(), "{token}");
+        assert!(set_cookies(&response).is_empty(), "{token}");
+        assert_eq!(
+            metadata(&response),
+            ["cache=miss", "reason=set_cookie"],
+            "{token}"
+        );
+    }
+    running.shutdown().await.unwrap();
+}

@@ -139,6 +139,64 @@ async fn decision_table_rows_seen_by_the_client() {
     );
 }
 
+/// Session renewal through the shipped config: a fresh answer's `Set-Cookie` headers reach the
+/// client (all of them, on the 200 and on the 401), never the app, and a cached answer sends none.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_cookie_reaches_the_client_on_fresh_answers_only() {
+    const RENEW: &str = "session=renew-token; Max-Age=3600; HttpOnly; SameSite=Lax; Path=/";
+    const THEME: &str = "theme=dark; Path=/";
+    const CLEAR: &str = "session=; Max-Age=0; Path=/";
+    // Minutes, so that the repeats below are hits however slow the machine.
+    let stack = Stack::start(&[
+        ("SESSION_AUTHZ_CACHE_TTL", "10m"),
+        ("SESSION_AUTHZ_CACHE_NEGATIVE_TTL", "10m"),
+    ])
+    .await;
+    stack.validator.set_answer(
+        "renew-token",
+        Answer::json(200, r#"{"valid":true,"user":"user1"}"#)
+            .header("set-cookie", RENEW)
+            .header("set-cookie", THEME),
+    );
+    stack.validator.set_answer(
+        "dead-token",
+        Answer::json(401, r#"{"valid":false}"#).header("set-cookie", CLEAR),
+    );
+    let set_cookies = |response: &RawResponse| -> Vec<String> {
+        response
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, value)| value.clone())
+            .collect()
+    };
+
+    let renewed = stack
+        .get("/admin", &[("Cookie", "session=renew-token")])
+        .await;
+    assert_eq!(renewed.status, 200, "{renewed:?}");
+    assert_eq!(set_cookies(&renewed), [RENEW, THEME], "{renewed:?}");
+    assert_eq!(renewed.upstream_saw("x-auth-user"), ["user1"]);
+    assert!(renewed.upstream_saw("set-cookie").is_empty());
+    let cached = stack
+        .get("/admin", &[("Cookie", "session=renew-token")])
+        .await;
+    assert_eq!(cached.status, 200, "{cached:?}");
+    assert!(set_cookies(&cached).is_empty(), "{cached:?}");
+
+    let cleared = stack
+        .get("/admin", &[("Cookie", "session=dead-token")])
+        .await;
+    assert_json_deny(&cleared, 401, "unauthenticated");
+    assert_eq!(set_cookies(&cleared), [CLEAR], "{cleared:?}");
+    let cached = stack
+        .get("/admin", &[("Cookie", "session=dead-token")])
+        .await;
+    assert_json_deny(&cached, 401, "unauthenticated");
+    assert!(set_cookies(&cached).is_empty(), "{cached:?}");
+    assert_eq!(stack.validator.calls(), 2);
+}
+
 /// The shipped config must send `origin` and `sec-fetch-site` to session-authz: were either
 /// left out, the cross-site requests here would be let through, not refused.
 #[tokio::test(flavor = "multi_thread")]

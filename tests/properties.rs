@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
-use session_authz::cache::Origin;
+use session_authz::cache::{Answered, Origin};
 use session_authz::contract::{
-    interpret, Identity, Verdict, MAX_EMAIL_BYTES, MAX_ROLES, MAX_ROLE_BYTES, MAX_USER_BYTES,
+    interpret, CacheDirective, Identity, Reply, Verdict, MAX_EMAIL_BYTES, MAX_ROLES,
+    MAX_ROLE_BYTES, MAX_USER_BYTES,
 };
 use session_authz::credential::{find, Credential, Lookup, Names, Source};
 use session_authz::csrf::{self, cross_site, TrustedOrigins};
@@ -32,10 +33,23 @@ impl Table {
     }
 }
 
+/// The cookie every answer of a [`Table`] sets.
+const RENEWAL: &str = "session=renewed; Max-Age=60";
+
 impl Verdicts for &Table {
-    async fn verdict(&self, credential: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
+    async fn verdict(&self, credential: &Credential, _: &RequestView<'_>) -> Answered {
         let (status, body) = self.answer(credential.token());
-        (interpret(*status, body), Origin::Miss)
+        let reply = Reply::from_answer(
+            *status,
+            body,
+            CacheDirective::default(),
+            [RENEWAL.as_bytes()],
+        );
+        Answered {
+            verdict: reply.verdict,
+            origin: Origin::Miss,
+            set_cookies: reply.set_cookies,
+        }
     }
 }
 
@@ -43,12 +57,13 @@ impl Verdicts for &Table {
 struct Counting(AtomicUsize);
 
 impl Verdicts for &Counting {
-    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
+    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> Answered {
         self.0.fetch_add(1, Ordering::SeqCst);
-        (
-            interpret(200, br#"{"valid":true,"user":"u"}"#),
-            Origin::Miss,
-        )
+        Answered {
+            verdict: interpret(200, br#"{"valid":true,"user":"u"}"#),
+            origin: Origin::Miss,
+            set_cookies: Vec::new(),
+        }
     }
 }
 
@@ -312,8 +327,17 @@ proptest! {
             headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
         let view = RequestView { method: "GET", path: "/admin", host: "dashboard", headers: &pairs };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let decision = runtime.block_on(core.authorize(&view)).decision;
-        if let Decision::Allow { identity, .. } = decision {
+        let checked = runtime.block_on(core.authorize(&view));
+        // The validator's cookies pass on exactly with a valid answer's allow and an invalid
+        // answer's 401.
+        let renewing = matches!(
+            checked.decision,
+            Decision::Allow { reason: Reason::ValidSession, .. }
+                | Decision::Deny { reason: Reason::InvalidSession, .. }
+        );
+        let expected: Vec<String> = if renewing { vec![RENEWAL.to_owned()] } else { Vec::new() };
+        prop_assert_eq!(&checked.set_cookies, &expected, "{:?}", checked.decision);
+        if let Decision::Allow { identity, .. } = checked.decision {
             let Lookup::Found(credential) = lookup(&headers) else {
                 return Err(TestCaseError::fail("allowed without a credential"));
             };

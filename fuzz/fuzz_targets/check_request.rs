@@ -1,16 +1,19 @@
 //! A CheckRequest off the wire through the gRPC door and the real core: any protobuf bytes, no
 //! panic; an allow only with a credential found and a valid verdict, setting exactly the
 //! validator's identity and removing every identity header it lacks; every denial a non-OK
-//! status; every response with its metadata.
+//! status; every response with its metadata; the validator's `Set-Cookie` only on an allow or
+//! on the invalid-session 401.
 #![no_main]
 
 use std::sync::Arc;
 
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, HeaderValueOption, HttpResponse,
+};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
-use session_authz::cache::Origin;
+use session_authz::cache::{Answered, Origin};
 use session_authz::contract::{interpret, Verdict};
 use session_authz::credential::{Credential, Names};
 use session_authz::csrf;
@@ -19,13 +22,33 @@ use session_authz::doors::grpc::CheckService;
 use session_authz::doors::IdentityHeaders;
 use session_authz::metrics::Metrics;
 
-/// One fixed answer for every credential.
+/// One fixed answer for every credential, setting [`RENEWAL`] when it is valid or invalid.
 struct Fixed(Verdict);
 
+const RENEWAL: &str = "session=fuzz; Max-Age=60";
+
 impl Verdicts for Fixed {
-    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> (Verdict, Origin) {
-        (self.0.clone(), Origin::Miss)
+    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> Answered {
+        let set_cookies = match self.0 {
+            Verdict::Error(_) => Vec::new(),
+            _ => vec![RENEWAL.to_owned()],
+        };
+        Answered {
+            verdict: self.0.clone(),
+            origin: Origin::Miss,
+            set_cookies,
+        }
     }
+}
+
+/// The `set-cookie` values among `options`.
+fn set_cookies(options: &[HeaderValueOption]) -> Vec<String> {
+    options
+        .iter()
+        .filter_map(|o| o.header.as_ref())
+        .filter(|h| h.key == "set-cookie")
+        .map(|h| h.value.clone())
+        .collect()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -67,7 +90,10 @@ fuzz_target!(|data: &[u8]| {
         .expect("only grpc-error mode fails the RPC")
         .into_inner();
     let code = response.status.as_ref().map_or(0, |s| s.code);
-    let metadata = response.dynamic_metadata.as_ref().expect("metadata on every response");
+    let metadata = response
+        .dynamic_metadata
+        .as_ref()
+        .expect("metadata on every response");
     assert!(metadata.fields.contains_key("reason") && metadata.fields.contains_key("cache"));
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
@@ -97,8 +123,19 @@ fuzz_target!(|data: &[u8]| {
                 .collect();
             assert_eq!(set, expected);
             assert_eq!(ok.headers_to_remove, removed);
+            // Auth disabled asks no verdict, so it sets none.
+            let renewed = set_cookies(&ok.response_headers_to_add);
+            assert!(renewed.is_empty() || renewed == [RENEWAL], "{renewed:?}");
         }
-        Some(HttpResponse::DeniedResponse(_)) => assert_ne!(code, 0, "a denial Envoy would allow"),
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            assert_ne!(code, 0, "a denial Envoy would allow");
+            let cleared = set_cookies(&denied.headers);
+            if !cleared.is_empty() {
+                assert_eq!(verdict, Verdict::Invalid);
+                assert_eq!(denied.status.as_ref().map(|s| s.code), Some(401));
+                assert_eq!(cleared, [RENEWAL]);
+            }
+        }
         other => panic!("neither ok nor denied: {other:?}"),
     }
 });

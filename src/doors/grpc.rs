@@ -107,8 +107,8 @@ pub fn check_response(
     headers: &IdentityHeaders,
 ) -> Result<CheckResponse, tonic::Status> {
     let mut response = match &checked.decision {
-        Decision::Allow { identity, .. } => allow(identity, headers),
-        Decision::Deny { status, reason } => deny(*status, *reason),
+        Decision::Allow { identity, .. } => allow(identity, headers, &checked.set_cookies),
+        Decision::Deny { status, reason } => deny(*status, *reason, &checked.set_cookies),
         Decision::GrpcUnavailable { .. } => {
             return Err(tonic::Status::unavailable("session validator unavailable"))
         }
@@ -147,8 +147,12 @@ pub fn metadata(checked: &Checked) -> Struct {
 
 /// Every identity header is either set from the validator's answer, replacing any client copy,
 /// or removed: on admin routes nothing else strips a client's own `x-auth-roles`.
-fn allow(identity: &Identity, headers: &IdentityHeaders) -> CheckResponse {
+/// `set_cookies` go to the client's response (session renewal).
+fn allow(identity: &Identity, headers: &IdentityHeaders, set_cookies: &[String]) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
+    for cookie in set_cookies {
+        ok.add_response_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
+    }
     let fields = [
         (headers.user.as_str(), identity.user.clone()),
         (headers.roles.as_str(), identity.roles_value()),
@@ -181,7 +185,12 @@ fn allow(identity: &Identity, headers: &IdentityHeaders) -> CheckResponse {
     response
 }
 
-fn deny(status: DenyStatus, reason: Reason) -> CheckResponse {
+/// Each `Set-Cookie` its own header: appended, so that several survive side by side (an
+/// overwrite would keep only the last one).
+const SET_COOKIE_ACTION: HeaderAppendAction = HeaderAppendAction::AppendIfExistsOrAdd;
+
+/// `set_cookies` (e.g. clearing a dead session cookie) go to the client with the denial.
+fn deny(status: DenyStatus, reason: Reason, set_cookies: &[String]) -> CheckResponse {
     let (grpc, http, error) = match status {
         DenyStatus::BadRequest => (
             tonic::Status::invalid_argument("malformed check request"),
@@ -224,6 +233,9 @@ fn deny(status: DenyStatus, reason: Reason) -> CheckResponse {
             false,
         );
     }
+    for cookie in set_cookies {
+        denied.add_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
+    }
     let mut response = CheckResponse::with_status(grpc);
     response.set_http_response(denied);
     response
@@ -249,7 +261,11 @@ mod tests {
     }
 
     fn checked(decision: Decision, cache: Option<Origin>) -> Checked {
-        Checked { decision, cache }
+        Checked {
+            decision,
+            cache,
+            set_cookies: Vec::new(),
+        }
     }
 
     /// The metadata's fields as text, sorted by key.
@@ -501,5 +517,83 @@ mod tests {
                 pairs(&[("cache", word), ("reason", reason.as_str())])
             );
         }
+    }
+
+    fn renewing(decision: Decision, cookies: &[&str]) -> Checked {
+        Checked {
+            set_cookies: cookies.iter().map(|c| (*c).to_owned()).collect(),
+            ..checked(decision, Some(Origin::Miss))
+        }
+    }
+
+    #[test]
+    fn allow_passes_every_set_cookie_to_the_client_side_by_side() {
+        let cookies = ["session=t; Max-Age=60; HttpOnly", "theme=dark; Path=/"];
+        let decision = Decision::Allow {
+            identity: Identity::user("alice"),
+            reason: Reason::ValidSession,
+        };
+        let response = check_response(&renewing(decision, &cookies), &names()).unwrap();
+        let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+            panic!("no ok_response");
+        };
+        let to_client: Vec<_> = ok
+            .response_headers_to_add
+            .iter()
+            .filter_map(identity_header)
+            .collect();
+        assert_eq!(
+            to_client,
+            [("set-cookie", cookies[0]), ("set-cookie", cookies[1])]
+        );
+        for option in &ok.response_headers_to_add {
+            assert_eq!(
+                option.append_action,
+                HeaderAppendAction::AppendIfExistsOrAdd as i32
+            );
+        }
+        // Never towards the app.
+        let upstream: Vec<_> = ok.headers.iter().filter_map(identity_header).collect();
+        assert_eq!(upstream, [("x-auth-user", "alice")]);
+    }
+
+    #[test]
+    fn a_denial_passes_the_clearing_cookie_to_the_client() {
+        let clear = "session=; Max-Age=0; Path=/";
+        let decision = Decision::Deny {
+            status: DenyStatus::Unauthenticated,
+            reason: Reason::InvalidSession,
+        };
+        let response = check_response(&renewing(decision, &[clear]), &names()).unwrap();
+        let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+            panic!("no denied_response");
+        };
+        let headers: Vec<_> = denied.headers.iter().filter_map(identity_header).collect();
+        assert_eq!(
+            headers,
+            [
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+                ("set-cookie", clear),
+            ]
+        );
+        let cookie = denied.headers.last().unwrap();
+        assert_eq!(
+            cookie.append_action,
+            HeaderAppendAction::AppendIfExistsOrAdd as i32
+        );
+    }
+
+    #[test]
+    fn no_set_cookie_without_one_from_the_core() {
+        let decision = Decision::Allow {
+            identity: Identity::user("alice"),
+            reason: Reason::ValidSession,
+        };
+        let response = check_response(&checked(decision, Some(Origin::Hit)), &names()).unwrap();
+        let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+            panic!("no ok_response");
+        };
+        assert!(ok.response_headers_to_add.is_empty());
     }
 }

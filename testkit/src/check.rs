@@ -96,6 +96,22 @@ pub fn outcome(response: &CheckResponse) -> Outcome {
     }
 }
 
+/// The `set-cookie` values a CheckResponse sends the client: an allow's
+/// `response_headers_to_add`, or the denied response's headers.
+pub fn set_cookies(response: &CheckResponse) -> Vec<String> {
+    let options = match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => &ok.response_headers_to_add,
+        Some(HttpResponse::DeniedResponse(denied)) => &denied.headers,
+        _ => return Vec::new(),
+    };
+    options
+        .iter()
+        .filter_map(|o| o.header.as_ref())
+        .filter(|h| h.key.eq_ignore_ascii_case("set-cookie"))
+        .map(|h| h.value.clone())
+        .collect()
+}
+
 /// Sends a CheckRequest and reads the answer as an [`Outcome`].
 pub async fn outcome_of(
     client: &mut AuthorizationClient<Channel>,
