@@ -349,27 +349,25 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
-    /// A clock that moves only when the test says so.
-    fn manual_clock() -> (Clock, Arc<std::sync::Mutex<Duration>>) {
+    /// A cache whose clock moves only when the test says so, and the hand that moves it (in
+    /// seconds). TTLs of minutes keep moka's own real-time eviction out of the test.
+    fn clocked(settings: Settings) -> (DecisionCache, impl Fn(u64)) {
         let start = Instant::now();
         let elapsed = Arc::new(std::sync::Mutex::new(Duration::ZERO));
         let read = elapsed.clone();
-        (Arc::new(move || start + *read.lock().unwrap()), elapsed)
+        let cache =
+            DecisionCache::with_clock(settings, Arc::new(move || start + *read.lock().unwrap()));
+        let advance = move |by: u64| *elapsed.lock().unwrap() += Duration::from_secs(by);
+        (cache, advance)
     }
 
     #[tokio::test]
     async fn an_answer_counts_for_one_ttl_from_the_call_and_hits_never_extend_it() {
-        // Minutes, so that moka's own (real-time) eviction never runs during the test.
-        let (now, elapsed) = manual_clock();
-        let cache = DecisionCache::with_clock(
-            Settings {
-                ttl: Duration::from_secs(400),
-                negative_ttl: Duration::from_secs(400),
-                ..Settings::default()
-            },
-            now,
-        );
-        let advance = |by: u64| *elapsed.lock().unwrap() += Duration::from_secs(by);
+        let (cache, advance) = clocked(Settings {
+            ttl: Duration::from_secs(400),
+            negative_ttl: Duration::from_secs(400),
+            ..Settings::default()
+        });
         let ok = || async { Reply::from(valid("alice")) };
         let revoked = || async { Reply::from(Verdict::Invalid) };
 
@@ -395,15 +393,10 @@ mod tests {
 
     #[tokio::test]
     async fn max_age_shortens_the_life_of_an_answer() {
-        let (now, elapsed) = manual_clock();
-        let cache = DecisionCache::with_clock(
-            Settings {
-                ttl: Duration::from_secs(300),
-                ..Settings::default()
-            },
-            now,
-        );
-        let advance = |by: u64| *elapsed.lock().unwrap() += Duration::from_secs(by);
+        let (cache, advance) = clocked(Settings {
+            ttl: Duration::from_secs(300),
+            ..Settings::default()
+        });
         let with_max_age = |secs| {
             move || async move {
                 Reply {
@@ -502,15 +495,11 @@ mod tests {
 
     #[tokio::test]
     async fn set_cookies_reach_only_the_check_whose_call_made_them() {
-        let (now, elapsed) = manual_clock();
-        let cache = DecisionCache::with_clock(
-            Settings {
-                ttl: Duration::from_secs(400),
-                negative_ttl: Duration::from_secs(400),
-                ..Settings::default()
-            },
-            now,
-        );
+        let (cache, advance) = clocked(Settings {
+            ttl: Duration::from_secs(400),
+            negative_ttl: Duration::from_secs(400),
+            ..Settings::default()
+        });
         let renew = || async { renewing(valid("alice"), "session=t; Max-Age=60") };
         let first = cache.lookup(&cookie("t"), renew).await;
         assert_eq!(first.origin, Origin::Miss);
@@ -519,7 +508,7 @@ mod tests {
         let hit = cache.lookup(&cookie("t"), renew).await;
         assert_eq!((hit.origin, hit.set_cookies), (Origin::Hit, Vec::new()));
         // A fresh invalid answer clears the cookie for its own Check, and only for it.
-        *elapsed.lock().unwrap() += Duration::from_secs(400);
+        advance(400);
         let clear = || async { renewing(Verdict::Invalid, "session=; Max-Age=0") };
         let revoked = cache.lookup(&cookie("t"), clear).await;
         assert_eq!(
