@@ -127,6 +127,10 @@ impl Routes {
         Self(routes)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &(String, RoutePolicy)> {
+        self.0.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
