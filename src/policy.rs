@@ -147,7 +147,12 @@ impl Routes {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         self.0
             .iter()
-            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+            // Letter case aside, like the shipped Envoy routes (`case_sensitive: false`): a
+            // rule on /admin/settings must not be skipped by /ADMIN/settings.
+            .filter(|(prefix, _)| {
+                path.get(..prefix.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            })
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(&NONE, |(_, policy)| policy)
     }
@@ -419,6 +424,8 @@ mod tests {
         assert_eq!(routes.select("/admin/settings/x").require_roles, ["admin"]);
         assert_eq!(routes.select("/admin/settings").csrf, Some(false));
         assert_eq!(routes.select("/admin/users").require_roles, ["staff"]);
+        assert_eq!(routes.select("/ADMIN/Settings").require_roles, ["admin"]);
+        assert_eq!(routes.select("/admin/sé").require_roles, ["staff"]);
         assert_eq!(
             routes.select("/admin?/admin/settings").require_roles,
             ["staff"]

@@ -343,7 +343,21 @@ fn help_defaults_and_check_config_agree() {
             with_defaults.extend([flag, default]);
         }
     }
-    assert_eq!(keys, session_authz::config::KEYS.len(), "{help}");
+    let keys_with_flags = session_authz::config::KEYS
+        .iter()
+        .filter(|key| !key.toml_only)
+        .count();
+    assert_eq!(keys, keys_with_flags, "{help}");
+    // A TOML-only key has no flag, but --help names it.
+    for key in session_authz::config::KEYS
+        .iter()
+        .filter(|key| key.toml_only)
+    {
+        assert!(
+            help.contains("Only a TOML file (--config) can set:") && help.contains(key.name),
+            "{help}"
+        );
+    }
 
     let plain = run(&[], &["--check-config"]);
     let explicit = run(&[], &with_defaults);
