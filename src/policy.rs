@@ -221,9 +221,10 @@ impl Routes {
                 }
             }
             let prefix = prefix.ok_or_else(|| format!("{at}: prefix is required"))?;
+            // Matching ignores letter case, so prefixes differing only in it would clash.
             if out
                 .iter()
-                .any(|(p, _): &(String, RoutePolicy)| *p == prefix)
+                .any(|(p, _): &(String, RoutePolicy)| p.eq_ignore_ascii_case(&prefix))
             {
                 return Err(format!("{at}: prefix {prefix:?} appears twice"));
             }
@@ -468,6 +469,10 @@ mod tests {
             ("[[routes]]\nprefix = \"a\"", "routes[0].prefix"),
             (
                 "[[routes]]\nprefix = \"/a\"\n[[routes]]\nprefix = \"/a\"",
+                "appears twice",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\n[[routes]]\nprefix = \"/A\"",
                 "appears twice",
             ),
         ] {

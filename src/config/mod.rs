@@ -355,7 +355,7 @@ impl<'a> Reader<'a> {
         let spec = &key.spec;
         let value = match self.figment.find_value(spec.name) {
             Ok(value) => {
-                if spec.toml_only && !self.from_file(spec.name) {
+                if spec.toml_only && !self.set_in_file(spec.name) {
                     return Err(ConfigError::TomlOnly {
                         key: spec.name,
                         origin: self.origin(spec.name),
@@ -392,7 +392,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Whether `name`'s value comes from a TOML file.
-    fn from_file(&self, name: &str) -> bool {
+    fn set_in_file(&self, name: &str) -> bool {
         self.figment.find_metadata(name).is_some_and(|metadata| {
             metadata.name != ENVIRONMENT
                 && matches!(metadata.source, Some(figment::Source::File(_)))
