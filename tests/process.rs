@@ -410,6 +410,24 @@ async fn misconfigured_routes_are_logged_once_and_toml_routes_apply() {
         outcome_of(&mut client, with_path(viewer(), "/admin/settings/mail")).await,
         deny_forbidden()
     );
+    // Both sources apply: the proxy's rule does not lift the file's.
+    let users = [("allow_users", "user2")];
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            with_extensions(with_path(viewer(), "/admin/settings"), &users)
+        )
+        .await,
+        deny_forbidden()
+    );
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            with_extensions(with_path(viewer(), "/reports"), &users)
+        )
+        .await,
+        allow_with(Some("user2"), Some("viewer"), None)
+    );
 
     let warned = eventually(Duration::from_secs(10), || async {
         let lines: Vec<String> = service
