@@ -888,6 +888,9 @@ async fn admin_settings_need_the_admin_role() {
         "/admin/settings/mail?x=1",
         "/ADMIN/Settings",
         "/admin//settings",
+        "/admin/%73ettings",
+        "/admin/./settings",
+        "/admin/x/../settings",
     ] {
         let response = stack.get(target, &viewer).await;
         assert_json_deny(&response, 403, "forbidden");
