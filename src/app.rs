@@ -86,6 +86,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             },
             on_error: config.validator.on_error,
             csrf: config.csrf.clone(),
+            routes: config.routes.clone(),
         },
         CachedValidator {
             validator,

@@ -4,9 +4,11 @@
 //! verdict (the cache in front of the validator), applies the decision table, and records metrics
 //! and the decision log line, so that every door gets them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cache::{Answered, DecisionCache, Origin};
 use crate::contract::{ValidatorError, Verdict};
@@ -15,6 +17,7 @@ use crate::csrf;
 use crate::decision::{decide, Decision, OnValidatorError, Situation};
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
+use crate::policy::{MergedPolicy, RoutePolicy, Routes};
 use crate::validator::{Validator, TRACE_HEADERS};
 
 /// The request a door asks about, as the core sees it.
@@ -27,6 +30,9 @@ pub struct RequestView<'a> {
     pub host: &'a str,
     /// Every request header as `(name, value bytes)`; names in any letter case, repeats kept.
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// The route's settings from the proxy (Envoy's per-route `context_extensions`); `None`
+    /// when the proxy sends none.
+    pub extensions: Option<&'a HashMap<String, String>>,
 }
 
 /// Where verdicts come from: [`CachedValidator`] in the service, a table in property tests and
@@ -63,6 +69,8 @@ pub struct Settings {
     pub names: Names,
     pub on_error: OnValidatorError,
     pub csrf: csrf::Settings,
+    /// The `[[routes]]` table (per-route rules from the configuration).
+    pub routes: Routes,
 }
 
 /// Decides requests; shared by every door.
@@ -71,7 +79,14 @@ pub struct Authorizer<V = CachedValidator> {
     settings: Settings,
     verdicts: V,
     metrics: Arc<Metrics>,
+    /// When a misconfigured route was last logged (ms since `epoch`), so that a broken route
+    /// hit by every request logs once a minute, not once a request.
+    misconfig_logged: AtomicU64,
+    epoch: Instant,
 }
+
+/// How often a misconfigured route is logged at most.
+const MISCONFIG_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl<V: Verdicts> Authorizer<V> {
     pub fn new(settings: Settings, verdicts: V, metrics: Arc<Metrics>) -> Self {
@@ -79,6 +94,8 @@ impl<V: Verdicts> Authorizer<V> {
             settings,
             verdicts,
             metrics,
+            misconfig_logged: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
         }
     }
 
@@ -116,12 +133,16 @@ impl<V: Verdicts> Authorizer<V> {
         if !self.settings.auth_enabled {
             return (Situation::AuthDisabled, None, None, Vec::new());
         }
+        // Before anything else: a route nobody can read is closed, and costs no validator call.
+        let Some(policy) = self.policy(request) else {
+            return (Situation::MisconfiguredRoute, None, None, Vec::new());
+        };
         match credential::find(request.headers.iter().copied(), &self.settings.names) {
             Lookup::Absent => (Situation::NoCredential, None, None, Vec::new()),
             Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None, None, Vec::new()),
             Lookup::Found(credential) => {
                 // Before the verdict: a forged request must not cost a validator call.
-                if let Some(why) = self.cross_site(request, &credential) {
+                if let Some(why) = self.cross_site(request, &credential, policy.csrf) {
                     tracing::debug!(
                         why = why.as_str(),
                         method = request.method,
@@ -151,20 +172,67 @@ impl<V: Verdicts> Authorizer<V> {
                     }
                     (verdict, _) => Situation::Checked(verdict),
                 };
+                // The rule is applied to every verdict, cached or not: the cache knows no route.
+                let situation = match situation {
+                    Situation::Checked(Verdict::Valid(identity))
+                    | Situation::StaleValid(identity)
+                        if !policy.permits(&identity) =>
+                    {
+                        set_cookies.clear();
+                        Situation::Forbidden
+                    }
+                    other => other,
+                };
                 (situation, Some(credential), Some(origin), set_cookies)
             }
         }
     }
 
-    /// Why `request` is refused as a cross-site request, if it is. `csrf.enabled` is the
-    /// service-wide setting; a per-route one would take its place here.
+    /// The rules of both sources for `request`; `None` when its `context_extensions` cannot be
+    /// read (logged, at most once a minute).
+    fn policy(&self, request: &RequestView<'_>) -> Option<MergedPolicy> {
+        let from_proxy = match request.extensions {
+            None => RoutePolicy::default(),
+            Some(extensions) => match RoutePolicy::from_extensions(extensions) {
+                Ok(policy) => policy,
+                Err(err) => {
+                    self.log_misconfigured(request.path, &err);
+                    return None;
+                }
+            },
+        };
+        Some(from_proxy.merge(self.settings.routes.select(request.path)))
+    }
+
+    fn log_misconfigured(&self, path: &str, err: &crate::policy::PolicyError) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.misconfig_logged.load(Ordering::Relaxed);
+        let every = u64::try_from(MISCONFIG_LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if (last == u64::MAX || now.saturating_sub(last) >= every)
+            && self
+                .misconfig_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let path = path.split('?').next().unwrap_or_default();
+            tracing::warn!(
+                %err,
+                path,
+                "misconfigured route (context_extensions): denying every request to it with 500"
+            );
+        }
+    }
+
+    /// Why `request` is refused as a cross-site request, if it is. The route's `csrf` setting,
+    /// when it has one, replaces the service-wide switch.
     fn cross_site(
         &self,
         request: &RequestView<'_>,
         credential: &Credential,
+        route: Option<bool>,
     ) -> Option<csrf::CrossSite> {
         let csrf = &self.settings.csrf;
-        if !csrf.enabled {
+        if !route.unwrap_or(csrf.enabled) {
             return None;
         }
         csrf::cross_site(request, credential.source(), &csrf.trusted_origins)

@@ -40,14 +40,26 @@ pub fn command() -> Command {
         );
     // The key's variable is read by the config's environment layer, not by clap: a flag is only
     // ever a flag, so errors can say which of the two a value came from.
-    KEYS.iter().fold(command, |command, key| {
-        command.arg(
-            Arg::new(key.name)
-                .long(key.flag())
-                .value_name(key.value_name)
-                .help(key.help_line()),
-        )
-    })
+    // A TOML-only key has no flag; `--help` still names it, so that it is not a secret.
+    let toml_only: Vec<&str> = KEYS
+        .iter()
+        .filter(|key| key.toml_only)
+        .map(|key| key.name)
+        .collect();
+    let command = command.after_help(format!(
+        "Only a TOML file (--config) can set: {} (see the README)",
+        toml_only.join(", ")
+    ));
+    KEYS.iter()
+        .filter(|key| !key.toml_only)
+        .fold(command, |command, key| {
+            command.arg(
+                Arg::new(key.name)
+                    .long(key.flag())
+                    .value_name(key.value_name)
+                    .help(key.help_line()),
+            )
+        })
 }
 
 impl Cli {
@@ -67,6 +79,7 @@ impl Cli {
     fn from_matches(matches: &ArgMatches) -> Self {
         let flags = KEYS
             .iter()
+            .filter(|key| !key.toml_only)
             .filter_map(|key| {
                 let value = matches.get_one::<String>(key.name)?;
                 Some((key.name, value.clone()))
@@ -116,7 +129,7 @@ mod tests {
                 ("cache_ttl", "0".to_owned())
             ]
         );
-        for key in KEYS {
+        for key in KEYS.iter().filter(|key| !key.toml_only) {
             let flag = format!("--{}", key.flag());
             let cli = Cli::try_parse_from(["session-authz", &flag, "x"])
                 .unwrap_or_else(|err| panic!("{flag}: {err}"));

@@ -237,7 +237,7 @@ fn identity(answer: Answer) -> Result<Identity, ValidatorError> {
 
 /// Roles are joined with commas into one header value and matched by route rules: each must be
 /// a short plain word that no reader could split or read two ways.
-fn screen_roles(roles: &[String]) -> Result<(), &'static str> {
+pub(crate) fn screen_roles(roles: &[String]) -> Result<(), &'static str> {
     if roles.len() > MAX_ROLES {
         return Err("more than 64 roles");
     }
@@ -256,6 +256,11 @@ fn screen_roles(roles: &[String]) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// A user name as [`interpret`] accepts one (route rules accept no other).
+pub(crate) fn screen_user(user: &str) -> Result<(), &'static str> {
+    screen_text(user, MAX_USER_BYTES)
 }
 
 /// A user name or email becomes a header value upstream: it must be short and plain.

@@ -206,6 +206,7 @@ mod tests {
             path: "/admin",
             host,
             headers: &headers,
+            extensions: None,
         };
         cross_site(&request, source, trusted)
     }
@@ -366,6 +367,7 @@ mod tests {
             path: "/",
             host: HOST,
             headers: &headers,
+            extensions: None,
         };
         assert_eq!(cross_site(&request, Source::Cookie, &none), ORIGIN);
     }

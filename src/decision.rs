@@ -30,6 +30,10 @@ pub enum Situation {
     Checked(Verdict),
     /// The validator erred, but confirmed this session valid within `stale_if_error`.
     StaleValid(Identity),
+    /// A valid session (fresh, cached or stale) whose identity fails the route's rules.
+    Forbidden,
+    /// The route's `context_extensions` hold an unknown key or a bad value.
+    MisconfiguredRoute,
 }
 
 /// The HTTP status a denial shows the client.
@@ -40,6 +44,8 @@ pub enum DenyStatus {
     /// A request refused by a rule, whoever sent it.
     Forbidden,
     Unavailable,
+    /// The route is misconfigured: no request can pass it until it is fixed.
+    Misconfigured,
 }
 
 impl DenyStatus {
@@ -49,6 +55,7 @@ impl DenyStatus {
             DenyStatus::Unauthenticated => 401,
             DenyStatus::Forbidden => 403,
             DenyStatus::Unavailable => 503,
+            DenyStatus::Misconfigured => 500,
         }
     }
 }
@@ -65,6 +72,10 @@ pub enum Reason {
     Ambiguous(Ambiguity),
     /// Refused as a cross-site request (`csrf`), before any validator call.
     CrossSite,
+    /// A valid session that fails the route's `require_roles` / `allow_users`.
+    Forbidden,
+    /// The route's settings cannot be read; refused before any validator call.
+    MisconfiguredRoute,
     InvalidSession,
     ValidatorError(ErrorKind),
 }
@@ -79,6 +90,8 @@ impl Reason {
             Reason::NoCredential => "no_credential",
             Reason::Ambiguous(a) => a.as_str(),
             Reason::CrossSite => "cross_site",
+            Reason::Forbidden => "forbidden",
+            Reason::MisconfiguredRoute => "misconfigured_route",
             Reason::InvalidSession => "invalid_session",
             Reason::ValidatorError(kind) => kind.as_str(),
         }
@@ -129,6 +142,10 @@ pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
         Situation::NoCredential => deny(DenyStatus::Unauthenticated, Reason::NoCredential),
         Situation::Ambiguous(why) => deny(DenyStatus::Unauthenticated, Reason::Ambiguous(why)),
         Situation::CrossSite => deny(DenyStatus::Forbidden, Reason::CrossSite),
+        Situation::Forbidden => deny(DenyStatus::Forbidden, Reason::Forbidden),
+        Situation::MisconfiguredRoute => {
+            deny(DenyStatus::Misconfigured, Reason::MisconfiguredRoute)
+        }
         Situation::Checked(Verdict::Valid(identity)) => Decision::Allow {
             identity,
             reason: Reason::ValidSession,
@@ -265,6 +282,33 @@ mod tests {
         );
         assert_eq!(DenyStatus::Forbidden.http_code(), 403);
         assert_eq!(Reason::CrossSite.as_str(), "cross_site");
+    }
+
+    #[test]
+    fn row9_route_rule_refuses_a_valid_session_with_403() {
+        assert_eq!(
+            deny_default(Situation::Forbidden),
+            Decision::Deny {
+                status: DenyStatus::Forbidden,
+                reason: Reason::Forbidden
+            }
+        );
+        assert_eq!(Reason::Forbidden.as_str(), "forbidden");
+    }
+
+    #[test]
+    fn row10_misconfigured_route_is_500() {
+        for on_error in [OnValidatorError::Deny, OnValidatorError::GrpcError] {
+            assert_eq!(
+                decide(Situation::MisconfiguredRoute, on_error),
+                Decision::Deny {
+                    status: DenyStatus::Misconfigured,
+                    reason: Reason::MisconfiguredRoute
+                }
+            );
+        }
+        assert_eq!(DenyStatus::Misconfigured.http_code(), 500);
+        assert_eq!(Reason::MisconfiguredRoute.as_str(), "misconfigured_route");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod doors;
 pub mod health;
 pub mod metrics;
 pub mod ops;
+pub mod policy;
 pub mod probe;
 pub mod telemetry;
 pub mod validator;

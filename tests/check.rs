@@ -905,3 +905,161 @@ async fn set_cookies_over_a_cap_are_a_validator_error() {
     }
     running.shutdown().await.unwrap();
 }
+
+fn roles_answers() -> Vec<(&'static str, Answer)> {
+    vec![
+        (
+            "tok-admin",
+            Answer::json(200, r#"{"valid":true,"user":"user1","roles":["admin"]}"#),
+        ),
+        (
+            "tok-viewer",
+            Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
+        ),
+    ]
+}
+
+fn token(token: &str) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    check_request(&[("x-session-token", token)])
+}
+
+#[tokio::test]
+async fn route_rules_apply_to_cached_verdicts_with_403() {
+    let validator = FakeValidator::start(roles_answers()).await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let mut client = client(&running).await;
+    let admin_only = [("require_roles", "admin, ops")];
+
+    // Warm the cache for user2 on a route without rules.
+    assert_eq!(
+        outcome_of(&mut client, token("tok-viewer")).await,
+        allow_with(Some("user2"), Some("viewer"), None)
+    );
+    assert_eq!(validator.calls(), 1);
+    // The rule is applied to the cached verdict: a 403, and no second validator call.
+    let refused = with_extensions(token("tok-viewer"), &admin_only);
+    let response = client.check(refused).await.unwrap().into_inner();
+    assert_eq!(outcome(&response), deny_forbidden());
+    assert!(
+        metadata(&response).contains(&"reason=forbidden".to_owned()),
+        "{:?}",
+        metadata(&response)
+    );
+    assert_eq!(validator.calls(), 1);
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            with_extensions(token("tok-admin"), &admin_only)
+        )
+        .await,
+        allow_with(Some("user1"), Some("admin"), None)
+    );
+    assert_eq!(validator.calls(), 2);
+
+    // Users any-of; roles and users together must both hold.
+    let users = [("allow_users", "user2,user3")];
+    assert_eq!(
+        outcome_of(&mut client, with_extensions(token("tok-viewer"), &users)).await,
+        allow_with(Some("user2"), Some("viewer"), None)
+    );
+    assert_eq!(
+        outcome_of(&mut client, with_extensions(token("tok-admin"), &users)).await,
+        deny_forbidden()
+    );
+    let both = [("require_roles", "admin"), ("allow_users", "user2")];
+    for tok in ["tok-admin", "tok-viewer"] {
+        assert_eq!(
+            outcome_of(&mut client, with_extensions(token(tok), &both)).await,
+            deny_forbidden(),
+            "{tok}"
+        );
+    }
+    // A rule never turns a missing or bad session into anything but the 401.
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            with_extensions(check_request(&[]), &admin_only)
+        )
+        .await,
+        deny_401()
+    );
+    assert_eq!(validator.calls(), 2);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn misconfigured_route_is_500_before_the_validator() {
+    let validator = FakeValidator::start(roles_answers()).await;
+    let running = start_service(&[("aimenu_url", &validator.url())]).await;
+    let mut client = client(&running).await;
+    for extensions in [
+        &[("require_role", "admin")][..],
+        &[("login_redirect", "maybe")],
+        &[("csrf", "yes")],
+        &[("require_roles", "")],
+        &[("require_roles", "admin,,viewer")],
+        &[("require_roles", "admin"), ("typo", "x")],
+    ] {
+        for tok in ["tok-admin", "tok-viewer"] {
+            assert_eq!(
+                outcome_of(&mut client, with_extensions(token(tok), extensions)).await,
+                deny_misconfigured(),
+                "{extensions:?}"
+            );
+        }
+    }
+    assert_eq!(validator.calls(), 0);
+    // Valid ones beside them still work.
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            with_extensions(token("tok-admin"), &[("login_redirect", "true")])
+        )
+        .await,
+        allow_with(Some("user1"), Some("admin"), None)
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn route_csrf_replaces_the_global_switch() {
+    let validator = FakeValidator::start(vec![(
+        "tok-1",
+        Answer::json(200, r#"{"valid":true,"user":"alice"}"#),
+    )])
+    .await;
+    let cross_site = || {
+        check_request_to(
+            "POST",
+            "dash.example",
+            &[
+                ("cookie", "session=tok-1"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        )
+    };
+    for (global, route, refused) in [
+        ("true", None, true),
+        ("true", Some("false"), false),
+        ("false", None, false),
+        ("false", Some("true"), true),
+    ] {
+        let running = start_service(&[("aimenu_url", &validator.url()), ("csrf", global)]).await;
+        let mut client = client(&running).await;
+        let request = match route {
+            Some(value) => with_extensions(cross_site(), &[("csrf", value)]),
+            None => cross_site(),
+        };
+        let expected = if refused {
+            deny_cross_site()
+        } else {
+            allow_as("alice")
+        };
+        assert_eq!(
+            outcome_of(&mut client, request).await,
+            expected,
+            "global {global}, route {route:?}"
+        );
+        running.shutdown().await.unwrap();
+    }
+}

@@ -58,9 +58,11 @@ fn value_for(key: &'static str) -> BoxedStrategy<(&'static str, String)> {
 }
 
 fn settings() -> impl Strategy<Value = Vec<(&'static str, String)>> {
-    // Every key but those that name the test's own addresses, validator and files.
+    // Every key but those that name the test's own addresses, validator and files, and those
+    // only a TOML file sets (their own tests load files).
     let keys: Vec<&'static str> = KEYS
         .iter()
+        .filter(|key| !key.toml_only)
         .map(|key| key.name)
         .filter(|key| {
             !matches!(

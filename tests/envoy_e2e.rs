@@ -864,3 +864,43 @@ async fn restarting_session_authz_under_load_never_lets_anyone_through() {
     assert!(total > 100, "too little load: {total}");
     assert!(valid_ok_after_restart > 0, "valid sessions never recovered");
 }
+
+/// Per-route rules through the shipped config: `/admin/settings` carries
+/// `context_extensions: {require_roles: admin}`, so the admin gets through and the viewer gets
+/// the 403 — from a cached verdict too, in any letter case — while `/admin` lets both in.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_settings_need_the_admin_role() {
+    let stack = Stack::start(&[]).await;
+    let admin = [("X-Session-Token", "user1-token")];
+    let viewer = [("Cookie", "session=user2-token")];
+
+    let response = stack.get("/admin/settings", &admin).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.upstream_saw("x-auth-roles"), ["admin"]);
+
+    // The viewer's session is valid (and now cached) on /admin ...
+    let response = stack.get("/admin", &viewer).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let calls = stack.validator.calls();
+    // ... and refused on the settings, however the path is spelled.
+    for target in [
+        "/admin/settings",
+        "/admin/settings/mail?x=1",
+        "/ADMIN/Settings",
+        "/admin//settings",
+        "/admin/%73ettings",
+        "/admin/./settings",
+        "/admin/x/../settings",
+    ] {
+        let response = stack.get(target, &viewer).await;
+        assert_json_deny(&response, 403, "forbidden");
+    }
+    assert_eq!(stack.validator.calls(), calls, "the rule needs no new call");
+    // Without a session it is still the 401, never a 403.
+    assert_json_deny(
+        &stack.get("/admin/settings", &[]).await,
+        401,
+        "unauthenticated",
+    );
+    assert_eq!(stack.dashboard.hits(), ["/admin/settings", "/admin"]);
+}

@@ -343,7 +343,21 @@ fn help_defaults_and_check_config_agree() {
             with_defaults.extend([flag, default]);
         }
     }
-    assert_eq!(keys, session_authz::config::KEYS.len(), "{help}");
+    let keys_with_flags = session_authz::config::KEYS
+        .iter()
+        .filter(|key| !key.toml_only)
+        .count();
+    assert_eq!(keys, keys_with_flags, "{help}");
+    // A TOML-only key has no flag, but --help names it.
+    for key in session_authz::config::KEYS
+        .iter()
+        .filter(|key| key.toml_only)
+    {
+        assert!(
+            help.contains("Only a TOML file (--config) can set:") && help.contains(key.name),
+            "{help}"
+        );
+    }
 
     let plain = run(&[], &["--check-config"]);
     let explicit = run(&[], &with_defaults);
@@ -356,4 +370,95 @@ fn help_defaults_and_check_config_agree() {
         (with_defaults.len() - 1) / 2,
         "{plain}"
     );
+}
+
+/// A misconfigured route is logged (naming the key, never the token), once however many
+/// requests hit it, and the TOML `[[routes]]` of `SESSION_AUTHZ_CONFIG` apply to the binary.
+#[tokio::test]
+async fn misconfigured_routes_are_logged_once_and_toml_routes_apply() {
+    let validator = FakeValidator::start(vec![(
+        "viewer-token-7d7d",
+        Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session-authz.toml");
+    std::fs::write(
+        &file,
+        "[[routes]]\nprefix = \"/admin/settings\"\nrequire_roles = [\"admin\"]\n",
+    )
+    .unwrap();
+    let url = validator.url();
+    let service = ServiceProcess::spawn(&[
+        ("AIMENU_URL", url.as_str()),
+        ("SESSION_AUTHZ_CONFIG", file.to_str().unwrap()),
+        ("RUST_LOG", "session_authz=debug"),
+    ]);
+    let mut client = client_at(service.grpc_addr).await;
+    let viewer = || check_request(&[("x-session-token", "viewer-token-7d7d")]);
+
+    for _ in 0..5 {
+        let request = with_extensions(viewer(), &[("require_role", "admin")]);
+        assert_eq!(outcome_of(&mut client, request).await, deny_misconfigured());
+    }
+    assert_eq!(validator.calls(), 0);
+    assert_eq!(
+        outcome_of(&mut client, viewer()).await,
+        allow_with(Some("user2"), Some("viewer"), None)
+    );
+    assert_eq!(
+        outcome_of(&mut client, with_path(viewer(), "/admin/settings/mail")).await,
+        deny_forbidden()
+    );
+    // Both sources apply: the proxy's rule does not lift the file's.
+    let users = [("allow_users", "user2")];
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            with_extensions(with_path(viewer(), "/admin/settings"), &users)
+        )
+        .await,
+        deny_forbidden()
+    );
+    assert_eq!(
+        outcome_of(
+            &mut client,
+            with_extensions(with_path(viewer(), "/reports"), &users)
+        )
+        .await,
+        allow_with(Some("user2"), Some("viewer"), None)
+    );
+
+    let warned = eventually(Duration::from_secs(10), || async {
+        let lines: Vec<String> = service
+            .logs()
+            .into_iter()
+            .filter(|line| line.contains("misconfigured route"))
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await
+    .expect("a misconfigured route is logged");
+    assert!(warned[0].contains("require_role"), "{warned:?}");
+    assert!(warned[0].contains("WARN"), "{warned:?}");
+    // Once: the other four requests came within the minute. Give them time to show up if they
+    // were (wrongly) logged: the decision line of the last Check is there by now.
+    eventually(Duration::from_secs(10), || async {
+        let logs = service.logs();
+        logs.iter()
+            .any(|line| line.contains("forbidden") && line.contains("check decided"))
+            .then_some(())
+    })
+    .await
+    .expect("the last Check's decision line");
+    let lines = service.logs();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("misconfigured route"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("viewer-token-7d7d")));
 }

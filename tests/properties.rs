@@ -319,13 +319,14 @@ proptest! {
                 names: Names::default(),
                 on_error,
                 csrf: csrf::Settings::default(),
+                routes: session_authz::policy::Routes::default(),
             },
             &table,
             Arc::new(Metrics::new(true)),
         );
         let pairs: Vec<(&str, &[u8])> =
             headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-        let view = RequestView { method: "GET", path: "/admin", host: "dashboard", headers: &pairs };
+        let view = RequestView { method: "GET", path: "/admin", host: "dashboard", headers: &pairs, extensions: None };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let checked = runtime.block_on(core.authorize(&view));
         // The validator's cookies pass on exactly with a valid answer's allow and an invalid
@@ -365,13 +366,14 @@ proptest! {
                 names: Names::default(),
                 on_error: OnValidatorError::Deny,
                 csrf: csrf::Settings::default(),
+                routes: session_authz::policy::Routes::default(),
             },
             &validator,
             Arc::new(Metrics::new(true)),
         );
         let pairs: Vec<(&str, &[u8])> =
             all.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-        let view = RequestView { method, path: "/admin", host: "dashboard", headers: &pairs };
+        let view = RequestView { method, path: "/admin", host: "dashboard", headers: &pairs, extensions: None };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let refused = runtime.block_on(core.authorize(&view)).decision.reason() == Reason::CrossSite;
         let expected = match lookup(&all) {

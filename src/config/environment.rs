@@ -41,7 +41,7 @@ impl Environment {
                 key: key.name,
                 value: "(not UTF-8)".to_owned(),
                 origin: format!("from the {expected} environment variable"),
-                expected: "expected UTF-8 text",
+                expected: "expected UTF-8 text".into(),
             })?;
             values.insert(key.name, value);
         }

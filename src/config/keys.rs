@@ -20,6 +20,7 @@ use super::secret::Secret;
 use super::LogFormat;
 use crate::csrf::TrustedOrigins;
 use crate::decision::OnValidatorError;
+use crate::policy::Routes;
 
 /// Prefix of the environment variables of all keys but the seed guide's own two.
 pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";
@@ -41,6 +42,8 @@ pub struct KeySpec {
     pub help: &'static str,
     /// The value may hold credentials: error messages show it redacted like a URL.
     pub secret: bool,
+    /// Only a TOML file can set it (a table has no flat form): no variable, no flag.
+    pub toml_only: bool,
 }
 
 impl KeySpec {
@@ -61,6 +64,9 @@ impl KeySpec {
 
     /// The `--help` line: the sentence, then where the value comes from when unset.
     pub fn help_line(&self) -> String {
+        if self.toml_only {
+            return format!("{} [TOML only]", self.help);
+        }
         let env = self.env_var();
         match self.default {
             Some(default) => format!("{} [env: {env}] [default: {default}]", self.help),
@@ -74,6 +80,9 @@ impl KeySpec {
 pub struct Key<T> {
     pub spec: KeySpec,
     pub(super) parse: fn(&Value) -> Result<T, &'static str>,
+    /// The whole message for a rejected value, when a fixed sentence cannot name what is wrong
+    /// (which route, which key).
+    pub(super) explain: Option<fn(&Value) -> String>,
 }
 
 /// A key read from `SESSION_AUTHZ_<NAME>`, not secret; see [`Key::seed_name`] and [`Key::secret`].
@@ -92,8 +101,10 @@ const fn key<T>(
             default,
             help,
             secret: false,
+            toml_only: false,
         },
         parse,
+        explain: None,
     }
 }
 
@@ -106,6 +117,12 @@ impl<T> Key<T> {
 
     const fn secret(mut self) -> Self {
         self.spec.secret = true;
+        self
+    }
+
+    const fn toml_only(mut self, explain: fn(&Value) -> String) -> Self {
+        self.spec.toml_only = true;
+        self.explain = Some(explain);
         self
     }
 }
@@ -220,6 +237,16 @@ pub static CSRF_TRUSTED_ORIGINS: Key<TrustedOrigins> = key(
     parse::trusted_origins,
     "Origins allowed past the csrf check, comma-separated, like https://admin.example",
 );
+
+/// Per-route rules (`[[routes]]`), TOML only: a table has no flat form for a variable or flag.
+pub static ROUTES: Key<Routes> = key(
+    "routes",
+    "TABLES",
+    None,
+    parse::routes,
+    "Per-route rules: [[routes]] tables with prefix and require_roles, allow_users, login_redirect, csrf",
+)
+.toml_only(parse::routes_explained);
 
 pub static LOG_FORMAT: Key<LogFormat> = key(
     "log_format",
@@ -341,6 +368,7 @@ pub static KEYS: &[&KeySpec] = &[
     &ON_VALIDATOR_ERROR.spec,
     &CSRF.spec,
     &CSRF_TRUSTED_ORIGINS.spec,
+    &ROUTES.spec,
     &LOG_FORMAT.spec,
     &SHUTDOWN_GRACE.spec,
     &DRAIN_DELAY.spec,
@@ -384,8 +412,13 @@ mod tests {
         let expected: Vec<String> = KEYS.iter().map(|spec| format!("`{}`", spec.name)).collect();
         assert_eq!(names, expected, "README rows, in KEYS order");
         for (row, spec) in rows.iter().zip(KEYS) {
-            assert_eq!(row[1], format!("`{}`", spec.env_var()), "{}", spec.name);
-            assert_eq!(row[2], format!("`--{}`", spec.flag()), "{}", spec.name);
+            if spec.toml_only {
+                assert_eq!(row[1], "TOML only", "{}", spec.name);
+                assert_eq!(row[2], "TOML only", "{}", spec.name);
+            } else {
+                assert_eq!(row[1], format!("`{}`", spec.env_var()), "{}", spec.name);
+                assert_eq!(row[2], format!("`--{}`", spec.flag()), "{}", spec.name);
+            }
             let default = match spec.default {
                 Some(default) => format!("`{default}`"),
                 None => "none".to_owned(),

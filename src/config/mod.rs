@@ -51,6 +51,8 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     /// Cross-site request refusal (`csrf`, `csrf_trusted_origins`).
     pub csrf: crate::csrf::Settings,
+    /// Per-route rules from the `[[routes]]` tables (TOML only).
+    pub routes: crate::policy::Routes,
     pub validator: ValidatorConfig,
     pub cache: crate::cache::Settings,
     pub log_format: LogFormat,
@@ -118,7 +120,7 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
         origin: String,
-        expected: &'static str,
+        expected: std::borrow::Cow<'static, str>,
     },
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
@@ -140,6 +142,8 @@ pub enum ConfigError {
         origin: String,
         why: String,
     },
+    #[error("config {key} ({origin}): only a TOML file can set it")]
+    TomlOnly { key: &'static str, origin: String },
     #[error("config: environment variable {found} is not read; the name is {expected} (exact letter case)")]
     EnvSpelling { found: String, expected: String },
 }
@@ -193,6 +197,7 @@ impl Config {
                 enabled: read.get(&keys::CSRF)?,
                 trusted_origins: read.get(&keys::CSRF_TRUSTED_ORIGINS)?,
             },
+            routes: read.get(&keys::ROUTES)?,
             validator: ValidatorConfig {
                 url: read.get(&keys::VALIDATOR_URL)?,
                 timeout: read.get(&keys::VALIDATOR_TIMEOUT)?,
@@ -349,19 +354,30 @@ impl<'a> Reader<'a> {
     fn get<T: Setting>(&mut self, key: &'static Key<T>) -> Result<T, ConfigError> {
         let spec = &key.spec;
         let value = match self.figment.find_value(spec.name) {
-            Ok(value) => (key.parse)(&value).map_err(|expected| ConfigError::Invalid {
-                key: spec.name,
-                value: parse::rejected_value(spec.secret, &value),
-                origin: self.origin(spec.name),
-                expected,
-            })?,
+            Ok(value) => {
+                if spec.toml_only && !self.set_in_file(spec.name) {
+                    return Err(ConfigError::TomlOnly {
+                        key: spec.name,
+                        origin: self.origin(spec.name),
+                    });
+                }
+                (key.parse)(&value).map_err(|expected| ConfigError::Invalid {
+                    key: spec.name,
+                    value: parse::rejected_value(spec.secret, &value),
+                    origin: self.origin(spec.name),
+                    expected: match key.explain {
+                        Some(explain) => explain(&value).into(),
+                        None => expected.into(),
+                    },
+                })?
+            }
             Err(_) => match spec.default {
                 Some(default) => {
                     (key.parse)(&Value::from(default)).map_err(|expected| ConfigError::Invalid {
                         key: spec.name,
                         value: format!("{default:?}"),
                         origin: "the built-in default".to_owned(),
-                        expected,
+                        expected: expected.into(),
                     })?
                 }
                 None => T::unset().ok_or_else(|| ConfigError::Required {
@@ -373,6 +389,14 @@ impl<'a> Reader<'a> {
         };
         self.effective.0.push((spec, value.shown()));
         Ok(value)
+    }
+
+    /// Whether `name`'s value comes from a TOML file.
+    fn set_in_file(&self, name: &str) -> bool {
+        self.figment.find_metadata(name).is_some_and(|metadata| {
+            metadata.name != ENVIRONMENT
+                && matches!(metadata.source, Some(figment::Source::File(_)))
+        })
     }
 
     /// Whether any layer sets `name`.
@@ -475,6 +499,7 @@ mod tests {
                 enabled: true,
                 trusted_origins: crate::csrf::TrustedOrigins::default(),
             },
+            routes: crate::policy::Routes::default(),
             validator: ValidatorConfig {
                 url: Secret::new(Url::parse("http://localhost:5000").unwrap()),
                 timeout: Duration::from_secs(5),
@@ -500,6 +525,81 @@ mod tests {
         assert_eq!(config.identity_headers, IdentityHeaders::default());
         assert_eq!(config.log_format, LogFormat::default());
         assert_eq!(config.csrf, crate::csrf::Settings::default());
+    }
+
+    /// The config from a TOML file with this text (and no other layer).
+    fn from_file(text: &str) -> Result<(Config, Effective), ConfigError> {
+        let mut result = None;
+        Jail::expect_with(|jail| {
+            jail.create_file("session-authz.toml", text)?;
+            result = Some(
+                Config::figment(Some(Path::new("session-authz.toml")), flags_from_pairs(&[]))
+                    .and_then(|figment| Config::load(&figment)),
+            );
+            Ok(())
+        });
+        result.unwrap_or_else(|| panic!("jail did not run"))
+    }
+
+    #[test]
+    fn routes_come_from_the_file_only() {
+        let text = "cache_ttl = \"3s\"\n\
+                    [[routes]]\n\
+                    prefix = \"/admin/settings\"\n\
+                    require_roles = [\"admin\", \"ops\"]\n\
+                    csrf = false\n\
+                    [[routes]]\n\
+                    prefix = \"/audit\"\n\
+                    allow_users = [\"user1\"]\n\
+                    login_redirect = true\n";
+        let (config, effective) = from_file(text).unwrap();
+        let settings = config.routes.select("/admin/settings/x?y=1");
+        assert_eq!(settings.require_roles, ["admin", "ops"]);
+        assert_eq!(settings.csrf, Some(false));
+        assert_eq!(config.routes.select("/audit").login_redirect, Some(true));
+        assert!(config.routes.select("/admin").require_roles.is_empty());
+        // --check-config shows them, and what it shows loads to the same routes.
+        let shown = effective.to_toml();
+        assert!(shown.contains("[[routes]]"), "{shown}");
+        let (again, _) = from_file(&shown).unwrap();
+        assert_eq!(again.routes, config.routes);
+        assert!(load(&[], &[]).unwrap().routes.is_empty());
+
+        // Mistakes stop start-up naming the route and the key.
+        for (text, wanted) in [
+            (
+                "[[routes]]\nprefix = \"/a\"\nrequire_role = [\"admin\"]\n",
+                "unknown key \"require_role\"",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nlogin_redirect = \"maybe\"\n",
+                "routes[0].login_redirect",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nrequire_roles = [\"admin\", \"\"]\n",
+                "require_roles: an empty item",
+            ),
+        ] {
+            let err = from_file(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("config routes = ") && err.contains(wanted),
+                "{err}"
+            );
+            assert!(err.contains("session-authz.toml"), "{err}");
+        }
+        // Neither a variable nor a flag can set them, and neither is ignored.
+        let err = error_line(&[("SESSION_AUTHZ_ROUTES", "/admin")], &[]);
+        assert!(
+            err.contains("routes")
+                && err.contains("SESSION_AUTHZ_ROUTES")
+                && err.contains("only a TOML file"),
+            "{err}"
+        );
+        let err = error_line(&[], &[("routes", "/admin")]);
+        assert!(
+            err.contains("--routes") && err.contains("only a TOML file"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -596,8 +696,10 @@ mod tests {
                 default: None,
                 help: "",
                 secret: false,
+                toml_only: false,
             },
             parse: parse::ttl,
+            explain: None,
         };
         let figment = Figment::new();
         let mut read = Reader::new(&figment).unwrap();

@@ -13,6 +13,7 @@ use super::secret::{redact_text, Secret};
 use super::LogFormat;
 use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
 use crate::decision::OnValidatorError;
+use crate::policy::Routes;
 
 /// A type a key can hold.
 pub(super) trait Setting: Sized {
@@ -151,6 +152,52 @@ fn as_text(value: &Value) -> Option<String> {
             .map(|n| n.to_string())
             .or_else(|| n.to_i128().map(|n| n.to_string())),
         _ => None,
+    }
+}
+
+/// Per-route rules: shown in `--check-config` as the tables they came from.
+impl Setting for Routes {
+    fn shown(&self) -> Option<toml::Value> {
+        let tables: Vec<toml::Value> = self
+            .iter()
+            .map(|(prefix, policy)| {
+                let mut table = toml::Table::new();
+                table.insert("prefix".into(), toml::Value::String(prefix.clone()));
+                let list = |items: &[String]| {
+                    toml::Value::Array(items.iter().cloned().map(toml::Value::String).collect())
+                };
+                if !policy.require_roles.is_empty() {
+                    table.insert("require_roles".into(), list(&policy.require_roles));
+                }
+                if !policy.allow_users.is_empty() {
+                    table.insert("allow_users".into(), list(&policy.allow_users));
+                }
+                if let Some(flag) = policy.login_redirect {
+                    table.insert("login_redirect".into(), toml::Value::Boolean(flag));
+                }
+                if let Some(flag) = policy.csrf {
+                    table.insert("csrf".into(), toml::Value::Boolean(flag));
+                }
+                toml::Value::Table(table)
+            })
+            .collect();
+        (!tables.is_empty()).then_some(toml::Value::Array(tables))
+    }
+
+    fn unset() -> Option<Self> {
+        Some(Self::default())
+    }
+}
+
+pub(super) fn routes(value: &Value) -> Result<Routes, &'static str> {
+    Routes::from_toml(value).map_err(|_| "expected [[routes]] tables")
+}
+
+/// What is wrong with a `routes` value, naming the route and the key.
+pub(super) fn routes_explained(value: &Value) -> String {
+    match Routes::from_toml(value) {
+        Ok(_) => "expected [[routes]] tables".to_owned(),
+        Err(why) => why,
     }
 }
 

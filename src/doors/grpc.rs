@@ -2,6 +2,7 @@
 //! `CheckRequest` into a [`RequestView`], asks the core, and turns the [`Decision`] into a
 //! `CheckResponse` — nothing else.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -48,7 +49,10 @@ impl<V: Verdicts + 'static> Authorization for CheckService<V> {
         let checked = match http_request(request.get_ref()) {
             Some(http) => {
                 let headers = request_headers(http);
-                self.core.authorize(&request_view(http, &headers)).await
+                let extensions = context_extensions(request.get_ref());
+                self.core
+                    .authorize(&request_view(http, &headers, extensions))
+                    .await
             }
             None => self.core.unreadable(),
         };
@@ -61,16 +65,27 @@ pub fn http_request(request: &CheckRequest) -> Option<&HttpRequest> {
     request.attributes.as_ref()?.request.as_ref()?.http.as_ref()
 }
 
+/// The route's `context_extensions` (Envoy's `ExtAuthzPerRoute.check_settings`), if any.
+pub fn context_extensions(request: &CheckRequest) -> Option<&HashMap<String, String>> {
+    request
+        .attributes
+        .as_ref()
+        .map(|attributes| &attributes.context_extensions)
+        .filter(|map| !map.is_empty())
+}
+
 /// The core's view of a Check's HTTP request; `headers` from [`request_headers`].
 pub fn request_view<'a>(
     http: &'a HttpRequest,
     headers: &'a [(&'a str, &'a [u8])],
+    extensions: Option<&'a HashMap<String, String>>,
 ) -> RequestView<'a> {
     RequestView {
         method: &http.method,
         path: &http.path,
         host: &http.host,
         headers,
+        extensions,
     }
 }
 
@@ -217,6 +232,12 @@ fn deny(status: DenyStatus, reason: Reason, set_cookies: &[String]) -> CheckResp
             HttpStatusCode::ServiceUnavailable,
             "auth_unavailable",
         ),
+        // With the denied_response this is still a deny in Envoy, never its error path.
+        DenyStatus::Misconfigured => (
+            tonic::Status::internal("misconfigured route"),
+            HttpStatusCode::InternalServerError,
+            "misconfigured route",
+        ),
     };
     let mut denied = DeniedHttpResponseBuilder::new();
     denied
@@ -299,6 +320,8 @@ mod tests {
             Reason::NoCredential,
             Reason::Ambiguous(Ambiguity::ConflictingCookies),
             Reason::CrossSite,
+            Reason::Forbidden,
+            Reason::MisconfiguredRoute,
             Reason::InvalidSession,
             Reason::ValidatorError(ErrorKind::Timeout),
             Reason::ValidatorError(ErrorKind::UnsafeRoles),
@@ -308,6 +331,7 @@ mod tests {
             DenyStatus::Unauthenticated,
             DenyStatus::Forbidden,
             DenyStatus::Unavailable,
+            DenyStatus::Misconfigured,
         ];
         reasons
             .iter()

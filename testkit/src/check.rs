@@ -186,3 +186,45 @@ pub fn deny_503() -> Outcome {
         body: r#"{"error":"auth_unavailable"}"#.to_owned(),
     }
 }
+
+/// `request` with the route's `context_extensions` (Envoy's per-route `check_settings`).
+pub fn with_extensions(mut request: CheckRequest, extensions: &[(&str, &str)]) -> CheckRequest {
+    if let Some(attributes) = request.attributes.as_mut() {
+        attributes.context_extensions = extensions
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+    request
+}
+
+/// `request` for another path (`/admin` otherwise).
+pub fn with_path(mut request: CheckRequest, path: &str) -> CheckRequest {
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        path.clone_into(&mut http.path);
+    }
+    request
+}
+
+/// A valid session refused by a route's `require_roles` / `allow_users`.
+pub fn deny_forbidden() -> Outcome {
+    Outcome::Deny {
+        grpc: tonic::Code::PermissionDenied as i32,
+        http: 403,
+        body: r#"{"error":"forbidden"}"#.to_owned(),
+    }
+}
+
+/// A route whose settings cannot be read.
+pub fn deny_misconfigured() -> Outcome {
+    Outcome::Deny {
+        grpc: tonic::Code::Internal as i32,
+        http: 500,
+        body: r#"{"error":"misconfigured route"}"#.to_owned(),
+    }
+}
