@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             names: Names::default(),
             on_error: OnValidatorError::Deny,
             csrf: csrf::Settings::default(),
-                routes: session_authz::policy::Routes::default(),
+            routes: session_authz::policy::Routes::default(),
         },
         Fixed(verdict.clone()),
         Arc::new(Metrics::new(true)),
