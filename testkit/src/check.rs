@@ -163,28 +163,25 @@ pub fn metadata(response: &CheckResponse) -> Vec<String> {
     fields
 }
 
-pub fn deny_401() -> Outcome {
+/// A denial with this gRPC code, HTTP status and `{"error": …}` body.
+fn denial(grpc: tonic::Code, http: i32, error: &str) -> Outcome {
     Outcome::Deny {
-        grpc: tonic::Code::Unauthenticated as i32,
-        http: 401,
-        body: r#"{"error":"unauthenticated"}"#.to_owned(),
+        grpc: grpc as i32,
+        http,
+        body: format!(r#"{{"error":"{error}"}}"#),
     }
+}
+
+pub fn deny_401() -> Outcome {
+    denial(tonic::Code::Unauthenticated, 401, "unauthenticated")
 }
 
 pub fn deny_cross_site() -> Outcome {
-    Outcome::Deny {
-        grpc: tonic::Code::PermissionDenied as i32,
-        http: 403,
-        body: r#"{"error":"cross-site request"}"#.to_owned(),
-    }
+    denial(tonic::Code::PermissionDenied, 403, "cross-site request")
 }
 
 pub fn deny_503() -> Outcome {
-    Outcome::Deny {
-        grpc: tonic::Code::Unavailable as i32,
-        http: 503,
-        body: r#"{"error":"auth_unavailable"}"#.to_owned(),
-    }
+    denial(tonic::Code::Unavailable, 503, "auth_unavailable")
 }
 
 /// `request` with the route's `context_extensions` (Envoy's per-route `check_settings`).
@@ -213,18 +210,10 @@ pub fn with_path(mut request: CheckRequest, path: &str) -> CheckRequest {
 
 /// A valid session refused by a route's `require_roles` / `allow_users`.
 pub fn deny_forbidden() -> Outcome {
-    Outcome::Deny {
-        grpc: tonic::Code::PermissionDenied as i32,
-        http: 403,
-        body: r#"{"error":"forbidden"}"#.to_owned(),
-    }
+    denial(tonic::Code::PermissionDenied, 403, "forbidden")
 }
 
 /// A route whose settings cannot be read.
 pub fn deny_misconfigured() -> Outcome {
-    Outcome::Deny {
-        grpc: tonic::Code::Internal as i32,
-        http: 500,
-        body: r#"{"error":"misconfigured route"}"#.to_owned(),
-    }
+    denial(tonic::Code::Internal, 500, "misconfigured route")
 }
