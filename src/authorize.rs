@@ -73,6 +73,20 @@ pub struct Settings {
     pub routes: Routes,
 }
 
+/// The configuration's defaults: auth on (never a derived `false`), `session` /
+/// `x-session-token`, fail closed, CSRF on, no routes.
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            auth_enabled: true,
+            names: Names::default(),
+            on_error: OnValidatorError::default(),
+            csrf: csrf::Settings::default(),
+            routes: Routes::default(),
+        }
+    }
+}
+
 /// Decides requests; shared by every door.
 #[derive(Debug)]
 pub struct Authorizer<V = CachedValidator> {

@@ -1,4 +1,4 @@
-//! Per-route rules (design.md, "Per-route rules"): who may use a route, and per-route switches,
+//! Per-route rules (docs/architecture.md, "Per-route rules"): who may use a route, and per-route switches,
 //! from Envoy's per-route `context_extensions` and from the TOML `[[routes]]` table. Pure.
 //!
 //! Both sources apply: a request must satisfy the rules of both. A rule never changes what is

@@ -17,7 +17,7 @@ use session_authz::contract::{
     MAX_ROLE_BYTES, MAX_USER_BYTES,
 };
 use session_authz::credential::{find, Credential, Lookup, Names, Source};
-use session_authz::csrf::{self, cross_site, TrustedOrigins};
+use session_authz::csrf::{cross_site, TrustedOrigins};
 use session_authz::decision::{Decision, OnValidatorError, Reason};
 use session_authz::metrics::Metrics;
 
@@ -314,13 +314,7 @@ proptest! {
         let table = Table { answers, fallback };
         let on_error = if grpc_error { OnValidatorError::GrpcError } else { OnValidatorError::Deny };
         let core = Authorizer::new(
-            authorize::Settings {
-                auth_enabled: true,
-                names: Names::default(),
-                on_error,
-                csrf: csrf::Settings::default(),
-                routes: session_authz::policy::Routes::default(),
-            },
+            authorize::Settings { on_error, ..Default::default() },
             &table,
             Arc::new(Metrics::new(true)),
         );
@@ -361,13 +355,7 @@ proptest! {
         let all: Vec<(String, Vec<u8>)> = headers.into_iter().chain(fetch).collect();
         let validator = Counting(AtomicUsize::new(0));
         let core = Authorizer::new(
-            authorize::Settings {
-                auth_enabled: true,
-                names: Names::default(),
-                on_error: OnValidatorError::Deny,
-                csrf: csrf::Settings::default(),
-                routes: session_authz::policy::Routes::default(),
-            },
+            authorize::Settings::default(),
             &validator,
             Arc::new(Metrics::new(true)),
         );

@@ -15,9 +15,7 @@ use prost::Message;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
 use session_authz::cache::{Answered, Origin};
 use session_authz::contract::{interpret, Verdict};
-use session_authz::credential::{Credential, Names};
-use session_authz::csrf;
-use session_authz::decision::OnValidatorError;
+use session_authz::credential::Credential;
 use session_authz::doors::grpc::CheckService;
 use session_authz::doors::IdentityHeaders;
 use session_authz::metrics::Metrics;
@@ -71,13 +69,7 @@ fuzz_target!(|data: &[u8]| {
         _ => interpret(500, b""),
     };
     let core = Authorizer::new(
-        authorize::Settings {
-            auth_enabled: true,
-            names: Names::default(),
-            on_error: OnValidatorError::Deny,
-            csrf: csrf::Settings::default(),
-            routes: session_authz::policy::Routes::default(),
-        },
+        authorize::Settings::default(),
         Fixed(verdict.clone()),
         Arc::new(Metrics::new(true)),
     );

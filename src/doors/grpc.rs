@@ -217,7 +217,7 @@ fn deny(status: DenyStatus, reason: Reason, set_cookies: &[String]) -> CheckResp
             HttpStatusCode::Unauthorized,
             "unauthenticated",
         ),
-        // design.md's bodies: a refused rule says which, when it is the CSRF one.
+        // A refused rule says which, when it is the CSRF one (docs/architecture.md).
         DenyStatus::Forbidden => (
             tonic::Status::permission_denied("forbidden"),
             HttpStatusCode::Forbidden,
