@@ -86,6 +86,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             },
             on_error: config.validator.on_error,
             csrf: config.csrf.clone(),
+            sign_in: config.sign_in.clone(),
             routes: config.routes.clone(),
         },
         CachedValidator {

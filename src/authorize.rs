@@ -14,10 +14,11 @@ use crate::cache::{Answered, DecisionCache, Origin};
 use crate::contract::{ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
 use crate::csrf;
-use crate::decision::{decide, Decision, OnValidatorError, Situation};
+use crate::decision::{decide, Decision, DenyStatus, OnValidatorError, Situation};
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
 use crate::policy::{MergedPolicy, RoutePolicy, Routes};
+use crate::signin::{self, Presented};
 use crate::validator::{Validator, TRACE_HEADERS};
 
 /// The request a door asks about, as the core sees it.
@@ -71,10 +72,12 @@ pub struct Settings {
     pub csrf: csrf::Settings,
     /// The `[[routes]]` table (per-route rules from the configuration).
     pub routes: Routes,
+    /// Where browsers without a session are sent (`login_url`), if anywhere.
+    pub sign_in: signin::Settings,
 }
 
 /// The configuration's defaults: auth on (never a derived `false`), `session` /
-/// `x-session-token`, fail closed, CSRF on, no routes.
+/// `x-session-token`, fail closed, CSRF on, no routes, no sign-in redirects.
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -83,6 +86,7 @@ impl Default for Settings {
             on_error: OnValidatorError::default(),
             csrf: csrf::Settings::default(),
             routes: Routes::default(),
+            sign_in: signin::Settings::default(),
         }
     }
 }
@@ -117,13 +121,24 @@ impl<V: Verdicts> Authorizer<V> {
     pub async fn authorize(&self, request: &RequestView<'_>) -> Checked {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
-        let (situation, credential, cache, set_cookies) = self.situation(request).await;
-        let decision = decide(situation, self.settings.on_error);
-        self.record(&decision, credential.as_ref(), cache, started);
+        let gathered = self.situation(request).await;
+        let decision = decide(gathered.situation, self.settings.on_error);
+        let decision = self.sign_in(
+            decision,
+            request,
+            gathered.presented,
+            gathered.login_redirect,
+        );
+        self.record(
+            &decision,
+            gathered.credential.as_ref(),
+            gathered.cache,
+            started,
+        );
         Checked {
             decision,
-            cache,
-            set_cookies,
+            cache: gathered.cache,
+            set_cookies: gathered.set_cookies,
         }
     }
 
@@ -138,22 +153,60 @@ impl<V: Verdicts> Authorizer<V> {
         }
     }
 
-    /// The situation, the credential found, how its verdict was obtained when one was asked,
-    /// and the cookies that verdict's answer sets.
-    async fn situation(
+    /// A 401 for a browser navigation becomes a redirect to the sign-in page, when
+    /// [`signin::redirect`] says so; every other decision stands.
+    fn sign_in(
         &self,
+        decision: Decision,
         request: &RequestView<'_>,
-    ) -> (Situation, Option<Credential>, Option<Origin>, Vec<String>) {
+        presented: Presented,
+        route_allows: Option<bool>,
+    ) -> Decision {
+        match decision {
+            Decision::Deny {
+                status: DenyStatus::Unauthenticated,
+                reason,
+            } => match signin::redirect(&self.settings.sign_in, request, presented, route_allows) {
+                Some(location) => Decision::SignIn { location, reason },
+                None => decision,
+            },
+            other => other,
+        }
+    }
+
+    /// What the decision depends on, gathered from the request, the route and the verdict.
+    async fn situation(&self, request: &RequestView<'_>) -> Gathered {
         if !self.settings.auth_enabled {
-            return (Situation::AuthDisabled, None, None, Vec::new());
+            return Gathered::before_lookup(Situation::AuthDisabled);
         }
         // Before anything else: a route nobody can read is closed, and costs no validator call.
         let Some(policy) = self.policy(request) else {
-            return (Situation::MisconfiguredRoute, None, None, Vec::new());
+            return Gathered::before_lookup(Situation::MisconfiguredRoute);
         };
-        match credential::find(request.headers.iter().copied(), &self.settings.names) {
-            Lookup::Absent => (Situation::NoCredential, None, None, Vec::new()),
-            Lookup::Ambiguous(why) => (Situation::Ambiguous(why), None, None, Vec::new()),
+        let names = &self.settings.names;
+        let gathered = |situation, presented| Gathered {
+            situation,
+            credential: None,
+            cache: None,
+            set_cookies: Vec::new(),
+            presented,
+            login_redirect: policy.login_redirect,
+        };
+        match credential::find(request.headers.iter().copied(), names) {
+            Lookup::Absent => gathered(Situation::NoCredential, Presented::Nothing),
+            Lookup::Ambiguous(why) => {
+                // Unusable credentials: a session header among them marks an API client.
+                let header_sent = request
+                    .headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case(&names.header));
+                let presented = if header_sent {
+                    Presented::Header
+                } else {
+                    Presented::Cookie
+                };
+                gathered(Situation::Ambiguous(why), presented)
+            }
             Lookup::Found(credential) => {
                 // Before the verdict: a forged request must not cost a validator call.
                 if let Some(why) = self.cross_site(request, &credential, policy.csrf) {
@@ -162,7 +215,10 @@ impl<V: Verdicts> Authorizer<V> {
                         method = request.method,
                         "cross-site request refused"
                     );
-                    return (Situation::CrossSite, Some(credential), None, Vec::new());
+                    return Gathered {
+                        credential: Some(credential),
+                        ..gathered(Situation::CrossSite, Presented::Nothing)
+                    };
                 }
                 let Answered {
                     verdict,
@@ -197,7 +253,14 @@ impl<V: Verdicts> Authorizer<V> {
                     }
                     other => other,
                 };
-                (situation, Some(credential), Some(origin), set_cookies)
+                Gathered {
+                    situation,
+                    presented: credential.source().into(),
+                    credential: Some(credential),
+                    cache: Some(origin),
+                    set_cookies,
+                    login_redirect: policy.login_redirect,
+                }
             }
         }
     }
@@ -276,6 +339,35 @@ impl<V: Verdicts> Authorizer<V> {
             latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             "check decided"
         );
+    }
+}
+
+/// What one request's decision depends on.
+struct Gathered {
+    situation: Situation,
+    /// The credential found, if one was.
+    credential: Option<Credential>,
+    /// How its verdict was obtained, when one was asked for.
+    cache: Option<Origin>,
+    /// The cookies that verdict's answer sets.
+    set_cookies: Vec<String>,
+    /// What the request presented, for the sign-in redirect.
+    presented: Presented,
+    /// The route's `login_redirect`, if it sets one.
+    login_redirect: Option<bool>,
+}
+
+impl Gathered {
+    /// A situation decided before any credential was looked for.
+    fn before_lookup(situation: Situation) -> Self {
+        Self {
+            situation,
+            credential: None,
+            cache: None,
+            set_cookies: Vec::new(),
+            presented: Presented::Nothing,
+            login_redirect: None,
+        }
     }
 }
 

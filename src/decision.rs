@@ -110,6 +110,12 @@ pub enum Decision {
         status: DenyStatus,
         reason: Reason,
     },
+    /// A browser without a usable session sent to sign in: a 401 turned into a 302 to
+    /// `location` ([`crate::signin`]).
+    SignIn {
+        location: String,
+        reason: Reason,
+    },
     /// Fail the Check itself with gRPC UNAVAILABLE (`on_validator_error = "grpc-error"`).
     GrpcUnavailable {
         reason: Reason,
@@ -121,6 +127,7 @@ impl Decision {
         match self {
             Decision::Allow { reason, .. }
             | Decision::Deny { reason, .. }
+            | Decision::SignIn { reason, .. }
             | Decision::GrpcUnavailable { reason } => *reason,
         }
     }

@@ -4,7 +4,8 @@
 //! [`authorize::RequestView`] → the core ([`authorize`]) finds the credential ([`credential`],
 //! pure) → refuses a cross-site request ([`csrf`], pure) → asks the cache ([`cache`]) or the
 //! validator ([`validator`], the only outbound I/O), whose answer [`contract`] reads (pure) →
-//! applies the decision table ([`decision`], pure) → the door turns the [`decision::Decision`]
+//! applies the decision table ([`decision`], pure), sending browsers to sign in ([`signin`],
+//! pure) → the door turns the [`decision::Decision`]
 //! back into its protocol. [`config`] and [`cli`] build the settings, [`app`] binds and serves,
 //! [`health`] and [`probe`] follow the validator, [`ops`] serves health, readiness, metrics and
 //! reflection, [`metrics`] and [`telemetry`] tell operators what happens.
@@ -26,5 +27,6 @@ pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod probe;
+pub mod signin;
 pub mod telemetry;
 pub mod validator;

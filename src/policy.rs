@@ -19,8 +19,7 @@ pub struct RoutePolicy {
     pub require_roles: Vec<String>,
     /// Any one of these users lets a session through; empty: no user rule.
     pub allow_users: Vec<String>,
-    /// Whether a 401 here may become a sign-in redirect. Parsed and kept only: the redirect
-    /// itself is a later change, so today it changes no decision.
+    /// Whether a 401 here may become a sign-in redirect (`login_url`); unset: it may.
     pub login_redirect: Option<bool>,
     /// Replaces the service-wide `csrf` switch for this route.
     pub csrf: Option<bool>,

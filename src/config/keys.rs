@@ -21,6 +21,7 @@ use super::LogFormat;
 use crate::csrf::TrustedOrigins;
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
+use crate::signin::{LoginUrl, ReturnParam};
 
 /// Prefix of the environment variables of all keys but the seed guide's own two.
 pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";
@@ -248,6 +249,22 @@ pub static ROUTES: Key<Routes> = key(
 )
 .toml_only(parse::routes_explained);
 
+pub static LOGIN_URL: Key<Option<LoginUrl>> = key(
+    "login_url",
+    "URL",
+    None,
+    parse::login_url,
+    "Send browsers without a session here (302) instead of a 401: a URL or a local path like /login",
+);
+
+pub static LOGIN_RETURN_PARAM: Key<ReturnParam> = key(
+    "login_return_param",
+    "NAME",
+    Some("return_to"),
+    parse::return_param,
+    "Query parameter of login_url that carries the page to return to",
+);
+
 pub static LOG_FORMAT: Key<LogFormat> = key(
     "log_format",
     "FORMAT",
@@ -369,6 +386,8 @@ pub static KEYS: &[&KeySpec] = &[
     &CSRF.spec,
     &CSRF_TRUSTED_ORIGINS.spec,
     &ROUTES.spec,
+    &LOGIN_URL.spec,
+    &LOGIN_RETURN_PARAM.spec,
     &LOG_FORMAT.spec,
     &SHUTDOWN_GRACE.spec,
     &DRAIN_DELAY.spec,

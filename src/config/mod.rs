@@ -53,6 +53,8 @@ pub struct Config {
     pub csrf: crate::csrf::Settings,
     /// Per-route rules from the `[[routes]]` tables (TOML only).
     pub routes: crate::policy::Routes,
+    /// Browser sign-in redirects (`login_url`, `login_return_param`).
+    pub sign_in: crate::signin::Settings,
     pub validator: ValidatorConfig,
     pub cache: crate::cache::Settings,
     pub log_format: LogFormat,
@@ -198,6 +200,10 @@ impl Config {
                 trusted_origins: read.get(&keys::CSRF_TRUSTED_ORIGINS)?,
             },
             routes: read.get(&keys::ROUTES)?,
+            sign_in: crate::signin::Settings {
+                login_url: read.get(&keys::LOGIN_URL)?,
+                return_param: read.get(&keys::LOGIN_RETURN_PARAM)?,
+            },
             validator: ValidatorConfig {
                 url: read.get(&keys::VALIDATOR_URL)?,
                 timeout: read.get(&keys::VALIDATOR_TIMEOUT)?,
@@ -500,6 +506,7 @@ mod tests {
                 trusted_origins: crate::csrf::TrustedOrigins::default(),
             },
             routes: crate::policy::Routes::default(),
+            sign_in: crate::signin::Settings::default(),
             validator: ValidatorConfig {
                 url: Secret::new(Url::parse("http://localhost:5000").unwrap()),
                 timeout: Duration::from_secs(5),
@@ -618,6 +625,7 @@ mod tests {
              validator_timeout = \"5s\"\n\
              on_validator_error = \"deny\"\n\
              csrf = true\n\
+             login_return_param = \"return_to\"\n\
              log_format = \"text\"\n\
              shutdown_grace = \"10s\"\n\
              drain_delay = \"5s\"\n\

@@ -14,6 +14,7 @@ use super::LogFormat;
 use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
+use crate::signin::{LoginUrl, ReturnParam, LOGIN_URL_EXPECTED, RETURN_PARAM_EXPECTED};
 
 /// A type a key can hold.
 pub(super) trait Setting: Sized {
@@ -105,6 +106,18 @@ impl Setting for TrustedOrigins {
 impl Setting for Secret<Url> {
     fn shown(&self) -> Option<toml::Value> {
         Some(toml::Value::String(self.to_string()))
+    }
+}
+
+impl Setting for LoginUrl {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.as_str().to_owned()))
+    }
+}
+
+impl Setting for ReturnParam {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.as_str().to_owned()))
     }
 }
 
@@ -341,6 +354,16 @@ pub(super) fn trusted_origins(value: &Value) -> Result<TrustedOrigins, &'static 
             TrustedOrigins::parse(text.split(','))
         }
     }
+}
+
+pub(super) fn login_url(value: &Value) -> Result<Option<LoginUrl>, &'static str> {
+    let text = as_text(value).ok_or(LOGIN_URL_EXPECTED)?;
+    LoginUrl::parse(&text).map(Some)
+}
+
+pub(super) fn return_param(value: &Value) -> Result<ReturnParam, &'static str> {
+    let text = as_text(value).ok_or(RETURN_PARAM_EXPECTED)?;
+    ReturnParam::parse(&text)
 }
 
 pub(super) fn header_name(value: &Value) -> Result<String, &'static str> {

@@ -124,6 +124,7 @@ pub fn check_response(
     let mut response = match &checked.decision {
         Decision::Allow { identity, .. } => allow(identity, headers, &checked.set_cookies),
         Decision::Deny { status, reason } => deny(*status, *reason, &checked.set_cookies),
+        Decision::SignIn { location, .. } => sign_in(location, &checked.set_cookies),
         Decision::GrpcUnavailable { .. } => {
             return Err(tonic::Status::unavailable("session validator unavailable"))
         }
@@ -203,6 +204,25 @@ fn allow(identity: &Identity, headers: &IdentityHeaders, set_cookies: &[String])
 /// Each `Set-Cookie` its own header: appended, so that several survive side by side (an
 /// overwrite would keep only the last one).
 const SET_COOKIE_ACTION: HeaderAppendAction = HeaderAppendAction::AppendIfExistsOrAdd;
+
+/// A 302 to the sign-in page: Envoy sends the denied response's status and headers to the
+/// browser as they are. `set_cookies` may clear a dead session cookie on the way.
+fn sign_in(location: &str, set_cookies: &[String]) -> CheckResponse {
+    let mut denied = DeniedHttpResponseBuilder::new();
+    denied.set_http_status(HttpStatusCode::Found);
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    denied.add_header("location", location, overwrite, false);
+    // Neither the browser nor a cache in between may keep it: after signing in, the same URL
+    // must reach the page.
+    denied.add_header("cache-control", "no-store", overwrite, false);
+    for cookie in set_cookies {
+        denied.add_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
+    }
+    let mut response =
+        CheckResponse::with_status(tonic::Status::unauthenticated("sign-in required"));
+    response.set_http_response(denied);
+    response
+}
 
 /// `set_cookies` (e.g. clearing a dead session cookie) go to the client with the denial.
 fn deny(status: DenyStatus, reason: Reason, set_cookies: &[String]) -> CheckResponse {
