@@ -5,8 +5,9 @@ demo:
 	./scripts/demo.sh
 
 test: tools lint
-	cargo test --locked --workspace --all-targets
+	# The examples first: the Envoy tests run the sample sign-in page (examples/sample_validator.rs).
 	cargo build --locked --bins --examples
+	cargo test --locked --workspace --all-targets
 	CHAOS_SECONDS=$${CHAOS_SECONDS:-60} ./target/debug/examples/chaos
 
 tools:

@@ -4,14 +4,22 @@
 //! answer (a sliding `Set-Cookie` with the same token) and cleared with the 401, which
 //! session-authz passes on to the browser.
 //!
+//! It also serves the sign-in page browsers are sent to (`login_url = "/login"`): `GET /login`
+//! shows a form, `POST /login` sets the session cookie and returns the browser to `return_to`
+//! when that is a local path (else to `/admin`).
+//!
 //! `cargo run --example sample_validator -- [ADDR]` (default `127.0.0.1:5000`).
 
-use axum::http::header::SET_COOKIE;
+use std::collections::HashMap;
+
+use axum::extract::{Form, Query};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use cookie::Cookie;
 use serde_json::{json, Value};
+use session_authz::signin::is_safe_return;
 
 /// The seed guide's demo sessions: token, user, roles, email.
 const SESSIONS: &[(&str, &str, &[&str], &str)] = &[
@@ -60,6 +68,55 @@ async fn validate(headers: HeaderMap) -> (StatusCode, HeaderMap, Json<Value>) {
     }
 }
 
+/// The sign-in form. It posts to this same URL, so `return_to` travels in the query and is never
+/// written into the page.
+async fn sign_in_page() -> (HeaderMap, &'static str) {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (
+        headers,
+        "<!doctype html>\n<title>Sign in</title>\n<h1>Sign in to the admin dashboard</h1>\n\
+         <form method=\"post\">\n\
+         <label><input type=\"radio\" name=\"user\" value=\"user1\" checked> user1 (admin)</label>\n\
+         <label><input type=\"radio\" name=\"user\" value=\"user2\"> user2 (viewer)</label>\n\
+         <button>Sign in</button>\n</form>\n",
+    )
+}
+
+/// Signs a demo user in: the session cookie, and a 303 back to where the browser was going.
+async fn sign_in(
+    Query(query): Query<HashMap<String, String>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> (StatusCode, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let session = SESSIONS
+        .iter()
+        .find(|(_, user, ..)| Some(*user) == form.get("user").map(String::as_str));
+    let Some((token, ..)) = session else {
+        return (StatusCode::UNAUTHORIZED, headers);
+    };
+    // Only a local path: anything else would make this page an open redirect.
+    let back = query
+        .get("return_to")
+        .filter(|path| is_safe_return(path))
+        .map_or("/admin", String::as_str);
+    let cookie =
+        format!("session={token}; Max-Age={SESSION_MAX_AGE_SECS}; HttpOnly; SameSite=Lax; Path=/");
+    match (HeaderValue::from_str(&cookie), HeaderValue::from_str(back)) {
+        (Ok(cookie), Ok(back)) => {
+            headers.insert(SET_COOKIE, cookie);
+            headers.insert(LOCATION, back);
+            (StatusCode::SEE_OTHER, headers)
+        }
+        _ => (StatusCode::BAD_REQUEST, headers),
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
@@ -67,10 +124,13 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:5000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!(
-        "sample validator on http://{}/session/validate (demo users: user1 admin, user2 viewer)",
+        "sample validator on http://{0}/session/validate, sign-in page on http://{0}/login \
+         (demo users: user1 admin, user2 viewer)",
         listener.local_addr()?
     );
-    let app = Router::new().route("/session/validate", get(validate));
+    let app = Router::new()
+        .route("/session/validate", get(validate))
+        .route("/login", get(sign_in_page).post(sign_in));
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

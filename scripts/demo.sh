@@ -34,6 +34,7 @@ pids+=($!)
 target/release/examples/sample_dashboard 127.0.0.1:8000 &
 pids+=($!)
 AIMENU_URL=http://127.0.0.1:5000 \
+SESSION_AUTHZ_LOGIN_URL=/login \
 SESSION_AUTHZ_GRPC_ADDR=127.0.0.1:9001 \
 SESSION_AUTHZ_HTTP_ADDR=127.0.0.1:9002 \
 SESSION_AUTHZ_DRAIN_DELAY=0 \
@@ -50,9 +51,11 @@ wait_for http://127.0.0.1:9901/ready
 cat <<'MSG'
 
 The admin dashboard is behind Envoy on http://localhost:8080 (session-authz checks every
-/admin request against the sample validator). Try:
+/admin request against the sample validator). Open http://localhost:8080/admin/settings in a
+browser (sign in as user1, an admin, or user2, a viewer), or try:
 
   curl -i localhost:8080/admin                                   # 401, no session
+  curl -i -H 'Accept: text/html' localhost:8080/admin/settings   # 302 to the sign-in page
   curl -i -b session=user1-token localhost:8080/admin            # 200, "hello, user1! ... admin", set-cookie renews
   curl -i -H 'X-Session-Token: user2-token' -H 'x-auth-roles: admin' \
     localhost:8080/api/admin/stats                               # 200, user2, roles: viewer

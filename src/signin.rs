@@ -203,7 +203,7 @@ fn values<'a>(
 /// A path and query that can only lead back to this site: visible ASCII, bounded, one leading
 /// `/` and no `//` or `/\` at its start, even after one round of percent-decoding (a login page
 /// that decodes twice must not turn `/%2F%2Fevil.example` into `//evil.example`).
-fn is_safe_return(path_and_query: &str) -> bool {
+pub fn is_safe_return(path_and_query: &str) -> bool {
     let bytes = path_and_query.as_bytes();
     bytes.len() <= MAX_RETURN_LEN
         && bytes.iter().all(u8::is_ascii_graphic)

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use envoy_types::ext_authz::v3::pb::CheckRequest;
 use session_authz_testkit::check::*;
 use session_authz_testkit::service::*;
 use session_authz_testkit::validator::*;
@@ -1062,4 +1063,86 @@ async fn route_csrf_replaces_the_global_switch() {
         );
         running.shutdown().await.unwrap();
     }
+}
+
+/// Sign-in redirects through the gRPC door: who is sent (a browser's GET or HEAD with no
+/// credential or a cookie), who is not (API clients, other methods, routes that say no, a
+/// valid session refused by a rule, a failing validator), and the `Location`.
+#[tokio::test]
+async fn sign_in_redirects_only_browser_navigations_the_route_allows() {
+    let validator = FakeValidator::start(roles_answers()).await;
+    validator.set_answer("tok-broken", Answer::json(500, "{}"));
+    let running = start_service_with_toml(
+        "[[routes]]\nprefix = \"/api\"\nlogin_redirect = false\n",
+        &[
+            ("aimenu_url", &validator.url()),
+            ("login_url", "https://auth.example/login?app=dash"),
+            ("login_return_param", "rd"),
+        ],
+    )
+    .await;
+    let mut client = client(&running).await;
+    let browser = |method: &str, path: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![("accept", "text/html"), ("sec-fetch-mode", "navigate")];
+        headers.extend_from_slice(extra);
+        with_path(check_request_to(method, "dash.example", &headers), path)
+    };
+
+    for (method, extra) in [
+        ("GET", &[][..]),
+        ("HEAD", &[][..]),
+        ("GET", &[("cookie", "session=tok-dead")][..]),
+    ] {
+        let response = client
+            .check(browser(method, "/admin/x?y=1", extra))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(outcome(&response), deny_sign_in(), "{method} {extra:?}");
+        assert_eq!(
+            location(&response).as_deref(),
+            Some("https://auth.example/login?app=dash&rd=%2Fadmin%2Fx%3Fy%3D1")
+        );
+        let reason = if extra.is_empty() {
+            "reason=no_credential"
+        } else {
+            "reason=invalid_session"
+        };
+        assert!(metadata(&response).contains(&reason.to_owned()));
+    }
+
+    let refused: [(CheckRequest, Outcome); 7] = [
+        (
+            browser("GET", "/admin", &[("x-session-token", "tok-dead")]),
+            deny_401(),
+        ),
+        (browser("POST", "/admin", &[]), deny_401()),
+        (check_request(&[("accept", "application/json")]), deny_401()),
+        (browser("GET", "/api/x", &[]), deny_401()),
+        (
+            with_extensions(
+                browser("GET", "/admin", &[]),
+                &[("login_redirect", "false")],
+            ),
+            deny_401(),
+        ),
+        (
+            with_extensions(
+                browser("GET", "/admin", &[("cookie", "session=tok-viewer")]),
+                &[("require_roles", "admin")],
+            ),
+            deny_forbidden(),
+        ),
+        (
+            browser("GET", "/admin", &[("cookie", "session=tok-broken")]),
+            deny_503(),
+        ),
+    ];
+    for (request, expected) in refused {
+        assert_eq!(outcome_of(&mut client, request).await, expected);
+    }
+    // The route's own setting wins over the table's.
+    let allowed = with_extensions(browser("GET", "/api/x", &[]), &[("login_redirect", "true")]);
+    assert_eq!(outcome_of(&mut client, allowed).await, deny_sign_in());
+    running.shutdown().await.unwrap();
 }

@@ -19,10 +19,24 @@ struct Stack {
     dashboard: Upstream,
     authz: ServiceProcess,
     envoy: EnvoyProcess,
+    /// The shipped sample's sign-in page, when the test runs it.
+    _signin: Option<SampleValidator>,
 }
 
 impl Stack {
     async fn start(authz_env: &[(&str, &str)]) -> Self {
+        Self::start_inner(authz_env, false).await
+    }
+
+    /// With the shipped sample sign-in page behind Envoy's /login and `login_url = "/login"`,
+    /// as `make demo` runs them.
+    async fn start_with_signin(authz_env: &[(&str, &str)]) -> Self {
+        let mut env = vec![("SESSION_AUTHZ_LOGIN_URL", "/login")];
+        env.extend_from_slice(authz_env);
+        Self::start_inner(&env, true).await
+    }
+
+    async fn start_inner(authz_env: &[(&str, &str)], with_signin: bool) -> Self {
         let validator = FakeValidator::start(vec![
             (
                 "user1-token",
@@ -47,12 +61,23 @@ impl Stack {
         let mut env = vec![("AIMENU_URL", url.as_str())];
         env.extend_from_slice(authz_env);
         let authz = ServiceProcess::spawn(&env);
-        let envoy = EnvoyProcess::start(authz.grpc_addr, dashboard.addr).await;
+        let (envoy, signin) = if with_signin {
+            let signin = SampleValidator::spawn().await;
+            let envoy =
+                EnvoyProcess::start_with_signin(authz.grpc_addr, dashboard.addr, signin.addr).await;
+            (envoy, Some(signin))
+        } else {
+            (
+                EnvoyProcess::start(authz.grpc_addr, dashboard.addr).await,
+                None,
+            )
+        };
         Self {
             validator,
             dashboard,
             authz,
             envoy,
+            _signin: signin,
         }
     }
 
@@ -61,7 +86,11 @@ impl Stack {
     }
 
     async fn post(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
-        raw_request(self.envoy.listener, "POST", target, headers).await
+        self.raw("POST", target, headers).await
+    }
+
+    async fn raw(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+        raw_request(self.envoy.listener, method, target, headers).await
     }
 }
 
@@ -903,4 +932,145 @@ async fn admin_settings_need_the_admin_role() {
         "unauthenticated",
     );
     assert_eq!(stack.dashboard.hits(), ["/admin/settings", "/admin"]);
+}
+
+/// A browser's page load, as Chrome and Firefox send it.
+const BROWSER: &[(&str, &str)] = &[
+    (
+        "Accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ),
+    ("Sec-Fetch-Mode", "navigate"),
+    ("Sec-Fetch-Site", "none"),
+];
+
+fn with<'a>(base: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    base.iter().chain(more).copied().collect()
+}
+
+/// The browser flow of the README: sent to the shipped sign-in page with the page it asked for,
+/// signed in there, and back on that page with its session; API clients get the 401.
+#[tokio::test(flavor = "multi_thread")]
+async fn browsers_are_sent_to_sign_in_and_come_back_where_they_were_going() {
+    let stack = Stack::start_with_signin(&[]).await;
+    let target = "/admin/reports?month=11&sort=-date";
+    const LOCATION: &str = "/login?return_to=%2Fadmin%2Freports%3Fmonth%3D11%26sort%3D-date";
+
+    let sent = stack.get(target, BROWSER).await;
+    assert_eq!(sent.status, 302, "{sent:?}");
+    assert_eq!(sent.header("location"), Some(LOCATION), "{sent:?}");
+    assert_eq!(sent.header("cache-control"), Some("no-store"));
+    // Each signal alone is enough, so Envoy must forward both `accept` and `sec-fetch-mode`.
+    for only in [("Accept", "text/html"), ("Sec-Fetch-Mode", "navigate")] {
+        let response = stack.get(target, &[only]).await;
+        assert_eq!(response.status, 302, "{only:?}: {response:?}");
+        assert_eq!(response.header("location"), Some(LOCATION));
+    }
+    assert_eq!(
+        stack.raw("HEAD", target, BROWSER).await.header("location"),
+        Some(LOCATION)
+    );
+
+    // Not a page load, or an API client's credential: the JSON 401, never a redirect.
+    let api_like: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("Accept", "application/json")],
+        &[("Accept", "text/html"), ("Sec-Fetch-Mode", "cors")],
+        &[("X-Session-Token", "stolen"), ("Accept", "text/html")],
+    ];
+    for headers in api_like {
+        assert_json_deny(&stack.get(target, headers).await, 401, "unauthenticated");
+    }
+    let post = stack.post(target, &with(BROWSER, &[])).await;
+    assert_json_deny(&post, 401, "unauthenticated");
+    assert!(stack.dashboard.hits().is_empty(), "nothing reached the app");
+    assert_eq!(
+        stack.validator.calls(),
+        1,
+        "only the stolen token was asked about"
+    );
+
+    // The sign-in page, through Envoy: a form, then the session cookie and the way back.
+    let page = stack.get(LOCATION, BROWSER).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("<form method=\"post\">"), "{page:?}");
+    let signed_in = raw_request_with_body(
+        stack.envoy.listener,
+        "POST",
+        LOCATION,
+        &with(
+            BROWSER,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+        ),
+        "user=user1",
+    )
+    .await;
+    assert_eq!(signed_in.status, 303, "{signed_in:?}");
+    assert_eq!(signed_in.header("location"), Some(target));
+    let cookie = signed_in
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie: {signed_in:?}"))
+        .to_owned();
+    assert_eq!(cookie, "session=user1-token");
+
+    let back = stack
+        .get(target, &with(BROWSER, &[("Cookie", &cookie)]))
+        .await;
+    assert_eq!(back.status, 200, "{back:?}");
+    assert_eq!(stack.dashboard.hits(), [target]);
+    assert_eq!(back.upstream_saw("x-auth-user"), ["user1"]);
+    assert_eq!(back.upstream_saw("x-auth-roles"), ["admin"]);
+
+    // The sign-in page returns nowhere but here.
+    for evil in ["//evil.example", "https://evil.example/", "/\\evil.example"] {
+        let target = format!("/login?return_to={evil}");
+        let response = raw_request_with_body(
+            stack.envoy.listener,
+            "POST",
+            &target,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            "user=user2",
+        )
+        .await;
+        assert_eq!(response.status, 303, "{response:?}");
+        assert_eq!(response.header("location"), Some("/admin"), "{evil}");
+    }
+}
+
+/// A dead cookie is cleared on the way to sign in; a valid session refused by a rule gets 403
+/// and a failing auth service 503, never a sign-in page (no redirect loop for a signed-in user).
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_missing_or_dead_session_is_sent_to_sign_in() {
+    const CLEAR: &str = "session=; Max-Age=0; Path=/";
+    let stack = Stack::start_with_signin(&[]).await;
+    stack.validator.set_answer(
+        "dead-token",
+        Answer::json(401, r#"{"valid":false}"#).header("set-cookie", CLEAR),
+    );
+    let dead = stack
+        .get(
+            "/admin",
+            &with(BROWSER, &[("Cookie", "session=dead-token")]),
+        )
+        .await;
+    assert_eq!(dead.status, 302, "{dead:?}");
+    assert_eq!(dead.header("location"), Some("/login?return_to=%2Fadmin"));
+    assert_eq!(dead.header("set-cookie"), Some(CLEAR));
+
+    let viewer = stack
+        .get(
+            "/admin/settings",
+            &with(BROWSER, &[("Cookie", "session=user2-token")]),
+        )
+        .await;
+    assert_json_deny(&viewer, 403, "forbidden");
+    let broken = stack
+        .get(
+            "/admin",
+            &with(BROWSER, &[("Cookie", "session=broken-token")]),
+        )
+        .await;
+    assert_json_deny(&broken, 503, "auth_unavailable");
+    assert!(stack.dashboard.hits().is_empty());
 }

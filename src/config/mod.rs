@@ -772,6 +772,44 @@ mod tests {
     }
 
     #[test]
+    fn sign_in_keys() {
+        let config = load(&[("SESSION_AUTHZ_LOGIN_URL", "/login")], &[]).unwrap();
+        let login = config.sign_in.login_url.as_ref().map(|url| url.as_str());
+        assert_eq!(login, Some("/login"));
+        assert_eq!(config.sign_in.return_param.as_str(), "return_to");
+        let config = load(
+            &[],
+            &[
+                ("login_url", "https://auth.example/signin"),
+                ("login_return_param", "rd"),
+            ],
+        )
+        .unwrap();
+        let login = config.sign_in.login_url.as_ref().map(|url| url.as_str());
+        assert_eq!(login, Some("https://auth.example/signin"));
+        assert_eq!(config.sign_in.return_param.as_str(), "rd");
+        assert!(shown(&[("SESSION_AUTHZ_LOGIN_URL", "/login")], &[])
+            .contains("login_url = \"/login\"\nlogin_return_param = \"return_to\"\n"));
+        for bad in [
+            "//evil.example",
+            "login",
+            "https://u:p@auth.example/",
+            "/a#b",
+        ] {
+            let err = error_line(&[("SESSION_AUTHZ_LOGIN_URL", bad)], &[]);
+            assert!(
+                err.contains("SESSION_AUTHZ_LOGIN_URL") && err.contains("local path"),
+                "{err}"
+            );
+        }
+        let err = error_line(&[], &[("login_return_param", "a b")]);
+        assert!(
+            err.contains("--login-return-param") && err.contains("query parameter"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn csrf_keys() {
         let config = load(&[("SESSION_AUTHZ_CSRF", "false")], &[]).unwrap();
         assert!(!config.csrf.enabled);

@@ -217,3 +217,25 @@ pub fn deny_forbidden() -> Outcome {
 pub fn deny_misconfigured() -> Outcome {
     denial(tonic::Code::Internal, 500, "misconfigured route")
 }
+
+/// A browser sent to sign in: a 302 (whose `location` [`location`] reads).
+pub fn deny_sign_in() -> Outcome {
+    Outcome::Deny {
+        grpc: tonic::Code::Unauthenticated as i32,
+        http: 302,
+        body: String::new(),
+    }
+}
+
+/// The `location` header of a denied response.
+pub fn location(response: &CheckResponse) -> Option<String> {
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => denied
+            .headers
+            .iter()
+            .filter_map(|o| o.header.as_ref())
+            .find(|h| h.key.eq_ignore_ascii_case("location"))
+            .map(|h| h.value.clone()),
+        _ => None,
+    }
+}

@@ -10,9 +10,18 @@ use crate::process::{root, run, tool, Proc};
 use crate::wait::eventually;
 
 /// The shipped sample with every address in `authz` as an endpoint of the session_authz cluster
-/// (same health check, same load balancing) in place of 9001, `app` in place of 8000, and port 0
-/// (Envoy picks) for the listener (8080) and the admin (9901).
+/// (same health check, same load balancing) in place of 9001, `app` in place of 8000 and of the
+/// sign-in page's 5000, and port 0 (Envoy picks) for the listener (8080) and the admin (9901).
 pub fn shipped_config(authz: &[SocketAddr], app: SocketAddr) -> String {
+    shipped_config_with_signin(authz, app, app)
+}
+
+/// Like [`shipped_config`], with `signin` serving the sign-in page (5000).
+pub fn shipped_config_with_signin(
+    authz: &[SocketAddr],
+    app: SocketAddr,
+    signin: SocketAddr,
+) -> String {
     let first = authz.first().expect("at least one session-authz endpoint");
     let shipped = root().join("envoy/envoy.yaml");
     let mut yaml = std::fs::read_to_string(&shipped)
@@ -22,6 +31,7 @@ pub fn shipped_config(authz: &[SocketAddr], app: SocketAddr) -> String {
         (9901, 0),
         (9001, first.port()),
         (8000, app.port()),
+        (5000, signin.port()),
     ] {
         let needle = format!("port_value: {from} ");
         assert_eq!(
@@ -98,6 +108,11 @@ impl EnvoyProcess {
     /// session_authz cluster.
     pub async fn start_with_replicas(authz: &[SocketAddr], app: SocketAddr) -> Self {
         Self::start_with_config(&shipped_config(authz, app)).await
+    }
+
+    /// The shipped config with `signin` serving its sign-in page.
+    pub async fn start_with_signin(authz: SocketAddr, app: SocketAddr, signin: SocketAddr) -> Self {
+        Self::start_with_config(&shipped_config_with_signin(&[authz], app, signin)).await
     }
 
     /// Any config (YAML or JSON) whose admin and listeners bind loopback port 0.

@@ -83,7 +83,20 @@ pub async fn raw_request(
     target: &str,
     headers: &[(&str, &str)],
 ) -> RawResponse {
-    try_raw_request(addr, method, target, headers)
+    try_raw_request(addr, method, target, headers, "")
+        .await
+        .unwrap_or_else(|err| panic!("{method} {target} from {addr}: {err}"))
+}
+
+/// [`raw_request`] with a body (and its `Content-Length`).
+pub async fn raw_request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
+    try_raw_request(addr, method, target, headers, body)
         .await
         .unwrap_or_else(|err| panic!("{method} {target} from {addr}: {err}"))
 }
@@ -95,7 +108,7 @@ pub async fn try_raw_get(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<RawResponse, String> {
-    try_raw_request(addr, "GET", target, headers).await
+    try_raw_request(addr, "GET", target, headers, "").await
 }
 
 async fn try_raw_request(
@@ -103,6 +116,7 @@ async fn try_raw_request(
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
+    body: &str,
 ) -> Result<RawResponse, String> {
     let mut request = format!("{method} {target} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -117,7 +131,11 @@ async fn try_raw_request(
     {
         request.push_str("Connection: close\r\n");
     }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
 
     let mut stream = TcpStream::connect(addr)
         .await
@@ -162,7 +180,8 @@ fn parse_response(bytes: &[u8]) -> Result<RawResponse, String> {
     });
     Ok(RawResponse {
         status: response.code.ok_or("no status")?,
-        body: if chunked {
+        // A response to HEAD says chunked but carries nothing.
+        body: if chunked && !body.is_empty() {
             dechunk(&body).ok_or_else(|| format!("bad chunked body: {body:?}"))?
         } else {
             body

@@ -40,18 +40,34 @@ pub fn run(command: &mut Command) -> String {
 /// folder below `target/<profile>` (`deps/` or `examples/`), the binaries in it, and builds
 /// the package's binaries before its integration tests.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("run from target/<profile>/deps or target/<profile>/examples");
-    let path = profile_dir.join(name);
+    let path = profile_dir().join(name);
     assert!(
         path.exists(),
         "{} not built: cargo build --bins --examples",
         path.display()
     );
     path
+}
+
+/// An example of this repository (`target/<profile>/examples/NAME`), like the sample validator
+/// the README's demo runs; `make test` builds them before the tests.
+pub fn example(name: &str) -> PathBuf {
+    let path = profile_dir().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not built: cargo build --examples",
+        path.display()
+    );
+    path
+}
+
+/// `target/<profile>`, one folder above the running test or example.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("run from target/<profile>/deps or target/<profile>/examples")
+        .to_path_buf()
 }
 
 /// The session-authz binary.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use figment::providers::{Format, Toml};
 use session_authz::app::{self, Running};
 use session_authz::config::{flags_from_pairs, Config};
 use tonic::transport::Channel;
@@ -14,6 +15,11 @@ use crate::process::{session_authz, Proc};
 
 /// The service in-process on loopback port 0 with the given config keys.
 pub async fn start_service(pairs: &[(&str, &str)]) -> Running {
+    start_service_with_toml("", pairs).await
+}
+
+/// [`start_service`] with a TOML file's content under the keys (for `[[routes]]`, TOML only).
+pub async fn start_service_with_toml(toml: &str, pairs: &[(&str, &str)]) -> Running {
     // No drain delay unless a test asks for one: most tests stop the service many times.
     let mut all = vec![
         ("grpc_addr", "127.0.0.1:0"),
@@ -21,7 +27,12 @@ pub async fn start_service(pairs: &[(&str, &str)]) -> Running {
         ("drain_delay", "0"),
     ];
     all.extend_from_slice(pairs);
-    let figment = figment::Figment::new().merge(flags_from_pairs(&all));
+    // A file, as the service reads it: `[[routes]]` is refused from anywhere else.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), toml).unwrap();
+    let figment = figment::Figment::new()
+        .merge(Toml::file_exact(file.path()))
+        .merge(flags_from_pairs(&all));
     let config = Config::from_figment(&figment).unwrap();
     app::start(&config).await.unwrap()
 }

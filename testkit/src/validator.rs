@@ -198,3 +198,26 @@ async fn answer(
     }
     response.body(Body::from(answer.body)).unwrap()
 }
+
+/// The shipped sample auth service (`examples/sample_validator.rs`) as a process: its demo
+/// sessions and its sign-in page (`/login`), stopped on drop.
+pub struct SampleValidator {
+    _child: crate::process::Proc,
+    pub addr: SocketAddr,
+}
+
+impl SampleValidator {
+    pub async fn spawn() -> Self {
+        let addr = crate::process::free_addr();
+        let child = crate::process::Proc::spawn(
+            std::process::Command::new(crate::process::example("sample_validator"))
+                .arg(addr.to_string())
+                .stderr(std::process::Stdio::null()),
+        );
+        crate::wait::listening(addr).await;
+        Self {
+            _child: child,
+            addr,
+        }
+    }
+}
