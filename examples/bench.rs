@@ -19,6 +19,7 @@ use axum::serve::ListenerExt;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
+use session_authz_testkit::check::with_extensions;
 use session_authz_testkit::envoy::EnvoyProcess;
 use session_authz_testkit::process::{binary, free_addr, session_authz, Proc};
 use session_authz_testkit::procfs::{cpu_us, rss_kib};
@@ -90,7 +91,7 @@ fn start_fakes() -> (SocketAddr, SocketAddr) {
                     if known {
                         (
                             axum::http::StatusCode::OK,
-                            r#"{"valid":true,"user":"bench"}"#,
+                            r#"{"valid":true,"user":"bench","roles":["admin"],"email":"bench@example.com"}"#,
                         )
                     } else {
                         (axum::http::StatusCode::UNAUTHORIZED, r#"{"valid":false}"#)
@@ -112,8 +113,14 @@ fn start_fakes() -> (SocketAddr, SocketAddr) {
 
 #[derive(Clone, Copy)]
 enum Load {
-    /// Check calls; `unique` gives every call its own token (always a cache miss).
-    Grpc { addr: SocketAddr, unique: bool },
+    /// Check calls; `unique` gives every call its own token (always a cache miss); `rule` sends
+    /// the route rule `require_roles: admin` in `context_extensions`, as Envoy does for
+    /// `/admin/settings`.
+    Grpc {
+        addr: SocketAddr,
+        unique: bool,
+        rule: bool,
+    },
     /// HTTP GETs through Envoy.
     Http {
         addr: SocketAddr,
@@ -143,7 +150,7 @@ async fn one_call(
     http: &reqwest::Client,
 ) -> bool {
     match load {
-        Load::Grpc { unique, .. } => {
+        Load::Grpc { unique, rule, .. } => {
             let token = if unique {
                 format!("bench-{}", UNIQUE.fetch_add(1, Ordering::Relaxed))
             } else {
@@ -152,7 +159,11 @@ async fn one_call(
             let Some(client) = grpc.as_mut() else {
                 return false;
             };
-            match client.check(check_request(&token)).await {
+            let mut request = check_request(&token);
+            if rule {
+                request = with_extensions(request, &[("require_roles", "admin")]);
+            }
+            match client.check(request).await {
                 Ok(response) => response.into_inner().status.is_none_or(|s| s.code == 0),
                 Err(_) => false,
             }
@@ -336,11 +347,20 @@ async fn main() {
     let (authz_proc, authz, _) = start_authz(validator, &[]).await;
     let envoy_base = EnvoyProcess::start(baseline, app).await;
     let envoy_authz = EnvoyProcess::start(authz, app).await;
-    let grpc = |addr, unique| Load::Grpc { addr, unique };
+    let grpc = |addr, unique| Load::Grpc {
+        addr,
+        unique,
+        rule: false,
+    };
+    let with_rule = |addr| Load::Grpc {
+        addr,
+        unique: false,
+        rule: true,
+    };
     let http = |addr, path| Load::Http { addr, path };
 
     // (name, load, process whose CPU is counted, row of its baseline)
-    let scenarios: [(&str, Load, u32, Option<usize>); 7] = [
+    let scenarios: [(&str, Load, u32, Option<usize>); 8] = [
         (
             "gRPC: do-nothing Check server (baseline)",
             grpc(baseline, false),
@@ -354,6 +374,12 @@ async fn main() {
             Some(0),
         ),
         (
+            "gRPC: session-authz, cache hit, route rule",
+            with_rule(authz),
+            authz_proc.id(),
+            Some(0),
+        ),
+        (
             "gRPC: do-nothing + one pooled HTTP call (baseline)",
             grpc(calling, false),
             calling_proc.id(),
@@ -363,7 +389,7 @@ async fn main() {
             "gRPC: session-authz, cache miss",
             grpc(authz, true),
             authz_proc.id(),
-            Some(2),
+            Some(3),
         ),
         (
             "Envoy: public path, no ext_authz",
@@ -375,13 +401,13 @@ async fn main() {
             "Envoy: ext_authz → do-nothing server (baseline)",
             http(envoy_base.listener, "/admin"),
             envoy_base.pid(),
-            Some(4),
+            Some(5),
         ),
         (
             "Envoy: ext_authz → session-authz, cache hit",
             http(envoy_authz.listener, "/admin"),
             envoy_authz.pid(),
-            Some(5),
+            Some(6),
         ),
     ];
     // BENCH_ONLY=<words> measures just the matching scenarios (for profiling), without ratios.
@@ -444,24 +470,35 @@ async fn main() {
     let after = rss_kib(filled.id());
 
     let mut report = render(&rows, length, repeats);
-    let pick = |row: usize, c: usize| rows[row].stats[c];
+    // Rows by name, so that adding a scenario moves no figure.
+    let pick = |name: &str, c: usize| {
+        rows.iter()
+            .find(|row| row.name == name)
+            .unwrap_or_else(|| panic!("no scenario {name:?}"))
+            .stats[c]
+    };
+    let ratios = |name: &str, baseline: &str| {
+        let r: Vec<String> = (0..CONCURRENCY.len())
+            .map(|c| format!("{:.2}", pick(name, c).rps / pick(baseline, c).rps.max(1e-9)))
+            .collect();
+        r.join(" / ")
+    };
+    const NOTHING: &str = "gRPC: do-nothing Check server (baseline)";
+    const CALLING: &str = "gRPC: do-nothing + one pooled HTTP call (baseline)";
+    const ENVOY_NOTHING: &str = "Envoy: ext_authz → do-nothing server (baseline)";
     report.push_str(&format!(
         "\nTargets (same run):\n\
-         - cache hit vs do-nothing, throughput at c=1/16/64: {:.2} / {:.2} / {:.2} (target ≥ 0.90)\n\
+         - cache hit vs do-nothing, throughput at c=1/16/64: {} (target ≥ 0.90)\n\
+         - cache hit with a route rule vs do-nothing, at c=1/16/64: {} (target ≥ 0.90)\n\
          - cache hit p99 added at c=1: {:.0} µs (target ≤ 100 µs)\n\
-         - cache miss vs do-nothing + one HTTP call, at c=1/16/64: {:.2} / {:.2} / {:.2} (target ≥ 0.90)\n\
-         - through Envoy, session-authz vs do-nothing server, at c=1/16/64: {:.2} / {:.2} / {:.2} (target ≥ 0.95)\n\
+         - cache miss vs do-nothing + one HTTP call, at c=1/16/64: {} (target ≥ 0.90)\n\
+         - through Envoy, session-authz vs do-nothing server, at c=1/16/64: {} (target ≥ 0.95)\n\
          - RSS with {CACHED_SESSIONS} cached sessions: {:.1} MiB (empty: {:.1} MiB; target ≤ 64 MiB)\n",
-        pick(1, 0).rps / pick(0, 0).rps,
-        pick(1, 1).rps / pick(0, 1).rps,
-        pick(1, 2).rps / pick(0, 2).rps,
-        pick(1, 0).p99_us - pick(0, 0).p99_us,
-        pick(3, 0).rps / pick(2, 0).rps,
-        pick(3, 1).rps / pick(2, 1).rps,
-        pick(3, 2).rps / pick(2, 2).rps,
-        pick(6, 0).rps / pick(5, 0).rps,
-        pick(6, 1).rps / pick(5, 1).rps,
-        pick(6, 2).rps / pick(5, 2).rps,
+        ratios("gRPC: session-authz, cache hit", NOTHING),
+        ratios("gRPC: session-authz, cache hit, route rule", NOTHING),
+        pick("gRPC: session-authz, cache hit", 0).p99_us - pick(NOTHING, 0).p99_us,
+        ratios("gRPC: session-authz, cache miss", CALLING),
+        ratios("Envoy: ext_authz → session-authz, cache hit", ENVOY_NOTHING),
         after as f64 / 1024.0,
         before as f64 / 1024.0,
     ));

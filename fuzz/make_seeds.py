@@ -60,8 +60,10 @@ def field(tag, payload):
     return varint(tag << 3 | 2) + varint(len(payload)) + payload
 
 
-def check_request(headers=(), raw=()):
-    http = b"".join(field(3, field(1, k) + field(2, v)) for k, v in headers)
+def check_request(headers=(), raw=(), method=b"", path=b""):
+    http = field(2, method) if method else b""
+    http += b"".join(field(3, field(1, k) + field(2, v)) for k, v in headers)
+    http += field(4, path) if path else b""
     if raw:
         http += field(13, b"".join(field(1, field(1, k) + field(3, v)) for k, v in raw))
     return field(1, field(4, field(2, http)))
@@ -76,5 +78,9 @@ for i, data in enumerate([
     b"\x00" + field(1, b""),
     b"\x03" + check_request([(b"cookie", b"session=T"), (b"x-auth-roles", b"admin")]),
     b"\x04" + check_request([(b"x-session-token", b"T")]),
+    # A browser's page load, to be sent to sign in (with a dead cookie, and with a hostile path).
+    b"\x03" + check_request([(b"sec-fetch-mode", b"navigate")], method=b"GET", path=b"/admin?x=1"),
+    b"\x02" + check_request([(b"accept", b"text/html"), (b"cookie", b"session=T")],
+                            method=b"GET", path=b"/%2F%2Fevil.example"),
 ]):
     write("check_request", f"seed-{i}", data)

@@ -2,7 +2,8 @@
 //! panic; an allow only with a credential found and a valid verdict, setting exactly the
 //! validator's identity and removing every identity header it lacks; every denial a non-OK
 //! status; every response with its metadata; the validator's `Set-Cookie` only on an allow or
-//! on the invalid-session 401.
+//! on the invalid-session 401 (or its sign-in redirect); a redirect only to the login page, its
+//! return value a local path.
 #![no_main]
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, HeaderValueOption, HttpResponse,
 };
 use libfuzzer_sys::fuzz_target;
+use percent_encoding::percent_decode_str;
 use prost::Message;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
 use session_authz::cache::{Answered, Origin};
@@ -19,6 +21,7 @@ use session_authz::credential::Credential;
 use session_authz::doors::grpc::CheckService;
 use session_authz::doors::IdentityHeaders;
 use session_authz::metrics::Metrics;
+use session_authz::signin::{self, LoginUrl};
 
 /// One fixed answer for every credential, setting [`RENEWAL`] when it is valid or invalid.
 struct Fixed(Verdict);
@@ -68,8 +71,16 @@ fuzz_target!(|data: &[u8]| {
         ),
         _ => interpret(500, b""),
     };
+    // Sign-in redirects on, so that any request path goes through the redirect's checks.
+    let settings = authorize::Settings {
+        sign_in: signin::Settings {
+            login_url: Some(LoginUrl::parse("/login").expect("a valid login_url")),
+            ..signin::Settings::default()
+        },
+        ..authorize::Settings::default()
+    };
     let core = Authorizer::new(
-        authorize::Settings::default(),
+        settings,
         Fixed(verdict.clone()),
         Arc::new(Metrics::new(true)),
     );
@@ -123,10 +134,29 @@ fuzz_target!(|data: &[u8]| {
         Some(HttpResponse::DeniedResponse(denied)) => {
             assert_ne!(code, 0, "a denial Envoy would allow");
             let cleared = set_cookies(&denied.headers);
+            let status = denied.status.as_ref().map(|s| s.code);
             if !cleared.is_empty() {
                 assert_eq!(verdict, Verdict::Invalid);
-                assert_eq!(denied.status.as_ref().map(|s| s.code), Some(401));
+                assert!(matches!(status, Some(401 | 302)), "{status:?}");
                 assert_eq!(cleared, [RENEWAL]);
+            }
+            if status == Some(302) {
+                assert_eq!(code, tonic::Code::Unauthenticated as i32);
+                let location = denied
+                    .headers
+                    .iter()
+                    .filter_map(|o| o.header.as_ref())
+                    .find(|h| h.key == "location")
+                    .map(|h| h.value.clone())
+                    .expect("a redirect names its location");
+                // The login page, and a return value that decodes to a local path only.
+                match location.strip_prefix("/login?return_to=") {
+                    Some(encoded) => {
+                        let back = percent_decode_str(encoded).decode_utf8_lossy();
+                        assert!(signin::is_safe_return(&back), "{back:?}");
+                    }
+                    None => assert_eq!(location, "/login"),
+                }
             }
         }
         other => panic!("neither ok nor denied: {other:?}"),
