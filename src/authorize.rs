@@ -267,7 +267,7 @@ impl<V: Verdicts> Authorizer<V> {
 
     /// The rules of both sources for `request`; `None` when its `context_extensions` cannot be
     /// read (logged, at most once a minute).
-    fn policy(&self, request: &RequestView<'_>) -> Option<MergedPolicy> {
+    fn policy(&self, request: &RequestView<'_>) -> Option<MergedPolicy<'_>> {
         let from_proxy = match request.extensions {
             None => RoutePolicy::default(),
             Some(extensions) => match RoutePolicy::from_extensions(extensions) {

@@ -76,11 +76,12 @@ impl RoutePolicy {
 
     /// Both sources' rules at once: every list rule of either must hold, so the stricter wins;
     /// for a switch, `context_extensions` (`self`) is the more specific and wins.
-    pub fn merge(self, other: &RoutePolicy) -> MergedPolicy {
+    pub fn merge(self, other: &RoutePolicy) -> MergedPolicy<'_> {
         MergedPolicy {
             login_redirect: self.login_redirect.or(other.login_redirect),
             csrf: self.csrf.or(other.csrf),
-            rules: [self, other.clone()],
+            proxy: self,
+            table: other,
         }
     }
 
@@ -101,18 +102,19 @@ impl RoutePolicy {
     }
 }
 
-/// The two sources' policies of one request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MergedPolicy {
-    rules: [RoutePolicy; 2],
+/// The two sources' policies of one request; the table's is borrowed, not copied per Check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergedPolicy<'a> {
+    proxy: RoutePolicy,
+    table: &'a RoutePolicy,
     pub login_redirect: Option<bool>,
     pub csrf: Option<bool>,
 }
 
-impl MergedPolicy {
+impl MergedPolicy<'_> {
     /// Whether `identity` satisfies the rules of both sources.
     pub fn permits(&self, identity: &Identity) -> bool {
-        self.rules.iter().all(|rules| rules.permits(identity))
+        self.proxy.permits(identity) && self.table.permits(identity)
     }
 }
 

@@ -411,7 +411,9 @@ fn sidecar_envoy_config_validates_and_matches_the_sample() {
     let before = routes.len();
     routes.retain(|route| route["match"]["path"] != "/login");
     assert_eq!(routes.len(), before - 1, "the sample routes /login");
-    let clusters = sample["static_resources"]["clusters"].as_array_mut().unwrap();
+    let clusters = sample["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap();
     clusters.retain(|cluster| cluster["name"] != "signin");
     assert!(
         sidecar == sample,
