@@ -43,6 +43,8 @@ pub struct Config {
     pub auth_enabled: bool,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The forward-auth door (`forward_auth_addr`, `forward_auth_path_prefix`).
+    pub forward_auth: ForwardAuthConfig,
     /// TLS for the gRPC listener; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
     pub session_cookie: String,
@@ -74,6 +76,15 @@ pub struct ValidatorConfig {
     pub max_queue: usize,
     /// Extra CA bundle (PEM) trusted for an `https://` validator.
     pub ca: Option<PathBuf>,
+}
+
+/// The plain-HTTP forward-auth door.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardAuthConfig {
+    /// Its listener; `None`: no such door.
+    pub addr: Option<SocketAddr>,
+    /// Taken off the request's own path when no header names the original URI.
+    pub path_prefix: Option<String>,
 }
 
 /// PEM files for the gRPC listener's TLS; with `client_ca`, clients must present a certificate
@@ -183,6 +194,10 @@ impl Config {
             auth_enabled: read.get(&keys::AUTH_ENABLED)?,
             grpc_addr: read.get(&keys::GRPC_ADDR)?,
             http_addr: read.get(&keys::HTTP_ADDR)?,
+            forward_auth: ForwardAuthConfig {
+                addr: read.get(&keys::FORWARD_AUTH_ADDR)?,
+                path_prefix: read.get(&keys::FORWARD_AUTH_PATH_PREFIX)?,
+            },
             tls: TlsFiles::from_keys(
                 read.get(&keys::TLS_CERT)?,
                 read.get(&keys::TLS_KEY)?,
@@ -493,6 +508,7 @@ mod tests {
             auth_enabled: true,
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 9002)),
+            forward_auth: ForwardAuthConfig::default(),
             tls: None,
             session_cookie: "session".to_owned(),
             session_header: "x-session-token".to_owned(),
