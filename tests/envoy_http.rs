@@ -187,6 +187,17 @@ async fn envoy_http_service_through_the_forward_auth_door() {
     .await;
     assert_eq!(own.status, 200, "{own:?}");
 
+    // No spelling of an admin path reaches the app without a session.
+    let before = stack.app.hits().len();
+    for (target, headers) in PATH_SPELLINGS {
+        let response = stack.get(target, headers).await;
+        assert!(
+            [400, 401, 404].contains(&response.status),
+            "{target} {headers:?}: {response:?}"
+        );
+    }
+    assert_eq!(stack.app.hits().len(), before, "{:?}", stack.app.hits());
+
     // Public traffic: no check, no forged identity.
     let public = stack.get("/", &forged).await;
     assert_eq!(public.status, 200);

@@ -142,6 +142,17 @@ async fn through(kind: Kind) {
         assert_eq!(response.status, 400, "{kind:?} {odd}: {response:?}");
     }
 
+    // No spelling of an admin path reaches the app without a session.
+    let before = app.hits().len();
+    for (target, headers) in PATH_SPELLINGS {
+        let response = raw_get(proxy.listener, target, headers).await;
+        assert!(
+            [400, 401, 404].contains(&response.status),
+            "{kind:?} {target} {headers:?}: {response:?}"
+        );
+    }
+    assert_eq!(app.hits().len(), before, "{kind:?}: {:?}", app.hits());
+
     // Public traffic: no check, no forged identity.
     let public = get("/", FORGED.to_vec()).await;
     assert_eq!(public.status, 200, "{kind:?} {public:?}");
