@@ -179,7 +179,8 @@ pub static FORWARD_AUTH_ADDR: Key<Option<SocketAddr>> = key(
 
 pub static FORWARD_AUTH_PATH_PREFIX: Key<Option<String>> = key(
     "forward_auth_path_prefix",
-    "PATH",
+    // Short: a longer flag column makes clap put every help text on its own line.
+    "URI",
     None,
     parse::path_prefix,
     "Prefix before the original path on forward-auth requests without X-Forwarded-Uri/X-Original-URI (Envoy's path_prefix)",

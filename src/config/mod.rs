@@ -909,6 +909,36 @@ mod tests {
     }
 
     #[test]
+    fn forward_auth_is_off_unless_set_and_its_prefix_is_a_path() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(config.forward_auth, ForwardAuthConfig::default());
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:9003"),
+                ("SESSION_AUTHZ_FORWARD_AUTH_PATH_PREFIX", " /authz "),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.forward_auth,
+            ForwardAuthConfig {
+                addr: Some(SocketAddr::from(([127, 0, 0, 1], 9003))),
+                path_prefix: Some("/authz".to_owned()),
+            }
+        );
+        for value in ["authz", "/", "/authz/", "/au thz", "/authz?x=1", "/a#b", ""] {
+            let err = error_line(&[("SESSION_AUTHZ_FORWARD_AUTH_PATH_PREFIX", value)], &[]);
+            assert!(
+                err.starts_with(&format!("config forward_auth_path_prefix = {value:?}")),
+                "{value:?}: {err}"
+            );
+        }
+        let err = error_line(&[], &[("forward_auth_addr", "localhost")]);
+        assert!(err.contains("expected IP:PORT"), "{err}");
+    }
+
+    #[test]
     fn tls_files_come_together() {
         let config = load(
             &[
