@@ -376,3 +376,70 @@ async fn the_door_is_off_unless_configured() {
         .iter()
         .any(|line| line.contains("forward_auth_addr")));
 }
+
+/// Waits until the server closes `stream` (a read returns end of file or an error), reading
+/// whatever it answered first.
+fn closed_by_server(stream: &mut std::net::TcpStream, limit: Duration) -> Option<String> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&seen).into_owned()),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(_) => return Some(String::from_utf8_lossy(&seen).into_owned()),
+        }
+    }
+}
+
+/// The door is served by the ops port's accept loop with its own limits: a proxy's kept-alive
+/// connection answers one check after another, and idle or half-sent connections are closed.
+#[tokio::test]
+async fn kept_alive_idle_and_half_sent_connections() {
+    let validator = validator().await;
+    let door = start(&validator, &[]);
+    let addr = door.addr;
+    // Blocking sockets off the runtime, which serves the fake validator.
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::net::TcpStream;
+
+        let limit = session_authz::doors::http::LIMITS.header_read_timeout * 4;
+        let check = "GET / HTTP/1.1\r\nHost: dash.example\r\nX-Forwarded-Method: GET\r\n\
+                     X-Forwarded-Uri: /admin\r\nX-Session-Token: user2-token\r\n\r\n";
+        let mut kept_alive = TcpStream::connect(addr).unwrap();
+        kept_alive.write_all(check.as_bytes()).unwrap();
+        kept_alive.write_all(check.as_bytes()).unwrap();
+        let mut idle = TcpStream::connect(addr).unwrap();
+        let mut half = TcpStream::connect(addr).unwrap();
+        half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+
+        let answered = closed_by_server(&mut kept_alive, limit).expect("idle kept-alive kept open");
+        assert_eq!(
+            answered.matches("HTTP/1.1 200 OK").count(),
+            2,
+            "two checks on one connection: {answered}"
+        );
+        assert_eq!(answered.matches("x-auth-user: user2").count(), 2);
+        assert!(
+            closed_by_server(&mut idle, limit).is_some(),
+            "idle socket kept open"
+        );
+        assert!(
+            closed_by_server(&mut half, limit).is_some(),
+            "half-sent request kept open"
+        );
+    })
+    .await
+    .unwrap();
+    drop(door);
+}
