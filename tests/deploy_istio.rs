@@ -27,6 +27,23 @@ const ISTIO_GRPC_PROVIDER_FIELDS: &[&str] = &[
     "includeRequestBodyInCheck",
 ];
 
+/// The fields of Istio's `envoyExtAuthzHttp` provider (MeshConfig's
+/// EnvoyExternalAuthorizationHttpProvider).
+const ISTIO_HTTP_PROVIDER_FIELDS: &[&str] = &[
+    "service",
+    "port",
+    "timeout",
+    "pathPrefix",
+    "failOpen",
+    "statusOnError",
+    "includeRequestHeadersInCheck",
+    "includeAdditionalHeadersInCheck",
+    "includeRequestBodyInCheck",
+    "headersToUpstreamOnAllow",
+    "headersToDownstreamOnDeny",
+    "headersToDownstreamOnAllow",
+];
+
 /// Istio's path match: exact, `prefix*`, `*suffix`, or `*`.
 fn istio_path_matches(pattern: &str, path: &str) -> bool {
     if pattern == "*" {
@@ -669,4 +686,69 @@ fn identity_seen(response: &RawResponse) -> Vec<(String, String)> {
         .into_iter()
         .filter(|(name, _)| IDENTITY.contains(&wsgi_name(name).as_str()))
         .collect()
+}
+
+/// The HTTP provider reaches the standalone forward-auth door with the prefix it takes off,
+/// fails closed after the validator timeout, and passes what the sign-in and the identity need.
+#[test]
+fn istio_http_provider_matches_the_forward_auth_door() {
+    let operator = yaml_file("deploy/istio/mesh-config.yaml").remove(0);
+    let provider = arr(&operator["spec"]["meshConfig"]["extensionProviders"])
+        .iter()
+        .find(|p| p["name"] == "session-authz-http")
+        .expect("the session-authz-http provider")["envoyExtAuthzHttp"]
+        .clone();
+    for field in provider.as_object().unwrap().keys() {
+        assert!(
+            ISTIO_HTTP_PROVIDER_FIELDS.contains(&field.as_str()),
+            "{field} is not a field of Istio's HTTP provider; istiod would reject it"
+        );
+    }
+    assert_eq!(provider["failOpen"], false);
+    assert_eq!(provider["statusOnError"], "503");
+    let config = standalone_config(&yaml_file("deploy/kubernetes/standalone.yaml"));
+    assert_eq!(
+        provider["pathPrefix"].as_str(),
+        Some(config_str(&config, "forward_auth_path_prefix"))
+    );
+    let door_port: u64 = config_str(&config, "forward_auth_addr")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(provider["port"].as_u64(), Some(door_port));
+    let timeout = humantime::parse_duration(s(&provider["timeout"])).unwrap();
+    let validator = humantime::parse_duration(config_str(&config, "validator_timeout")).unwrap();
+    assert!(timeout > validator, "{timeout:?} must exceed {validator:?}");
+    let list = |key: &str| -> Vec<String> {
+        arr(&provider[key])
+            .iter()
+            .map(|v| s(v).to_ascii_lowercase())
+            .collect()
+    };
+    for needed in [
+        "cookie",
+        "x-session-token",
+        "origin",
+        "sec-fetch-site",
+        "sec-fetch-mode",
+        "accept",
+    ] {
+        assert!(
+            list("includeRequestHeadersInCheck").contains(&needed.to_owned()),
+            "{needed}"
+        );
+    }
+    assert_eq!(
+        list("headersToUpstreamOnAllow"),
+        ["x-auth-user", "x-auth-roles", "x-auth-email"]
+    );
+    for needed in ["location", "set-cookie", "retry-after", "content-type"] {
+        assert!(
+            list("headersToDownstreamOnDeny").contains(&needed.to_owned()),
+            "{needed}"
+        );
+    }
+    assert_eq!(list("headersToDownstreamOnAllow"), ["set-cookie"]);
 }

@@ -466,15 +466,25 @@ fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
         + duration(config_str(&config, "shutdown_grace"));
     assert_shutdown_fits(&deployment["spec"]["template"], authz_stop);
 
-    // The Service speaks gRPC on 9001, to these Pods.
+    // The Service speaks gRPC on 9001 and HTTP (the forward-auth door, for Istio's HTTP
+    // provider) on 9003, to these Pods.
     let service = find(&docs, "Service", "session-authz");
     assert_eq!(service["metadata"]["namespace"], namespace);
     let ports = arr(&service["spec"]["ports"]);
-    assert_eq!(ports.len(), 1);
+    assert_eq!(ports.len(), 2);
     assert_eq!(ports[0]["port"], 9001);
     assert_eq!(ports[0]["name"], "grpc");
     assert_eq!(ports[0]["appProtocol"], "grpc");
     assert_eq!(resolve_port(pod, &ports[0]["targetPort"]), grpc_port);
+    let forward_auth_port = port_of(config_str(&config, "forward_auth_addr"));
+    assert!(on_pod_ip(config_str(&config, "forward_auth_addr")));
+    assert_eq!(ports[1]["port"], 9003);
+    assert_eq!(ports[1]["name"], "http-forward-auth");
+    assert_eq!(ports[1]["appProtocol"], "http");
+    assert_eq!(
+        resolve_port(pod, &ports[1]["targetPort"]),
+        forward_auth_port
+    );
     for (label, value) in service["spec"]["selector"].as_object().unwrap() {
         assert_eq!(&labels[label], value);
     }
@@ -516,6 +526,9 @@ fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
             .collect()
     };
     assert!(!peers_of(grpc_port).is_empty());
+    // The forward-auth door believes the headers that name the original request: exactly the
+    // Check API's callers, no one else.
+    assert_eq!(peers_of(forward_auth_port), peers_of(grpc_port));
     // Whoever scrapes the annotated port may also scrape Istio's merged metrics, and the
     // reverse: in the mesh the same Prometheus scrapes 15020 instead.
     let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
@@ -530,5 +543,6 @@ fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
     // The Check API is for Envoys, not for the scraper.
     for peer in peers_of(scrape_port) {
         assert!(!peers_of(grpc_port).contains(&peer), "{peer}");
+        assert!(!peers_of(forward_auth_port).contains(&peer), "{peer}");
     }
 }

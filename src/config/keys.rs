@@ -167,6 +167,25 @@ pub static HTTP_ADDR: Key<SocketAddr> = key(
     "Ops HTTP listen address (/healthz, /readyz)",
 );
 
+/// The forward-auth door's listener. Off unless set: it trusts `X-Forwarded-*`, so only the
+/// proxy may reach it (bind loopback, as every sample does).
+pub static FORWARD_AUTH_ADDR: Key<Option<SocketAddr>> = key(
+    "forward_auth_addr",
+    "IP:PORT",
+    None,
+    parse::optional_addr,
+    "Forward-auth (plain HTTP) listen address for nginx, Caddy, Traefik, Envoy http_service; off unless set",
+);
+
+pub static FORWARD_AUTH_PATH_PREFIX: Key<Option<String>> = key(
+    "forward_auth_path_prefix",
+    // Short: a longer flag column makes clap put every help text on its own line.
+    "URI",
+    None,
+    parse::path_prefix,
+    "Prefix before the original path on forward-auth requests without X-Forwarded-Uri/X-Original-URI (Envoy's path_prefix)",
+);
+
 pub static SESSION_COOKIE: Key<String> = key(
     "session_cookie",
     "NAME",
@@ -376,6 +395,8 @@ pub static KEYS: &[&KeySpec] = &[
     &VALIDATOR_URL.spec,
     &GRPC_ADDR.spec,
     &HTTP_ADDR.spec,
+    &FORWARD_AUTH_ADDR.spec,
+    &FORWARD_AUTH_PATH_PREFIX.spec,
     &SESSION_COOKIE.spec,
     &SESSION_HEADER.spec,
     &USER_HEADER.spec,

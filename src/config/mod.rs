@@ -43,6 +43,8 @@ pub struct Config {
     pub auth_enabled: bool,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The forward-auth door (`forward_auth_addr`, `forward_auth_path_prefix`).
+    pub forward_auth: ForwardAuthConfig,
     /// TLS for the gRPC listener; `None` serves plaintext.
     pub tls: Option<TlsFiles>,
     pub session_cookie: String,
@@ -74,6 +76,15 @@ pub struct ValidatorConfig {
     pub max_queue: usize,
     /// Extra CA bundle (PEM) trusted for an `https://` validator.
     pub ca: Option<PathBuf>,
+}
+
+/// The plain-HTTP forward-auth door.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardAuthConfig {
+    /// Its listener; `None`: no such door.
+    pub addr: Option<SocketAddr>,
+    /// Taken off the request's own path when no header names the original URI.
+    pub path_prefix: Option<String>,
 }
 
 /// PEM files for the gRPC listener's TLS; with `client_ca`, clients must present a certificate
@@ -183,6 +194,10 @@ impl Config {
             auth_enabled: read.get(&keys::AUTH_ENABLED)?,
             grpc_addr: read.get(&keys::GRPC_ADDR)?,
             http_addr: read.get(&keys::HTTP_ADDR)?,
+            forward_auth: ForwardAuthConfig {
+                addr: read.get(&keys::FORWARD_AUTH_ADDR)?,
+                path_prefix: read.get(&keys::FORWARD_AUTH_PATH_PREFIX)?,
+            },
             tls: TlsFiles::from_keys(
                 read.get(&keys::TLS_CERT)?,
                 read.get(&keys::TLS_KEY)?,
@@ -493,6 +508,7 @@ mod tests {
             auth_enabled: true,
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 9002)),
+            forward_auth: ForwardAuthConfig::default(),
             tls: None,
             session_cookie: "session".to_owned(),
             session_header: "x-session-token".to_owned(),
@@ -928,6 +944,36 @@ mod tests {
                 "{value:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn forward_auth_is_off_unless_set_and_its_prefix_is_a_path() {
+        let config = load(&[], &[]).unwrap();
+        assert_eq!(config.forward_auth, ForwardAuthConfig::default());
+        let config = load(
+            &[
+                ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:9003"),
+                ("SESSION_AUTHZ_FORWARD_AUTH_PATH_PREFIX", " /authz "),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.forward_auth,
+            ForwardAuthConfig {
+                addr: Some(SocketAddr::from(([127, 0, 0, 1], 9003))),
+                path_prefix: Some("/authz".to_owned()),
+            }
+        );
+        for value in ["authz", "/", "/authz/", "/au thz", "/authz?x=1", "/a#b", ""] {
+            let err = error_line(&[("SESSION_AUTHZ_FORWARD_AUTH_PATH_PREFIX", value)], &[]);
+            assert!(
+                err.starts_with(&format!("config forward_auth_path_prefix = {value:?}")),
+                "{value:?}: {err}"
+            );
+        }
+        let err = error_line(&[], &[("forward_auth_addr", "localhost")]);
+        assert!(err.contains("expected IP:PORT"), "{err}");
     }
 
     #[test]

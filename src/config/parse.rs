@@ -249,6 +249,26 @@ pub(super) fn addr(value: &Value) -> Result<SocketAddr, &'static str> {
         .ok_or(EXPECTED)
 }
 
+pub(super) fn optional_addr(value: &Value) -> Result<Option<SocketAddr>, &'static str> {
+    addr(value).map(Some)
+}
+
+/// A path prefix as Envoy's `path_prefix` writes it: `/` and more, no trailing `/` (the
+/// original path brings its own), visible ASCII without query or fragment.
+pub(super) fn path_prefix(value: &Value) -> Result<Option<String>, &'static str> {
+    const EXPECTED: &str =
+        "expected a path prefix starting with / and not ending with /, like /authz";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let text = text.trim();
+    let fits = text.len() > 1
+        && text.starts_with('/')
+        && !text.ends_with('/')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    fits.then(|| Some(text.to_owned())).ok_or(EXPECTED)
+}
+
 // Upper bounds: every accepted value must also start and serve (moka refuses a time-to-live
 // over 1000 years, tokio's semaphore more than 2^61 permits), and far beyond these a value is a
 // typo rather than a wish.

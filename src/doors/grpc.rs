@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value};
 use tonic::{Request, Response, Status};
 
-use super::IdentityHeaders;
+use super::{denial, sign_in_headers, IdentityHeaders};
 use crate::authorize::{Authorizer, CachedValidator, Checked, RequestView, Verdicts};
 use crate::cache::Origin;
 use crate::contract::Identity;
@@ -109,8 +109,7 @@ pub fn request_headers(http: &HttpRequest) -> Vec<(&str, &[u8])> {
     plain.chain(raw).collect()
 }
 
-/// Seconds a client is told to wait after a 503.
-pub const RETRY_AFTER_SECS: u32 = 5;
+pub use super::RETRY_AFTER_SECS;
 
 /// Maps the core's answer to what the Check RPC returns, minding Envoy's two traps
 /// (docs/architecture.md, "Two Envoy traps"), with the dynamic metadata on every response.
@@ -211,10 +210,9 @@ fn sign_in(location: &str, set_cookies: &[String]) -> CheckResponse {
     let mut denied = DeniedHttpResponseBuilder::new();
     denied.set_http_status(HttpStatusCode::Found);
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
-    denied.add_header("location", location, overwrite, false);
-    // Neither the browser nor a cache in between may keep it: after signing in, the same URL
-    // must reach the page.
-    denied.add_header("cache-control", "no-store", overwrite, false);
+    for (name, value) in sign_in_headers(location) {
+        denied.add_header(name, value, overwrite, false);
+    }
     for cookie in set_cookies {
         denied.add_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
     }
@@ -224,55 +222,26 @@ fn sign_in(location: &str, set_cookies: &[String]) -> CheckResponse {
     response
 }
 
-/// `set_cookies` (e.g. clearing a dead session cookie) go to the client with the denial.
+/// The client's answer comes from [`denial`], as every door's; the gRPC status is this
+/// door's own. `set_cookies` (e.g. clearing a dead session cookie) go to the client with it.
 fn deny(status: DenyStatus, reason: Reason, set_cookies: &[String]) -> CheckResponse {
-    let (grpc, http, error) = match status {
-        DenyStatus::BadRequest => (
-            tonic::Status::invalid_argument("malformed check request"),
-            HttpStatusCode::BadRequest,
-            "bad_request",
-        ),
-        DenyStatus::Unauthenticated => (
-            tonic::Status::unauthenticated("no valid session"),
-            HttpStatusCode::Unauthorized,
-            "unauthenticated",
-        ),
-        // A refused rule says which, when it is the CSRF one (docs/architecture.md).
-        DenyStatus::Forbidden => (
-            tonic::Status::permission_denied("forbidden"),
-            HttpStatusCode::Forbidden,
-            if reason == Reason::CrossSite {
-                "cross-site request"
-            } else {
-                "forbidden"
-            },
-        ),
-        DenyStatus::Unavailable => (
-            tonic::Status::unavailable("session validator unavailable"),
-            HttpStatusCode::ServiceUnavailable,
-            "auth_unavailable",
-        ),
+    let grpc = match status {
+        DenyStatus::BadRequest => tonic::Status::invalid_argument("malformed check request"),
+        DenyStatus::Unauthenticated => tonic::Status::unauthenticated("no valid session"),
+        DenyStatus::Forbidden => tonic::Status::permission_denied("forbidden"),
+        DenyStatus::Unavailable => tonic::Status::unavailable("session validator unavailable"),
         // With the denied_response this is still a deny in Envoy, never its error path.
-        DenyStatus::Misconfigured => (
-            tonic::Status::internal("misconfigured route"),
-            HttpStatusCode::InternalServerError,
-            "misconfigured route",
-        ),
+        DenyStatus::Misconfigured => tonic::Status::internal("misconfigured route"),
     };
+    let answer = denial(status, reason);
     let mut denied = DeniedHttpResponseBuilder::new();
-    denied
-        .set_http_status(http)
-        .set_body(format!("{{\"error\":\"{error}\"}}"));
+    // Every code `denial` names is one of Envoy's; 403 is the safe fallback for a deny.
+    let http =
+        HttpStatusCode::try_from(i32::from(answer.code)).unwrap_or(HttpStatusCode::Forbidden);
+    denied.set_http_status(http).set_body(answer.body);
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
-    denied.add_header("content-type", "application/json", overwrite, false);
-    denied.add_header("cache-control", "no-store", overwrite, false);
-    if status == DenyStatus::Unavailable {
-        denied.add_header(
-            "retry-after",
-            RETRY_AFTER_SECS.to_string(),
-            overwrite,
-            false,
-        );
+    for (name, value) in answer.headers {
+        denied.add_header(name, value, overwrite, false);
     }
     for cookie in set_cookies {
         denied.add_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);

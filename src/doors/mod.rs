@@ -1,7 +1,13 @@
 //! The doors through which proxies ask: each converts its protocol to the core's
 //! [`crate::authorize::RequestView`], calls the core, and converts the decision back.
+//!
+//! What a denial looks like to the client (status, JSON body, headers) is written here once, so
+//! that every door answers alike.
 
 pub mod grpc;
+pub mod http;
+
+use crate::decision::{DenyStatus, Reason};
 
 /// The request headers that carry a valid session's identity to the app: set with overwrite
 /// when the validator named the field, removed when it did not.
@@ -19,6 +25,107 @@ impl Default for IdentityHeaders {
             user: "x-auth-user".to_owned(),
             roles: "x-auth-roles".to_owned(),
             email: "x-auth-email".to_owned(),
+        }
+    }
+}
+
+/// Seconds a client is told to wait after a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// What the client gets for a denial, whichever door it came through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The HTTP status.
+    pub code: u16,
+    /// `{"error":"…"}`.
+    pub body: String,
+    /// `content-type`, `cache-control` and, on a 503, `retry-after` (each set, not appended).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The one mapping of a denial to its status, body and headers.
+pub fn denial(status: DenyStatus, reason: Reason) -> Denial {
+    let error = match status {
+        DenyStatus::BadRequest => "bad_request",
+        DenyStatus::Unauthenticated => "unauthenticated",
+        // A refused rule says which, when it is the CSRF one (docs/architecture.md).
+        DenyStatus::Forbidden if reason == Reason::CrossSite => "cross-site request",
+        DenyStatus::Forbidden => "forbidden",
+        DenyStatus::Unavailable => "auth_unavailable",
+        DenyStatus::Misconfigured => "misconfigured route",
+    };
+    let mut headers = vec![
+        ("content-type", "application/json".to_owned()),
+        ("cache-control", "no-store".to_owned()),
+    ];
+    if status == DenyStatus::Unavailable {
+        headers.push(("retry-after", RETRY_AFTER_SECS.to_string()));
+    }
+    Denial {
+        code: status.http_code(),
+        body: format!("{{\"error\":\"{error}\"}}"),
+        headers,
+    }
+}
+
+/// The headers of the 302 to the sign-in page, besides any `Set-Cookie`: neither the browser
+/// nor a cache in between may keep it, since after signing in the same URL must reach the page.
+pub fn sign_in_headers(location: &str) -> [(&'static str, String); 2] {
+    [
+        ("location", location.to_owned()),
+        ("cache-control", "no-store".to_owned()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_denial_has_its_status_and_a_json_error() {
+        let cases = [
+            (
+                DenyStatus::BadRequest,
+                Reason::Malformed,
+                400,
+                "bad_request",
+            ),
+            (
+                DenyStatus::Unauthenticated,
+                Reason::NoCredential,
+                401,
+                "unauthenticated",
+            ),
+            (
+                DenyStatus::Forbidden,
+                Reason::CrossSite,
+                403,
+                "cross-site request",
+            ),
+            (DenyStatus::Forbidden, Reason::Forbidden, 403, "forbidden"),
+            (
+                DenyStatus::Unavailable,
+                Reason::NoCredential,
+                503,
+                "auth_unavailable",
+            ),
+            (
+                DenyStatus::Misconfigured,
+                Reason::MisconfiguredRoute,
+                500,
+                "misconfigured route",
+            ),
+        ];
+        for (status, reason, code, error) in cases {
+            let denial = denial(status, reason);
+            assert_eq!(denial.code, code);
+            assert_eq!(denial.body, format!("{{\"error\":\"{error}\"}}"));
+            let names: Vec<_> = denial.headers.iter().map(|(name, _)| *name).collect();
+            if code == 503 {
+                assert_eq!(names, ["content-type", "cache-control", "retry-after"]);
+            } else {
+                assert_eq!(names, ["content-type", "cache-control"]);
+            }
         }
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use crate::process::{root, run, tool, Proc};
 use crate::wait::eventually;
 
-/// The shipped sample with every address in `authz` as an endpoint of the session_authz cluster
-/// (same health check, same load balancing) in place of 9001, `app` in place of 8000 and of the
-/// sign-in page's 5000, and port 0 (Envoy picks) for the listener (8080) and the admin (9901).
+/// The shipped `envoy/envoy.yaml` with every address in `authz` as an endpoint of the
+/// session_authz cluster (same health check, same load balancing) in place of 9001, `app` in
+/// place of 8000 and of the sign-in page's 5000, and port 0 (Envoy picks) for the listener
+/// (8080) and the admin (9901).
 pub fn shipped_config(authz: &[SocketAddr], app: SocketAddr) -> String {
     shipped_config_with_signin(authz, app, app)
 }
@@ -22,22 +23,43 @@ pub fn shipped_config_with_signin(
     app: SocketAddr,
     signin: SocketAddr,
 ) -> String {
+    render("envoy.yaml", authz, app, Some(signin))
+}
+
+/// The session-authz port a shipped Envoy config names: 9001 (gRPC) in `envoy.yaml`, 9003 (the
+/// forward-auth door) in `envoy-http.yaml`.
+fn authz_port(file: &str) -> u16 {
+    match file {
+        "envoy-http.yaml" => 9003,
+        _ => 9001,
+    }
+}
+
+/// Like [`shipped_config`], for any file of `envoy/` without a sign-in page (its session-authz
+/// port replaced).
+pub fn shipped_file_config(file: &str, authz: &[SocketAddr], app: SocketAddr) -> String {
+    render(file, authz, app, None)
+}
+
+fn render(file: &str, authz: &[SocketAddr], app: SocketAddr, signin: Option<SocketAddr>) -> String {
     let first = authz.first().expect("at least one session-authz endpoint");
-    let shipped = root().join("envoy/envoy.yaml");
+    let shipped = root().join("envoy").join(file);
     let mut yaml = std::fs::read_to_string(&shipped)
         .unwrap_or_else(|err| panic!("read {}: {err}", shipped.display()));
     for (from, to) in [
         (8080, 0),
         (9901, 0),
-        (9001, first.port()),
+        (authz_port(file), first.port()),
         (8000, app.port()),
-        (5000, signin.port()),
-    ] {
+    ]
+    .into_iter()
+    .chain(signin.map(|signin| (5000, signin.port())))
+    {
         let needle = format!("port_value: {from} ");
         assert_eq!(
             yaml.matches(&needle).count(),
             1,
-            "envoy.yaml should hold {needle:?} once"
+            "{file} should hold {needle:?} once"
         );
         yaml = yaml.replace(&needle, &format!("port_value: {to} "));
     }
@@ -58,10 +80,13 @@ pub fn shipped_config_with_signin(
     assert_eq!(
         yaml.matches(&single).count(),
         1,
-        "envoy.yaml should hold the session_authz endpoint {single:?} once"
+        "{file} should hold the session_authz endpoint {single:?} once"
     );
     let all: String = authz.iter().map(entry).collect();
-    yaml.replace(&single, &all)
+    let yaml = yaml.replace(&single, &all);
+    // A server_uri (http_service) names the address too; Envoy uses the cluster, but keep it true.
+    let uri = format!("uri: http://127.0.0.1:{}", authz_port(file));
+    yaml.replace(&uri, &format!("uri: http://{first}"))
 }
 
 /// `envoy --mode validate` on a config file: it must pass.

@@ -27,6 +27,28 @@ pub(crate) async fn serve(app: axum::Router) -> (SocketAddr, oneshot::Sender<()>
     (addr, stop)
 }
 
+/// Spellings of the admin paths a client may try to slip past a proxy's routes (with the
+/// headers sent along): none may reach the app without a session, whichever proxy.
+pub const PATH_SPELLINGS: &[(&str, &[(&str, &str)])] = &[
+    ("/admin", &[]),
+    ("//admin", &[]),
+    ("/ADMIN", &[]),
+    ("/Admin/", &[]),
+    ("/admin%2F..", &[]),
+    ("/admin%2f..", &[]),
+    ("/public/../admin", &[]),
+    ("/public/%2E%2E/admin", &[]),
+    ("/%61dmin", &[]),
+    ("/admin;x=1", &[]),
+    ("/admin?x=/healthz", &[]),
+    ("/admin#/public", &[]),
+    ("/api/admin/..%2F", &[]),
+    ("/API/Admin/users", &[]),
+    ("/./admin", &[]),
+    ("/admin/", &[("Host", "evil.example")]),
+    ("/admin", &[("Host", "")]),
+];
+
 /// A response read off a raw HTTP/1.1 connection (a chunked body already joined).
 #[derive(Debug)]
 pub struct RawResponse {

@@ -16,6 +16,7 @@ pub mod http;
 pub mod manifests;
 pub mod process;
 pub mod procfs;
+pub mod proxies;
 pub mod service;
 pub mod validator;
 pub mod wait;

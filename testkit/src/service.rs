@@ -67,6 +67,8 @@ pub struct ServiceProcess {
     pub child: Proc,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The forward-auth door, when `SESSION_AUTHZ_FORWARD_AUTH_ADDR` is set.
+    pub forward_auth_addr: Option<SocketAddr>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -128,21 +130,23 @@ impl ServiceProcess {
             Err(_) => panic!("session-authz never got ready: {:?}", lines.lock().unwrap()),
         };
         // JSON lines by default; `key=value` pairs when a test asks for text logs.
-        let addr = |key: &str| -> SocketAddr {
+        let optional_addr = |key: &str| -> Option<SocketAddr> {
             if let Ok(fields) = serde_json::from_str::<serde_json::Value>(&ready) {
-                return fields[key].as_str().unwrap().parse().unwrap();
+                return fields[key].as_str().map(|addr| addr.parse().unwrap());
             }
             let prefix = format!("{key}=");
             ready
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix(&prefix))
-                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
-                .parse()
-                .unwrap()
+                .map(|addr| addr.parse().unwrap())
+        };
+        let addr = |key: &str| -> SocketAddr {
+            optional_addr(key).unwrap_or_else(|| panic!("no {key} in {ready:?}"))
         };
         Self {
             grpc_addr: addr("grpc_addr"),
             http_addr: addr("http_addr"),
+            forward_auth_addr: optional_addr("forward_auth_addr"),
             child,
             lines,
         }

@@ -1,0 +1,707 @@
+//! The forward-auth door: plain HTTP, as nginx `auth_request`, Caddy `forward_auth`, Traefik
+//! `forwardAuth`, Envoy's `http_service` and Istio's `envoyExtAuthzHttp` ask. Every request on
+//! its listener is one check: it finds the original request's method, URI and host
+//! ([`original`]), asks the core, and answers 200 (allow, with the identity headers) or the
+//! denial every door sends ([`super::denial`]) — nothing else.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
+use axum::Router;
+
+use super::{denial, sign_in_headers, IdentityHeaders};
+use crate::authorize::{Authorizer, CachedValidator, Checked, RequestView, Verdicts};
+use crate::decision::{Decision, DenyStatus};
+use crate::ops::Limits;
+
+/// The forward-auth listener's limits: a proxy holds one connection per check in flight, so
+/// far more than the ops port's; headers within 5 s, and an idle kept-alive connection is
+/// closed after 5 s too (a proxy's pool should let idle connections go sooner).
+pub const LIMITS: Limits = Limits {
+    name: "forward_auth",
+    max_connections: 1024,
+    header_read_timeout: std::time::Duration::from_secs(5),
+};
+
+/// Answers forward-auth checks on the core.
+#[derive(Debug)]
+pub struct ForwardAuth<V = CachedValidator> {
+    core: Arc<Authorizer<V>>,
+    headers: IdentityHeaders,
+    /// What the proxy puts before the original path when it sends that as the request's own
+    /// (Envoy's `path_prefix`); `None`: the whole path is the original one.
+    prefix: Option<String>,
+}
+
+impl<V: Verdicts + 'static> ForwardAuth<V> {
+    pub fn new(core: Arc<Authorizer<V>>, headers: IdentityHeaders, prefix: Option<String>) -> Self {
+        Self {
+            core,
+            headers,
+            prefix,
+        }
+    }
+
+    /// Every path and method is a check.
+    pub fn router(self) -> Router {
+        Router::new()
+            .fallback(check::<V>)
+            .with_state(Arc::new(self))
+    }
+
+    /// The answer to one forward-auth request (its body is never read).
+    pub async fn answer(&self, request: &Parts) -> Response<Body> {
+        let headers: Vec<(&str, &[u8])> = request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        let own = Own {
+            method: request.method.as_str(),
+            target: request
+                .uri
+                .path_and_query()
+                .map_or_else(|| request.uri.path(), |target| target.as_str()),
+            authority: request.uri.authority().map(|a| a.as_str()),
+        };
+        let checked = match original(&own, &headers, self.prefix.as_deref()) {
+            Ok(original) => {
+                let view = RequestView {
+                    method: original.method,
+                    path: original.path,
+                    host: original.host,
+                    headers: &headers,
+                    // Per-route rules come from the `[[routes]]` table only.
+                    extensions: None,
+                };
+                self.core.authorize(&view).await
+            }
+            Err(why) => {
+                // A proxy that sends these wrongly is misconfigured, or a client forged them
+                // where the proxy lets them through: either way, no guess.
+                tracing::debug!(why = why.as_str(), "forward-auth request unreadable");
+                self.core.unreadable()
+            }
+        };
+        response(&checked, &self.headers)
+    }
+}
+
+async fn check<V: Verdicts + 'static>(
+    State(door): State<Arc<ForwardAuth<V>>>,
+    request: Request,
+) -> Response<Body> {
+    let (parts, _body) = request.into_parts();
+    door.answer(&parts).await
+}
+
+/// The forward-auth request's own line and authority.
+#[derive(Clone, Copy, Debug)]
+pub struct Own<'a> {
+    pub method: &'a str,
+    /// Path and query as received.
+    pub target: &'a str,
+    /// From an absolute-form target, if the request had one.
+    pub authority: Option<&'a str>,
+}
+
+/// The request the proxy asks about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Original<'a> {
+    pub method: &'a str,
+    /// Path and query, starting with `/`.
+    pub path: &'a str,
+    pub host: &'a str,
+}
+
+/// Why the original request cannot be read from a forward-auth request: a 400, never a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// One of the headers below came more than once.
+    Repeated(&'static str),
+    /// A method header without its URI header, or the other way round.
+    Incomplete(&'static str),
+    /// Both conventions, naming different requests.
+    Conflicting,
+    /// A method that is not an HTTP token.
+    BadMethod,
+    /// A URI that is not a path (and query) starting with `/`, in visible ASCII.
+    BadUri,
+    /// A host that is not visible ASCII.
+    BadHost,
+    /// The request's own path is not under `forward_auth_path_prefix`.
+    OutsidePrefix,
+}
+
+impl Unreadable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unreadable::Repeated(_) => "repeated",
+            Unreadable::Incomplete(_) => "incomplete",
+            Unreadable::Conflicting => "conflicting",
+            Unreadable::BadMethod => "bad_method",
+            Unreadable::BadUri => "bad_uri",
+            Unreadable::BadHost => "bad_host",
+            Unreadable::OutsidePrefix => "outside_prefix",
+        }
+    }
+}
+
+const FORWARDED_METHOD: &str = "x-forwarded-method";
+const FORWARDED_URI: &str = "x-forwarded-uri";
+const FORWARDED_HOST: &str = "x-forwarded-host";
+const ORIGINAL_METHOD: &str = "x-original-method";
+const ORIGINAL_URI: &str = "x-original-uri";
+
+/// The original method, URI and host: from `X-Forwarded-Method` + `X-Forwarded-Uri` (Traefik,
+/// Caddy), or `X-Original-Method` + `X-Original-URI` (nginx), or else the request's own method
+/// and target with `prefix` taken off (Envoy's `http_service`, Istio). The host is
+/// `X-Forwarded-Host` when sent, else the request's own `Host`. Both conventions at once are
+/// accepted only when they agree; a repeated header, half a pair, a method that is not a token
+/// or a URI not starting with `/` is [`Unreadable`].
+pub fn original<'a>(
+    own: &Own<'a>,
+    headers: &[(&'a str, &'a [u8])],
+    prefix: Option<&str>,
+) -> Result<Original<'a>, Unreadable> {
+    let forwarded = pair(headers, FORWARDED_METHOD, FORWARDED_URI)?;
+    let nginx = pair(headers, ORIGINAL_METHOD, ORIGINAL_URI)?;
+    let (method, path) = match (forwarded, nginx) {
+        (Some(forwarded), Some(nginx)) if forwarded != nginx => {
+            return Err(Unreadable::Conflicting)
+        }
+        (Some(given), _) | (None, Some(given)) => given,
+        (None, None) => {
+            let path = match prefix {
+                None => own.target,
+                Some(prefix) => own
+                    .target
+                    .strip_prefix(prefix)
+                    .ok_or(Unreadable::OutsidePrefix)?,
+            };
+            (own.method, path)
+        }
+    };
+    if !is_token(method) {
+        return Err(Unreadable::BadMethod);
+    }
+    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Unreadable::BadUri);
+    }
+    // Both read, so that a repeat of either is refused whichever is used.
+    let own_host = single(headers, "host")?.or(own.authority);
+    let host = single(headers, FORWARDED_HOST)?
+        .or(own_host)
+        .unwrap_or_default();
+    if !host.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Unreadable::BadHost);
+    }
+    Ok(Original { method, path, host })
+}
+
+/// A method header and its URI header: both or neither.
+fn pair<'a>(
+    headers: &[(&'a str, &'a [u8])],
+    method: &'static str,
+    uri: &'static str,
+) -> Result<Option<(&'a str, &'a str)>, Unreadable> {
+    match (single(headers, method)?, single(headers, uri)?) {
+        (Some(method), Some(uri)) => Ok(Some((method, uri))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Unreadable::Incomplete(uri)),
+        (None, Some(_)) => Err(Unreadable::Incomplete(method)),
+    }
+}
+
+/// The one value of `name`, if sent: a repeat is an error, and so is a value that is not text
+/// (it is then checked by its use: a method, a URI, a host).
+fn single<'a>(
+    headers: &[(&'a str, &'a [u8])],
+    name: &'static str,
+) -> Result<Option<&'a str>, Unreadable> {
+    let mut values = headers
+        .iter()
+        .filter(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
+        .map(|(_, value)| *value);
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Unreadable::Repeated(name));
+    }
+    let text = std::str::from_utf8(first).map_err(|_| match name {
+        FORWARDED_METHOD | ORIGINAL_METHOD => Unreadable::BadMethod,
+        FORWARDED_URI | ORIGINAL_URI => Unreadable::BadUri,
+        _ => Unreadable::BadHost,
+    })?;
+    Ok(Some(text))
+}
+
+/// An HTTP method is a token (RFC 9110 `tchar`s), at least one.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The core's answer as this door's: exactly 200 with the identity headers on an allow; the
+/// shared denial otherwise; a 302 to sign in. The validator's `Set-Cookie`s go with each, one
+/// header apiece.
+pub fn response(checked: &Checked, names: &IdentityHeaders) -> Response<Body> {
+    let built = match &checked.decision {
+        Decision::Allow { identity, .. } => {
+            let fields = [
+                (names.user.as_str(), identity.user.clone()),
+                (names.roles.as_str(), identity.roles_value()),
+                (names.email.as_str(), identity.email.clone()),
+            ];
+            let mut headers = Vec::new();
+            let mut absent = Vec::new();
+            for (name, value) in fields {
+                match value {
+                    Some(value) => headers.push((name, value)),
+                    None => absent.push(name),
+                }
+            }
+            if !absent.is_empty() {
+                // Envoy's `http_service` removes these from the upstream request: a client's
+                // own copy of a field the validator did not fill must not reach the app.
+                headers.push(("x-envoy-auth-headers-to-remove", absent.join(",")));
+            }
+            build(StatusCode::OK, headers, &checked.set_cookies, String::new())
+        }
+        Decision::Deny { status, reason } => denied(*status, *reason, &checked.set_cookies),
+        // This door has no RPC to fail: the validator error is the 503 it always is here.
+        Decision::GrpcUnavailable { reason } => {
+            denied(DenyStatus::Unavailable, *reason, &checked.set_cookies)
+        }
+        Decision::SignIn { location, .. } => build(
+            StatusCode::FOUND,
+            sign_in_headers(location).to_vec(),
+            &checked.set_cookies,
+            String::new(),
+        ),
+    };
+    // A value the contract let through is always a valid header; failing that, no allow.
+    built.unwrap_or_else(|| {
+        let fallback = denial(DenyStatus::Unavailable, checked.decision.reason());
+        tracing::warn!("forward-auth answer has an unsendable header value; answering 503");
+        build_lossy(fallback.code, fallback.headers, fallback.body)
+    })
+}
+
+fn denied(
+    status: DenyStatus,
+    reason: crate::decision::Reason,
+    set_cookies: &[String],
+) -> Option<Response<Body>> {
+    let answer = denial(status, reason);
+    let code = StatusCode::from_u16(answer.code).ok()?;
+    build(code, answer.headers, set_cookies, answer.body)
+}
+
+fn build<N: AsRef<str>>(
+    status: StatusCode,
+    headers: Vec<(N, String)>,
+    set_cookies: &[String],
+    body: String,
+) -> Option<Response<Body>> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let map = response.headers_mut();
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_ref().as_bytes()).ok()?;
+        map.insert(name, HeaderValue::from_bytes(value.as_bytes()).ok()?);
+    }
+    for cookie in set_cookies {
+        map.append(
+            axum::http::header::SET_COOKIE,
+            HeaderValue::from_bytes(cookie.as_bytes()).ok()?,
+        );
+    }
+    Some(response)
+}
+
+/// The fixed 503, whose headers are all constants.
+fn build_lossy(code: u16, headers: Vec<(&'static str, String)>, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Identity;
+    use crate::decision::Reason;
+
+    fn own(method: &'static str, target: &'static str) -> Own<'static> {
+        Own {
+            method,
+            target,
+            authority: None,
+        }
+    }
+
+    fn read(
+        own: Own<'static>,
+        headers: &[(&'static str, &'static str)],
+        prefix: Option<&str>,
+    ) -> Result<Original<'static>, Unreadable> {
+        let headers: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_bytes()))
+            .collect();
+        original(&own, &headers, prefix)
+    }
+
+    fn ok(method: &'static str, path: &'static str, host: &'static str) -> Original<'static> {
+        Original { method, path, host }
+    }
+
+    #[test]
+    fn traefik_and_caddy_send_x_forwarded() {
+        let got = read(
+            own("GET", "/"),
+            &[
+                ("host", "authz:9003"),
+                ("X-Forwarded-Method", "POST"),
+                ("X-Forwarded-Uri", "/admin/settings?tab=1"),
+                ("X-Forwarded-Host", "dash.example"),
+            ],
+            Some("/ignored"),
+        );
+        assert_eq!(got, Ok(ok("POST", "/admin/settings?tab=1", "dash.example")));
+    }
+
+    #[test]
+    fn nginx_sends_x_original() {
+        let got = read(
+            own("GET", "/_auth"),
+            &[
+                ("host", "dash.example:8080"),
+                ("x-original-method", "DELETE"),
+                ("x-original-uri", "/admin"),
+            ],
+            None,
+        );
+        assert_eq!(got, Ok(ok("DELETE", "/admin", "dash.example:8080")));
+    }
+
+    #[test]
+    fn envoy_appends_the_path_to_the_prefix() {
+        let headers = [("host", "dash.example")];
+        assert_eq!(
+            read(own("PUT", "/authz/admin?x=1"), &headers, Some("/authz")),
+            Ok(ok("PUT", "/admin?x=1", "dash.example"))
+        );
+        assert_eq!(
+            read(own("GET", "/admin"), &headers, None),
+            Ok(ok("GET", "/admin", "dash.example"))
+        );
+        // Nothing, or something that is not a path, after the prefix.
+        for target in ["/authz", "/authzadmin", "/other/admin", "/authz?x=1"] {
+            let expected = if target.starts_with("/authz") {
+                Unreadable::BadUri
+            } else {
+                Unreadable::OutsidePrefix
+            };
+            assert_eq!(
+                read(own("GET", target), &headers, Some("/authz")),
+                Err(expected),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_host_falls_back_to_the_absolute_target() {
+        let own = Own {
+            authority: Some("dash.example"),
+            ..own("GET", "/admin")
+        };
+        assert_eq!(
+            read(own, &[], None),
+            Ok(ok("GET", "/admin", "dash.example"))
+        );
+        assert_eq!(
+            read(super::tests::own("GET", "/admin"), &[], None),
+            Ok(ok("GET", "/admin", ""))
+        );
+    }
+
+    #[test]
+    fn both_conventions_must_agree() {
+        let agree = [
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/admin"),
+        ];
+        assert_eq!(
+            read(own("GET", "/"), &agree, None),
+            Ok(ok("GET", "/admin", ""))
+        );
+        for (index, other) in [(1, "/public"), (3, "/public"), (0, "POST"), (2, "POST")] {
+            let mut headers = agree;
+            headers[index].1 = other;
+            assert_eq!(
+                read(own("GET", "/"), &headers, None),
+                Err(Unreadable::Conflicting),
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeat_is_never_picked_from() {
+        for name in [
+            "x-forwarded-method",
+            "x-forwarded-uri",
+            "x-forwarded-host",
+            "x-original-method",
+            "x-original-uri",
+            "host",
+        ] {
+            let mut headers = vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin"),
+                ("x-forwarded-host", "dash.example"),
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/admin"),
+                ("host", "authz"),
+            ];
+            // Same value twice, in another letter case: still a repeat.
+            let value = headers.iter().find(|(n, _)| *n == name).unwrap().1;
+            let upper: &'static str = Box::leak(name.to_ascii_uppercase().into_boxed_str());
+            headers.push((upper, value));
+            assert_eq!(
+                read(own("GET", "/"), &headers, None),
+                Err(Unreadable::Repeated(name)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn half_a_pair_is_incomplete() {
+        let cases = [
+            ("x-forwarded-method", "GET", "x-forwarded-uri"),
+            ("x-forwarded-uri", "/admin", "x-forwarded-method"),
+            ("x-original-method", "GET", "x-original-uri"),
+            ("x-original-uri", "/admin", "x-original-method"),
+        ];
+        for (name, value, missing) in cases {
+            assert_eq!(
+                read(own("GET", "/admin"), &[(name, value)], None),
+                Err(Unreadable::Incomplete(missing)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn methods_must_be_tokens_and_uris_paths() {
+        let bad_methods = ["", "GET POST", "GET,POST", "G\u{e9}T", "GET\t", "(GET)"];
+        for method in bad_methods {
+            let method: &'static str = Box::leak(method.to_owned().into_boxed_str());
+            assert_eq!(
+                read(
+                    own("GET", "/"),
+                    &[("x-forwarded-method", method), ("x-forwarded-uri", "/")],
+                    None
+                ),
+                Err(Unreadable::BadMethod),
+                "{method:?}"
+            );
+        }
+        // Methods are kept as sent: the core compares them case-sensitively.
+        assert_eq!(
+            read(
+                own("GET", "/"),
+                &[("x-original-method", "post"), ("x-original-uri", "/")],
+                None
+            ),
+            Ok(ok("post", "/", ""))
+        );
+        let bad_uris = [
+            "",
+            "admin",
+            "*",
+            "http://dash.example/admin",
+            "/ad min",
+            "/caf\u{e9}",
+            "/a\tb",
+        ];
+        for uri in bad_uris {
+            let uri: &'static str = Box::leak(uri.to_owned().into_boxed_str());
+            assert_eq!(
+                read(
+                    own("GET", "/"),
+                    &[("x-original-method", "GET"), ("x-original-uri", uri)],
+                    None
+                ),
+                Err(Unreadable::BadUri),
+                "{uri:?}"
+            );
+        }
+        assert_eq!(read(own("GET", "*"), &[], None), Err(Unreadable::BadUri));
+        assert_eq!(
+            read(own("GET", "/"), &[("x-forwarded-host", "a b")], None),
+            Err(Unreadable::BadHost)
+        );
+    }
+
+    #[test]
+    fn non_text_values_are_unreadable() {
+        let headers: [(&str, &[u8]); 2] = [
+            ("x-forwarded-method", b"GET"),
+            ("x-forwarded-uri", b"/caf\xe9"),
+        ];
+        assert_eq!(
+            original(&own("GET", "/"), &headers, None),
+            Err(Unreadable::BadUri)
+        );
+    }
+
+    fn header_values(response: &Response<Body>, name: &str) -> Vec<String> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn checked(decision: Decision, set_cookies: &[&str]) -> Checked {
+        Checked {
+            decision,
+            cache: None,
+            set_cookies: set_cookies.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_allow_is_exactly_200_with_the_identity_and_cookies() {
+        let identity = Identity::user("alice")
+            .with_roles(["admin", "ops"])
+            .with_email("alice@example.com");
+        let decision = Decision::Allow {
+            identity,
+            reason: Reason::ValidSession,
+        };
+        let response = response(
+            &checked(decision, &["session=a; Max-Age=60", "theme=dark"]),
+            &IdentityHeaders::default(),
+        );
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_values(&response, "x-auth-user"), ["alice"]);
+        assert_eq!(header_values(&response, "x-auth-roles"), ["admin,ops"]);
+        assert_eq!(
+            header_values(&response, "x-auth-email"),
+            ["alice@example.com"]
+        );
+        assert_eq!(
+            header_values(&response, "set-cookie"),
+            ["session=a; Max-Age=60", "theme=dark"]
+        );
+        assert!(response
+            .headers()
+            .get("x-envoy-auth-headers-to-remove")
+            .is_none());
+    }
+
+    #[test]
+    fn an_allow_names_the_fields_it_does_not_fill_for_removal() {
+        let names = IdentityHeaders {
+            user: "x-user".to_owned(),
+            roles: "x-roles".to_owned(),
+            email: "x-email".to_owned(),
+        };
+        let decision = Decision::Allow {
+            identity: Identity::user("bob"),
+            reason: Reason::ValidSession,
+        };
+        let response = response(&checked(decision, &[]), &names);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_values(&response, "x-user"), ["bob"]);
+        assert!(response.headers().get("x-roles").is_none());
+        assert_eq!(
+            header_values(&response, "x-envoy-auth-headers-to-remove"),
+            ["x-roles,x-email"]
+        );
+        assert!(response.headers().get("set-cookie").is_none());
+    }
+
+    #[test]
+    fn denials_are_the_shared_ones() {
+        let cases = [
+            (DenyStatus::BadRequest, Reason::Malformed),
+            (DenyStatus::Unauthenticated, Reason::InvalidSession),
+            (DenyStatus::Forbidden, Reason::CrossSite),
+            (DenyStatus::Forbidden, Reason::Forbidden),
+            (DenyStatus::Unavailable, Reason::NoCredential),
+            (DenyStatus::Misconfigured, Reason::MisconfiguredRoute),
+        ];
+        for (status, reason) in cases {
+            let expected = denial(status, reason);
+            let response = response(
+                &checked(Decision::Deny { status, reason }, &["session=; Max-Age=0"]),
+                &IdentityHeaders::default(),
+            );
+            assert_eq!(response.status().as_u16(), expected.code);
+            for (name, value) in &expected.headers {
+                assert_eq!(header_values(&response, name), [value.as_str()]);
+            }
+            assert_eq!(
+                header_values(&response, "set-cookie"),
+                ["session=; Max-Age=0"]
+            );
+            assert!(response.headers().get("x-auth-user").is_none());
+        }
+    }
+
+    #[test]
+    fn grpc_unavailable_is_a_503_here() {
+        let reason = Reason::NoCredential;
+        let response = response(
+            &checked(Decision::GrpcUnavailable { reason }, &[]),
+            &IdentityHeaders::default(),
+        );
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header_values(&response, "retry-after"), ["5"]);
+    }
+
+    #[test]
+    fn sign_in_is_a_302_not_stored() {
+        let decision = Decision::SignIn {
+            location: "/login?return_to=%2Fadmin".to_owned(),
+            reason: Reason::NoCredential,
+        };
+        let response = response(
+            &checked(decision, &["session=; Max-Age=0"]),
+            &IdentityHeaders::default(),
+        );
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(
+            header_values(&response, "location"),
+            ["/login?return_to=%2Fadmin"]
+        );
+        assert_eq!(header_values(&response, "cache-control"), ["no-store"]);
+        assert_eq!(
+            header_values(&response, "set-cookie"),
+            ["session=; Max-Age=0"]
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! End to end through Envoy's ext_authz `http_service`: real Envoy 1.40 running the shipped
+//! `envoy/envoy-http.yaml` (ports substituted), the session-authz binary with the shipped
+//! `envoy/session-authz-http.toml` and its forward-auth door, a fake validator and an app that
+//! echoes the headers it got.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use session_authz_testkit::envoy::{shipped_file_config, validate_file, EnvoyProcess};
+use session_authz_testkit::http::*;
+use session_authz_testkit::process::root;
+use session_authz_testkit::service::ServiceProcess;
+use session_authz_testkit::validator::*;
+use session_authz_testkit::wait::eventually;
+
+struct Stack {
+    validator: FakeValidator,
+    app: Upstream,
+    authz: Option<ServiceProcess>,
+    envoy: EnvoyProcess,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let validator = FakeValidator::start(vec![
+            (
+                "user1-token",
+                Answer::json(
+                    200,
+                    r#"{"valid":true,"user":"user1","roles":["admin"],"email":"user1@example.com"}"#,
+                )
+                .header("set-cookie", "session=user1-token; Max-Age=3600; HttpOnly")
+                // Each request's own call, so that every one renews.
+                .header("cache-control", "no-store"),
+            ),
+            (
+                "user2-token",
+                Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
+            ),
+            ("nouser-token", Answer::json(200, r#"{"valid":true}"#)),
+            ("broken-token", Answer::json(500, "{}")),
+        ])
+        .await;
+        let app = Upstream::start().await;
+        let url = validator.url();
+        let config = root().join("envoy/session-authz-http.toml");
+        let authz = ServiceProcess::spawn(&[
+            ("AIMENU_URL", url.as_str()),
+            ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:0"),
+            ("SESSION_AUTHZ_CONFIG", config.to_str().unwrap()),
+            ("SESSION_AUTHZ_LOGIN_URL", "/login"),
+        ]);
+        let door = authz.forward_auth_addr.expect("forward-auth door");
+        let envoy = EnvoyProcess::start_with_config(&shipped_file_config(
+            "envoy-http.yaml",
+            &[door],
+            app.addr,
+        ))
+        .await;
+        Self {
+            validator,
+            app,
+            authz: Some(authz),
+            envoy,
+        }
+    }
+
+    async fn get(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+        raw_get(self.envoy.listener, target, headers).await
+    }
+}
+
+fn assert_json_deny(response: &RawResponse, status: u16, error: &str) {
+    assert_eq!(response.status, status, "{response:?}");
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/json"),
+        "{response:?}"
+    );
+    assert_eq!(response.body, format!("{{\"error\":\"{error}\"}}"));
+}
+
+fn values(response: &RawResponse, name: &str) -> Vec<String> {
+    response
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    validate_file(&root().join("envoy/envoy-http.yaml"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_http_service_through_the_forward_auth_door() {
+    let mut stack = Stack::start().await;
+    let forged = [
+        ("x-auth-user", "root"),
+        ("x-auth-roles", "superuser"),
+        ("x-auth-email", "root@evil.example"),
+        ("X-Forwarded-Method", "GET"),
+        ("X-Forwarded-Uri", "/"),
+        ("X-Original-Method", "GET"),
+        ("X-Original-URI", "/"),
+        ("X-Forwarded-Host", "evil.example"),
+    ];
+
+    // No session: 401 with the door's JSON; a browser's page load: the 302 reaches it.
+    assert_json_deny(&stack.get("/admin", &[]).await, 401, "unauthenticated");
+    let redirect = stack
+        .get(
+            "/admin?tab=1",
+            &[("accept", "text/html"), ("sec-fetch-mode", "navigate")],
+        )
+        .await;
+    assert_eq!(redirect.status, 302, "{redirect:?}");
+    assert_eq!(
+        redirect.header("location"),
+        Some("/login?return_to=%2Fadmin%3Ftab%3D1")
+    );
+    assert_eq!(redirect.header("cache-control"), Some("no-store"));
+    assert!(stack.app.hits().is_empty());
+
+    // user1: the app sees its identity, never the client's; the renewal cookie reaches the
+    // client (and not the app).
+    let mut headers = vec![("Cookie", "session=user1-token")];
+    headers.extend_from_slice(&forged);
+    let allowed = stack.get("/admin", &headers).await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.upstream_saw("x-auth-user"), ["user1"]);
+    assert_eq!(allowed.upstream_saw("x-auth-roles"), ["admin"]);
+    assert_eq!(allowed.upstream_saw("x-auth-email"), ["user1@example.com"]);
+    assert_eq!(
+        values(&allowed, "set-cookie"),
+        ["session=user1-token; Max-Age=3600; HttpOnly"]
+    );
+    assert!(allowed.upstream_saw("set-cookie").is_empty());
+
+    // A session without a user: the client's identity headers are removed, not passed on.
+    let mut headers = vec![("X-Session-Token", "nouser-token")];
+    headers.extend_from_slice(&forged);
+    let nameless = stack.get("/api/admin/stats", &headers).await;
+    assert_eq!(nameless.status, 200, "{nameless:?}");
+    for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
+        assert!(
+            nameless.upstream_saw(name).is_empty(),
+            "{name}: {nameless:?}"
+        );
+    }
+
+    // The admin-only rule from the shipped TOML, in any letter case; forged X-Forwarded-* and
+    // X-Original-* change nothing (Envoy sends the door only its allowed headers).
+    for path in ["/admin/settings", "/ADMIN/Settings/x"] {
+        let mut headers = vec![("X-Session-Token", "user2-token")];
+        headers.extend_from_slice(&forged);
+        assert_json_deny(&stack.get(path, &headers).await, 403, "forbidden");
+        let admin = stack.get(path, &[("X-Session-Token", "user1-token")]).await;
+        assert_eq!(admin.status, 200, "{admin:?}");
+    }
+
+    // The original method and host reach the door: a cross-site POST is refused, the
+    // dashboard's own origin passes.
+    let evil = raw_request(
+        stack.envoy.listener,
+        "POST",
+        "/admin",
+        &[
+            ("Cookie", "session=user1-token"),
+            ("Origin", "https://evil.example"),
+        ],
+    )
+    .await;
+    assert_json_deny(&evil, 403, "cross-site request");
+    let own = raw_request(
+        stack.envoy.listener,
+        "POST",
+        "/admin",
+        &[
+            ("Cookie", "session=user1-token"),
+            ("Origin", "http://dashboard.local"),
+        ],
+    )
+    .await;
+    assert_eq!(own.status, 200, "{own:?}");
+
+    // No spelling of an admin path reaches the app without a session.
+    let before = stack.app.hits().len();
+    for (target, headers) in PATH_SPELLINGS {
+        let response = stack.get(target, headers).await;
+        assert!(
+            [400, 401, 404].contains(&response.status),
+            "{target} {headers:?}: {response:?}"
+        );
+    }
+    assert_eq!(stack.app.hits().len(), before, "{:?}", stack.app.hits());
+
+    // Public traffic: no check, no forged identity.
+    let public = stack.get("/", &forged).await;
+    assert_eq!(public.status, 200);
+    assert!(public.upstream_saw("x-auth-user").is_empty());
+
+    // A validator error: 503, never the app. Envoy takes any 5xx from an http_service for its
+    // own error path (status_on_error), so the client gets Envoy's empty 503, not the door's
+    // JSON and retry-after (envoy/README.md).
+    let before = stack.app.hits().len();
+    let broken = stack
+        .get("/admin", &[("Cookie", "session=broken-token")])
+        .await;
+    assert_eq!(broken.status, 503, "{broken:?}");
+    // session-authz itself gone: Envoy's status_on_error, 503, never the app.
+    drop(stack.authz.take());
+    let down = eventually(Duration::from_secs(20), || async {
+        let response = stack
+            .get("/admin", &[("Cookie", "session=user1-token")])
+            .await;
+        (response.status == 503).then_some(response)
+    })
+    .await;
+    assert!(down.is_some(), "no 503 with session-authz down");
+    assert_eq!(stack.app.hits().len(), before);
+    assert!(stack.validator.calls() > 0);
+}
