@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use session_authz_testkit::envoy::{self, EnvoyProcess};
 use session_authz_testkit::http::{raw_get, RawResponse, Upstream};
 use session_authz_testkit::manifests::*;
-use session_authz_testkit::service::start_service;
+use session_authz_testkit::service::start_service_with_toml;
 use session_authz_testkit::validator::{Answer, FakeValidator};
 
 /// The identity headers: only session-authz may set them, never a client.
@@ -507,13 +507,31 @@ async fn istio_identity_filter_drops_client_copies_in_envoy() {
         .unwrap()["envoyExtAuthzGrpc"]
         .clone();
 
-    // The real session-authz, in-process, with a validator that knows one session.
-    let validator = FakeValidator::start(vec![(
-        "user1-token",
-        Answer::json(200, r#"{"valid":true,"user":"user1"}"#),
-    )])
+    // The real session-authz, in-process, with the standalone ConfigMap's TOML (its
+    // [[routes]]: the way Istio gets per-route rules) and a validator that knows an admin and
+    // a viewer. Listeners on loopback port 0 instead of the ConfigMap's.
+    let validator = FakeValidator::start(vec![
+        (
+            "user1-token",
+            Answer::json(200, r#"{"valid":true,"user":"user1","roles":["admin"]}"#),
+        ),
+        (
+            "user2-token",
+            Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
+        ),
+    ])
     .await;
-    let authz = start_service(&[("aimenu_url", &validator.url())]).await;
+    let standalone = yaml_file("deploy/kubernetes/standalone.yaml");
+    let config_map = find(&standalone, "ConfigMap", "session-authz-config");
+    let authz = start_service_with_toml(
+        s(&config_map["data"]["session-authz.toml"]),
+        &[
+            ("aimenu_url", &validator.url()),
+            ("forward_auth_addr", "127.0.0.1:0"),
+            ("log_format", "text"),
+        ],
+    )
+    .await;
     let app = Upstream::start().await;
 
     // The dashboard's inbound chain as Istio builds it for these files: the EnvoyFilter's Lua
@@ -663,20 +681,42 @@ async fn istio_identity_filter_drops_client_copies_in_envoy() {
         assert_eq!(response.status, 200, "{spelling}: {response:?}");
         assert_eq!(
             identity_seen(&response),
-            [("x-auth-user".to_owned(), "user1".to_owned())],
+            user1_identity(),
             "{spelling} on /admin"
         );
     }
+
+    // The ConfigMap's [[routes]]: the settings are for admins, in every spelling the policy
+    // and the sidecar's normalization let through to session-authz.
+    for target in [
+        "/admin/settings",
+        "/admin/settings/mail?x=1",
+        "/admin//settings",
+        "/admin/./settings",
+    ] {
+        let viewer = get(target, vec![("Cookie", "session=user2-token")]).await;
+        assert_eq!(viewer.status, 403, "{target}: {viewer:?}");
+        assert_eq!(viewer.body, r#"{"error":"forbidden"}"#);
+        let admin = get(target, vec![("Cookie", "session=user1-token")]).await;
+        assert_eq!(admin.status, 200, "{target}: {admin:?}");
+    }
+    let viewer = get("/admin", vec![("Cookie", "session=user2-token")]).await;
+    assert_eq!(viewer.status, 200, "the viewer keeps /admin: {viewer:?}");
 
     // Every spelling at once, on the admin API.
     let mut headers = vec![("Cookie", "session=user1-token")];
     headers.extend(spellings.map(|spelling| (spelling, "admin")));
     let response = get("/api/admin/users", headers).await;
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(
-        identity_seen(&response),
-        [("x-auth-user".to_owned(), "user1".to_owned())]
-    );
+    assert_eq!(identity_seen(&response), user1_identity());
+}
+
+/// What session-authz hands the app for user1: the user and the role, nothing else.
+fn user1_identity() -> Vec<(String, String)> {
+    vec![
+        ("x-auth-user".to_owned(), "user1".to_owned()),
+        ("x-auth-roles".to_owned(), "admin".to_owned()),
+    ]
 }
 
 /// The identity headers the app received, in whatever spelling.
