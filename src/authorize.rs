@@ -18,7 +18,7 @@ use crate::decision::{decide, Decision, DenyStatus, OnValidatorError, Situation}
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
 use crate::policy::{MergedPolicy, RoutePolicy, Routes};
-use crate::signin::{self, Presented};
+use crate::signin;
 use crate::validator::{Validator, TRACE_HEADERS};
 
 /// The request a door asks about, as the core sees it.
@@ -123,12 +123,7 @@ impl<V: Verdicts> Authorizer<V> {
         let _in_flight = self.metrics.check_started();
         let gathered = self.situation(request).await;
         let decision = decide(gathered.situation, self.settings.on_error);
-        let decision = self.sign_in(
-            decision,
-            request,
-            gathered.presented,
-            gathered.login_redirect,
-        );
+        let decision = self.sign_in(decision, request, gathered.login_redirect);
         self.record(
             &decision,
             gathered.credential.as_ref(),
@@ -159,14 +154,19 @@ impl<V: Verdicts> Authorizer<V> {
         &self,
         decision: Decision,
         request: &RequestView<'_>,
-        presented: Presented,
         route_allows: Option<bool>,
     ) -> Decision {
+        let settings = &self.settings;
         match decision {
             Decision::Deny {
                 status: DenyStatus::Unauthenticated,
                 reason,
-            } => match signin::redirect(&self.settings.sign_in, request, presented, route_allows) {
+            } => match signin::redirect(
+                &settings.sign_in,
+                request,
+                &settings.names.header,
+                route_allows,
+            ) {
                 Some(location) => Decision::SignIn { location, reason },
                 None => decision,
             },
@@ -183,30 +183,16 @@ impl<V: Verdicts> Authorizer<V> {
         let Some(policy) = self.policy(request) else {
             return Gathered::before_lookup(Situation::MisconfiguredRoute);
         };
-        let names = &self.settings.names;
-        let gathered = |situation, presented| Gathered {
+        let gathered = |situation| Gathered {
             situation,
             credential: None,
             cache: None,
             set_cookies: Vec::new(),
-            presented,
             login_redirect: policy.login_redirect,
         };
-        match credential::find(request.headers.iter().copied(), names) {
-            Lookup::Absent => gathered(Situation::NoCredential, Presented::Nothing),
-            Lookup::Ambiguous(why) => {
-                // Unusable credentials: a session header among them marks an API client.
-                let header_sent = request
-                    .headers
-                    .iter()
-                    .any(|(name, _)| name.eq_ignore_ascii_case(&names.header));
-                let presented = if header_sent {
-                    Presented::Header
-                } else {
-                    Presented::Cookie
-                };
-                gathered(Situation::Ambiguous(why), presented)
-            }
+        match credential::find(request.headers.iter().copied(), &self.settings.names) {
+            Lookup::Absent => gathered(Situation::NoCredential),
+            Lookup::Ambiguous(why) => gathered(Situation::Ambiguous(why)),
             Lookup::Found(credential) => {
                 // Before the verdict: a forged request must not cost a validator call.
                 if let Some(why) = self.cross_site(request, &credential, policy.csrf) {
@@ -217,7 +203,7 @@ impl<V: Verdicts> Authorizer<V> {
                     );
                     return Gathered {
                         credential: Some(credential),
-                        ..gathered(Situation::CrossSite, Presented::Nothing)
+                        ..gathered(Situation::CrossSite)
                     };
                 }
                 let Answered {
@@ -255,7 +241,6 @@ impl<V: Verdicts> Authorizer<V> {
                 };
                 Gathered {
                     situation,
-                    presented: credential.source().into(),
                     credential: Some(credential),
                     cache: Some(origin),
                     set_cookies,
@@ -351,8 +336,6 @@ struct Gathered {
     cache: Option<Origin>,
     /// The cookies that verdict's answer sets.
     set_cookies: Vec<String>,
-    /// What the request presented, for the sign-in redirect.
-    presented: Presented,
     /// The route's `login_redirect`, if it sets one.
     login_redirect: Option<bool>,
 }
@@ -365,7 +348,6 @@ impl Gathered {
             credential: None,
             cache: None,
             set_cookies: Vec::new(),
-            presented: Presented::Nothing,
             login_redirect: None,
         }
     }

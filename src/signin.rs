@@ -9,7 +9,6 @@ use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHAN
 use reqwest::Url;
 
 use crate::authorize::RequestView;
-use crate::credential::Source;
 
 /// What the configuration says about sign-in (`login_url`, `login_return_param`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,39 +113,21 @@ impl ReturnParam {
     }
 }
 
-/// What credential the request presented, as far as sign-in cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Presented {
-    Nothing,
-    /// Only the cookie (a browser's).
-    Cookie,
-    /// The session header, alone or with a cookie: an API client, which wants the 401.
-    Header,
-}
-
-impl From<Source> for Presented {
-    fn from(source: Source) -> Self {
-        match source {
-            Source::Cookie => Presented::Cookie,
-            Source::Header => Presented::Header,
-        }
-    }
-}
-
 /// The `Location` for a request that would get a 401, when it should be sent to sign in instead:
 /// `login_url` is set, the route allows it (`login_redirect`, `None` = yes), the method is GET
-/// or HEAD, the request is a navigation and no session header was sent. `None`: the 401 stands.
+/// or HEAD, the request is a navigation and carries no `session_header` (an API client's
+/// credential, wanted or not: it gets the 401). `None`: the 401 stands.
 pub fn redirect(
     settings: &Settings,
     request: &RequestView<'_>,
-    presented: Presented,
+    session_header: &str,
     route_allows: Option<bool>,
 ) -> Option<String> {
     let login = settings.login_url.as_ref()?;
     // Methods are case-sensitive tokens, as in the CSRF check.
     if !route_allows.unwrap_or(true)
         || !matches!(request.method, "GET" | "HEAD")
-        || presented == Presented::Header
+        || values(request.headers, session_header).next().is_some()
         || !is_navigation(request.headers)
     {
         return None;
@@ -192,7 +173,7 @@ fn is_navigation(headers: &[(&str, &[u8])]) -> bool {
 
 fn values<'a>(
     headers: &'a [(&'a str, &'a [u8])],
-    name: &'static str,
+    name: &'a str,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .iter()
@@ -227,6 +208,8 @@ mod tests {
         }
     }
 
+    const HEADER: &str = "x-session-token";
+
     const BROWSER: &[(&str, &[u8])] = &[
         ("accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
         ("sec-fetch-mode", b"navigate"),
@@ -250,7 +233,7 @@ mod tests {
         redirect(
             &settings("/login"),
             &view("GET", path, BROWSER),
-            Presented::Nothing,
+            HEADER,
             None,
         )
     }
@@ -314,10 +297,7 @@ mod tests {
         assert_eq!(location("/login?return_to=%2Fadmin"), None);
         let absolute = settings("https://auth.example/signin?app=dash");
         let request = view("GET", "/signin", BROWSER);
-        assert_eq!(
-            redirect(&absolute, &request, Presented::Nothing, None),
-            None
-        );
+        assert_eq!(redirect(&absolute, &request, HEADER, None), None);
         // Its neighbours are pages like any other.
         assert!(location("/login/help").is_some());
         assert!(location("/logins").is_some());
@@ -328,7 +308,7 @@ mod tests {
         let absolute = settings("https://auth.example/signin?app=dash");
         let request = view("GET", "/admin", BROWSER);
         assert_eq!(
-            redirect(&absolute, &request, Presented::Cookie, None).as_deref(),
+            redirect(&absolute, &request, HEADER, None).as_deref(),
             Some("https://auth.example/signin?app=dash&return_to=%2Fadmin")
         );
         let custom = Settings {
@@ -336,7 +316,7 @@ mod tests {
             ..settings("https://auth.example")
         };
         assert_eq!(
-            redirect(&custom, &request, Presented::Nothing, None).as_deref(),
+            redirect(&custom, &request, HEADER, None).as_deref(),
             Some("https://auth.example?rd=%2Fadmin")
         );
     }
@@ -348,49 +328,34 @@ mod tests {
         let navigate: &[(&str, &[u8])] = &[("sec-fetch-mode", b"navigate")];
         let html: &[(&str, &[u8])] = &[("Accept", b"text/html")];
         let html_with_q: &[(&str, &[u8])] = &[("accept", b"application/json, TEXT/HTML;q=0.9")];
+        let cookie: &[(&str, &[u8])] = &[("accept", b"text/html"), ("cookie", b"session=dead")];
         let fetch: &[(&str, &[u8])] = &[("sec-fetch-mode", b"cors"), ("accept", b"text/html")];
         let api: &[(&str, &[u8])] = &[("accept", b"application/json")];
         let any: &[(&str, &[u8])] = &[("accept", b"*/*")];
         let html_ish: &[(&str, &[u8])] = &[("accept", b"text/htmlx")];
         let none: &[(&str, &[u8])] = &[];
-        let sent = |method, headers, presented, route| {
-            redirect(&login, &view(method, "/admin", headers), presented, route).is_some()
+        let sent = |method, headers: &[(&str, &[u8])], route| {
+            redirect(&login, &view(method, "/admin", headers), HEADER, route).is_some()
         };
-        for headers in [navigate, html, html_with_q, BROWSER] {
-            assert!(
-                sent("GET", headers, Presented::Nothing, None),
-                "{headers:?}"
-            );
-            assert!(
-                sent("HEAD", headers, Presented::Cookie, None),
-                "{headers:?}"
-            );
-            assert!(sent("GET", headers, Presented::Cookie, Some(true)));
-            assert!(!sent("GET", headers, Presented::Header, None), "API client");
-            assert!(
-                !sent("GET", headers, Presented::Nothing, Some(false)),
-                "route"
-            );
+        for headers in [navigate, html, html_with_q, cookie, BROWSER] {
+            assert!(sent("GET", headers, None), "{headers:?}");
+            assert!(sent("HEAD", headers, None), "{headers:?}");
+            assert!(sent("GET", headers, Some(true)));
+            assert!(!sent("GET", headers, Some(false)), "route");
+            // An API client's credential, in any letter case, valid or not.
+            let mut with_token = headers.to_vec();
+            with_token.push(("X-Session-Token", b"dead"));
+            assert!(!sent("GET", &with_token, None), "API client");
             for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "get", "head"] {
-                assert!(!sent(method, headers, Presented::Nothing, None), "{method}");
+                assert!(!sent(method, headers, None), "{method}");
             }
         }
         for headers in [fetch, api, any, html_ish, none] {
-            assert!(
-                !sent("GET", headers, Presented::Nothing, None),
-                "{headers:?}"
-            );
+            assert!(!sent("GET", headers, None), "{headers:?}");
         }
         let unset = Settings::default();
-        assert_eq!(
-            redirect(
-                &unset,
-                &view("GET", "/admin", BROWSER),
-                Presented::Nothing,
-                None
-            ),
-            None
-        );
+        let request = view("GET", "/admin", BROWSER);
+        assert_eq!(redirect(&unset, &request, HEADER, None), None);
     }
 
     #[test]
