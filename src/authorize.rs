@@ -316,7 +316,7 @@ impl<V: Verdicts> Authorizer<V> {
         tracing::debug!(
             outcome = if decision.is_allow() { "allow" } else { "deny" },
             reason = decision.reason().as_str(),
-            user = identity.and_then(|i| i.user.as_deref()),
+            user = identity.and_then(|i| i.user()),
             roles = identity.and_then(|i| i.roles_value()),
             cache = cache.map_or("none", Origin::as_str),
             // Evaluated only when debug is on: hashing is not free.

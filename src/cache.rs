@@ -265,7 +265,7 @@ mod tests {
     use super::*;
 
     fn valid(user: &str) -> Verdict {
-        Verdict::Valid(Identity::user(user))
+        Verdict::Valid(Identity::named(user))
     }
 
     impl DecisionCache {

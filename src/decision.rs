@@ -208,9 +208,9 @@ mod tests {
     #[test]
     fn row3_valid_with_user() {
         assert_eq!(
-            deny_default(Situation::Checked(Verdict::Valid(Identity::user("alice")))),
+            deny_default(Situation::Checked(Verdict::Valid(Identity::named("alice")))),
             Decision::Allow {
-                identity: Identity::user("alice"),
+                identity: Identity::named("alice"),
                 reason: Reason::ValidSession
             }
         );

@@ -263,7 +263,7 @@ mod tests {
     fn names_are_prefixed_and_move() {
         let metrics = Metrics::new(true);
         let allow = Decision::Allow {
-            identity: Identity::user("alice"),
+            identity: Identity::named("alice"),
             reason: Reason::ValidSession,
         };
         metrics.decision(&allow, Duration::from_micros(80));

@@ -90,14 +90,12 @@ impl RoutePolicy {
     pub fn permits(&self, identity: &Identity) -> bool {
         let roles = self.require_roles.is_empty()
             || identity
-                .roles
-                .iter()
-                .any(|have| self.require_roles.contains(have));
+                .roles()
+                .any(|have| self.require_roles.iter().any(|want| want == have));
         let users = self.allow_users.is_empty()
             || identity
-                .user
-                .as_ref()
-                .is_some_and(|user| self.allow_users.contains(user));
+                .user()
+                .is_some_and(|user| self.allow_users.iter().any(|allowed| allowed == user));
         roles && users
     }
 }
@@ -359,8 +357,8 @@ mod tests {
 
     #[test]
     fn permits_any_of_each_and_both() {
-        let admin = Identity::user("alice").with_roles(["viewer", "admin"]);
-        let viewer = Identity::user("bob").with_roles(["viewer"]);
+        let admin = Identity::named("alice").with_roles(["viewer", "admin"]);
+        let viewer = Identity::named("bob").with_roles(["viewer"]);
         let nobody = Identity::default();
         let roles = parse(&[("require_roles", "admin,ops")]).unwrap();
         assert!(roles.permits(&admin));
@@ -373,10 +371,10 @@ mod tests {
         let both = parse(&[("require_roles", "admin"), ("allow_users", "bob")]).unwrap();
         assert!(!both.permits(&admin));
         assert!(!both.permits(&viewer));
-        assert!(both.permits(&Identity::user("bob").with_roles(["admin"])));
+        assert!(both.permits(&Identity::named("bob").with_roles(["admin"])));
         assert!(RoutePolicy::default().permits(&nobody));
         // Roles match exactly, letter case included.
-        assert!(!roles.permits(&Identity::user("x").with_roles(["Admin"])));
+        assert!(!roles.permits(&Identity::named("x").with_roles(["Admin"])));
     }
 
     #[test]
@@ -391,9 +389,9 @@ mod tests {
         let merged = ext.merge(&toml);
         assert_eq!(merged.csrf, Some(false));
         assert_eq!(merged.login_redirect, Some(true));
-        assert!(merged.permits(&Identity::user("alice").with_roles(["admin"])));
-        assert!(!merged.permits(&Identity::user("alice").with_roles(["viewer"])));
-        assert!(!merged.permits(&Identity::user("bob").with_roles(["admin"])));
+        assert!(merged.permits(&Identity::named("alice").with_roles(["admin"])));
+        assert!(!merged.permits(&Identity::named("alice").with_roles(["viewer"])));
+        assert!(!merged.permits(&Identity::named("bob").with_roles(["admin"])));
     }
 
     fn toml_routes(text: &str) -> Result<Routes, String> {

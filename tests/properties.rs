@@ -206,20 +206,15 @@ fn sent_user(answer: &serde_json::Value) -> Option<String> {
 
 /// The identity an answer carried, as the contract reads it (an empty user or email is none).
 fn sent_identity(answer: &serde_json::Value) -> Identity {
-    let non_empty = |text: Option<String>| text.filter(|t| !t.is_empty());
-    Identity {
-        user: non_empty(sent_user(answer)),
-        roles: answer["roles"]
-            .as_array()
-            .map(|roles| {
-                roles
-                    .iter()
-                    .map(|r| r.as_str().unwrap().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        email: non_empty(answer["email"].as_str().map(str::to_owned)),
-    }
+    let roles: Vec<&str> = answer["roles"]
+        .as_array()
+        .map(|roles| roles.iter().map(|r| r.as_str().unwrap()).collect())
+        .unwrap_or_default();
+    Identity::new(
+        sent_user(answer).as_deref(),
+        &roles,
+        answer["email"].as_str(),
+    )
 }
 
 fn role_is_safe(role: &str) -> bool {
@@ -287,12 +282,12 @@ proptest! {
                 prop_assert_eq!(status, 200);
                 let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 prop_assert_eq!(&parsed["valid"], &serde_json::Value::Bool(true));
-                if let Some(user) = &identity.user {
+                if let Some(user) = identity.user() {
                     prop_assert!(!user.is_empty() && user_is_safe(user));
                 }
-                prop_assert!(identity.roles.len() <= MAX_ROLES);
-                prop_assert!(identity.roles.iter().all(|r| role_is_safe(r)));
-                if let Some(email) = &identity.email {
+                prop_assert!(identity.roles().count() <= MAX_ROLES);
+                prop_assert!(identity.roles().all(role_is_safe));
+                if let Some(email) = identity.email() {
                     prop_assert!(!email.is_empty() && text_is_safe(email, MAX_EMAIL_BYTES));
                 }
                 // All of the validator's identity, nothing else.

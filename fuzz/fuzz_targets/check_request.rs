@@ -112,13 +112,13 @@ fuzz_target!(|data: &[u8]| {
                 .map(|h| (h.key.clone(), h.value.clone()))
                 .collect();
             let fields = [
-                (names.user, identity.user.clone()),
+                (names.user, identity.user()),
                 (names.roles, identity.roles_value()),
-                (names.email, identity.email),
+                (names.email, identity.email()),
             ];
             let expected: Vec<_> = fields
                 .iter()
-                .filter_map(|(name, value)| Some((name.clone(), value.clone()?)))
+                .filter_map(|(name, value)| Some((name.clone(), (*value)?.to_owned())))
                 .collect();
             let removed: Vec<_> = fields
                 .iter()

@@ -150,11 +150,11 @@ pub fn metadata(checked: &Checked) -> Struct {
         text(checked.cache.map_or("none", Origin::as_str).to_owned()),
     );
     if let Decision::Allow { identity, .. } = &checked.decision {
-        if let Some(user) = &identity.user {
-            fields.insert("user".to_owned(), text(user.clone()));
+        if let Some(user) = identity.user() {
+            fields.insert("user".to_owned(), text(user.to_owned()));
         }
         if let Some(roles) = identity.roles_value() {
-            fields.insert("roles".to_owned(), text(roles));
+            fields.insert("roles".to_owned(), text(roles.to_owned()));
         }
     }
     Struct { fields }
@@ -169,9 +169,9 @@ fn allow(identity: &Identity, headers: &IdentityHeaders, set_cookies: &[String])
         ok.add_response_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
     }
     let fields = [
-        (headers.user.as_str(), identity.user.clone()),
+        (headers.user.as_str(), identity.user()),
         (headers.roles.as_str(), identity.roles_value()),
-        (headers.email.as_str(), identity.email.clone()),
+        (headers.email.as_str(), identity.email()),
     ];
     for (name, value) in fields {
         match value {
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn allow_sets_the_whole_identity_without_appending() {
-        let identity = Identity::user("alice")
+        let identity = Identity::named("alice")
             .with_roles(["admin", "viewer"])
             .with_email("alice@example.com");
         let decision = Decision::Allow {
@@ -474,12 +474,12 @@ mod tests {
                 vec!["x-user", "x-roles", "x-email"],
             ),
             (
-                Identity::user("bob"),
+                Identity::named("bob"),
                 vec![("x-user", "bob")],
                 vec!["x-roles", "x-email"],
             ),
             (
-                Identity::user("bob").with_roles(["viewer"]),
+                Identity::named("bob").with_roles(["viewer"]),
                 vec![("x-user", "bob"), ("x-roles", "viewer")],
                 vec!["x-email"],
             ),
@@ -543,7 +543,7 @@ mod tests {
     fn allow_passes_every_set_cookie_to_the_client_side_by_side() {
         let cookies = ["session=t; Max-Age=60; HttpOnly", "theme=dark; Path=/"];
         let decision = Decision::Allow {
-            identity: Identity::user("alice"),
+            identity: Identity::named("alice"),
             reason: Reason::ValidSession,
         };
         let response = check_response(&renewing(decision, &cookies), &names()).unwrap();
@@ -600,7 +600,7 @@ mod tests {
     #[test]
     fn no_set_cookie_without_one_from_the_core() {
         let decision = Decision::Allow {
-            identity: Identity::user("alice"),
+            identity: Identity::named("alice"),
             reason: Reason::ValidSession,
         };
         let response = check_response(&checked(decision, Some(Origin::Hit)), &names()).unwrap();

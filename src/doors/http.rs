@@ -255,15 +255,15 @@ pub fn response(checked: &Checked, names: &IdentityHeaders) -> Response<Body> {
     let built = match &checked.decision {
         Decision::Allow { identity, .. } => {
             let fields = [
-                (names.user.as_str(), identity.user.clone()),
+                (names.user.as_str(), identity.user()),
                 (names.roles.as_str(), identity.roles_value()),
-                (names.email.as_str(), identity.email.clone()),
+                (names.email.as_str(), identity.email()),
             ];
             let mut headers = Vec::new();
             let mut absent = Vec::new();
             for (name, value) in fields {
                 match value {
-                    Some(value) => headers.push((name, value)),
+                    Some(value) => headers.push((name, value.to_owned())),
                     None => absent.push(name),
                 }
             }
@@ -594,7 +594,7 @@ mod tests {
 
     #[test]
     fn an_allow_is_exactly_200_with_the_identity_and_cookies() {
-        let identity = Identity::user("alice")
+        let identity = Identity::named("alice")
             .with_roles(["admin", "ops"])
             .with_email("alice@example.com");
         let decision = Decision::Allow {
@@ -630,7 +630,7 @@ mod tests {
             email: "x-email".to_owned(),
         };
         let decision = Decision::Allow {
-            identity: Identity::user("bob"),
+            identity: Identity::named("bob"),
             reason: Reason::ValidSession,
         };
         let response = response(&checked(decision, &[]), &names);
