@@ -80,6 +80,8 @@ async fn through(kind: Kind) {
         ("SESSION_AUTHZ_CONFIG", config.to_str().unwrap()),
         // Absolute: Traefik resolves a relative Location against the door's own address.
         ("SESSION_AUTHZ_LOGIN_URL", "https://dash.example/login"),
+        // Long enough that a cached answer is still cached on the next request, however slow.
+        ("SESSION_AUTHZ_CACHE_TTL", "10m"),
     ]);
     let door = authz.forward_auth_addr.expect("forward-auth door");
     let proxy = ProxyProcess::start(kind, door, app.addr).await;
