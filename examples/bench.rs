@@ -1,9 +1,10 @@
 //! The benchmark (`make bench`): one run on loopback, one load generator, ratios against
 //! baselines measured in the same run.
 //!
-//! gRPC rows drive Check calls over one HTTP/2 connection; Envoy rows drive HTTP/1.1 requests
-//! over keep-alive connections (one per concurrent client). Release binaries are expected next to
-//! this example (`cargo build --release --bins --examples`), Envoy in `.tools/bin/envoy`.
+//! gRPC rows drive Check calls over one HTTP/2 connection; Envoy, forward-auth and nginx rows
+//! drive HTTP/1.1 requests over keep-alive connections (one per concurrent client). Release
+//! binaries are expected next to this example (`cargo build --release --bins --examples`), Envoy
+//! in `.tools/bin/envoy`, nginx in `/usr/sbin/nginx` (scripts/install-tools.sh).
 //! `BENCH_SECONDS` (default 3) sets each measurement's length and `BENCH_REPEATS` (default 3) how
 //! many interleaved rounds a cell's median is taken from, after one second of warm-up.
 
@@ -22,36 +23,41 @@ use hdrhistogram::Histogram;
 use session_authz_testkit::check::with_extensions;
 use session_authz_testkit::envoy::EnvoyProcess;
 use session_authz_testkit::process::{binary, free_addr, session_authz, Proc};
-use session_authz_testkit::procfs::{cpu_us, rss_kib};
-use session_authz_testkit::wait::listening;
+use session_authz_testkit::procfs::{children, cpu_us, rss_kib};
+use session_authz_testkit::proxies::{Kind, ProxyProcess};
+use session_authz_testkit::wait::{eventually, listening};
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const CACHED_SESSIONS: u64 = 100_000;
 
-async fn start_baseline(call: Option<&str>) -> (Proc, SocketAddr) {
+/// `examples/baseline_authz` with `args` after its address (none: the do-nothing Check server).
+async fn start_baseline(args: &[&str]) -> (Proc, SocketAddr) {
     let addr = free_addr();
     let mut command = Command::new(binary("examples/baseline_authz"));
-    command.arg(addr.to_string()).stderr(Stdio::null());
-    if let Some(url) = call {
-        command.args(["--call", url]);
-    }
+    command
+        .arg(addr.to_string())
+        .args(args)
+        .stderr(Stdio::null());
     let child = Proc::spawn(&mut command);
     listening(addr).await;
     (child, addr)
 }
 
+/// session-authz with its gRPC door and its forward-auth door (returned in that order).
 async fn start_authz(
     validator: SocketAddr,
     extra: &[(&str, &str)],
 ) -> (Proc, SocketAddr, SocketAddr) {
     let grpc = free_addr();
     let http = free_addr();
+    let door = free_addr();
     let mut command = Command::new(session_authz());
     command
         .env_clear()
         .env("AIMENU_URL", format!("http://{validator}"))
         .env("SESSION_AUTHZ_GRPC_ADDR", grpc.to_string())
         .env("SESSION_AUTHZ_HTTP_ADDR", http.to_string())
+        .env("SESSION_AUTHZ_FORWARD_AUTH_ADDR", door.to_string())
         .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit());
     // Extra settings for the service under test may come from the bench's own environment.
@@ -63,7 +69,24 @@ async fn start_authz(
     }
     let child = Proc::spawn(&mut command);
     listening(grpc).await;
-    (child, grpc, http)
+    listening(door).await;
+    (child, grpc, door)
+}
+
+/// Real nginx on the shipped `proxies/nginx/nginx.conf` (ports substituted) asking `door`, and
+/// the pid of its one worker, which serves every request (the master only watches it).
+async fn start_nginx(door: SocketAddr, app: SocketAddr) -> (ProxyProcess, u32) {
+    let nginx = ProxyProcess::start(Kind::Nginx, door, app).await;
+    let master = nginx.pid();
+    let worker = eventually(Duration::from_secs(20), || async {
+        match children(master).as_slice() {
+            [worker] => Some(*worker),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("nginx has not one worker: {}", nginx.log()));
+    (nginx, worker)
 }
 
 /// The fast fake validator (valid for every `bench-` token) and the app behind Envoy, on a
@@ -121,10 +144,13 @@ enum Load {
         unique: bool,
         rule: bool,
     },
-    /// HTTP GETs through Envoy.
+    /// HTTP GETs with the session cookie, through a proxy; with `forwarded`, straight to a
+    /// forward-auth endpoint instead, naming the original request as Caddy and Traefik do
+    /// (`X-Forwarded-Method`/`Uri`/`Host`).
     Http {
         addr: SocketAddr,
         path: &'static str,
+        forwarded: bool,
     },
 }
 
@@ -148,6 +174,11 @@ const NOTHING_RULE: &str = "gRPC: do-nothing Check server, the route rule's requ
 const CALLING: &str = "gRPC: do-nothing + one pooled HTTP call (baseline)";
 const ENVOY_PUBLIC: &str = "Envoy: public path, no ext_authz";
 const ENVOY_NOTHING: &str = "Envoy: ext_authz → do-nothing server (baseline)";
+const DOOR_NOTHING: &str = "HTTP: do-nothing forward-auth endpoint (baseline)";
+const DOOR_HIT: &str = "HTTP door direct, cache hit";
+const NGINX_PUBLIC: &str = "nginx: public path, no auth_request";
+const NGINX_NOTHING: &str = "nginx auth_request → do-nothing endpoint (baseline)";
+const NGINX_HIT: &str = "nginx auth_request → session-authz door, cache hit";
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
@@ -175,12 +206,21 @@ async fn one_call(
                 Err(_) => false,
             }
         }
-        Load::Http { addr, path } => {
-            let response = http
+        Load::Http {
+            addr,
+            path,
+            forwarded,
+        } => {
+            let mut request = http
                 .get(format!("http://{addr}{path}"))
-                .header("cookie", "session=bench-user")
-                .send()
-                .await;
+                .header("cookie", "session=bench-user");
+            if forwarded {
+                request = request
+                    .header("x-forwarded-method", "GET")
+                    .header("x-forwarded-uri", "/admin")
+                    .header("x-forwarded-host", "dash.example");
+            }
+            let response = request.send().await;
             match response {
                 Ok(response) => response.status() == 200 && response.bytes().await.is_ok(),
                 Err(_) => false,
@@ -356,11 +396,14 @@ async fn main() {
     let (validator, app) = start_fakes();
     let validate_url = format!("http://{validator}/session/validate");
 
-    let (baseline_proc, baseline) = start_baseline(None).await;
-    let (calling_proc, calling) = start_baseline(Some(&validate_url)).await;
-    let (authz_proc, authz, _) = start_authz(validator, &[]).await;
+    let (baseline_proc, baseline) = start_baseline(&[]).await;
+    let (calling_proc, calling) = start_baseline(&["--call", &validate_url]).await;
+    let (door_base_proc, door_base) = start_baseline(&["--http"]).await;
+    let (authz_proc, authz, door) = start_authz(validator, &[]).await;
     let envoy_base = EnvoyProcess::start(baseline, app).await;
     let envoy_authz = EnvoyProcess::start(authz, app).await;
+    let (nginx_base, nginx_base_worker) = start_nginx(door_base, app).await;
+    let (nginx_authz, nginx_authz_worker) = start_nginx(door, app).await;
     let grpc = |addr, unique| Load::Grpc {
         addr,
         unique,
@@ -371,10 +414,19 @@ async fn main() {
         unique: false,
         rule: true,
     };
-    let http = |addr, path| Load::Http { addr, path };
+    let http = |addr, path| Load::Http {
+        addr,
+        path,
+        forwarded: false,
+    };
+    let forwarded = |addr| Load::Http {
+        addr,
+        path: "/",
+        forwarded: true,
+    };
 
     // (name, load, process whose CPU is counted, row of its baseline)
-    let scenarios: [(&str, Load, u32, Option<&str>); 9] = [
+    let scenarios: [(&str, Load, u32, Option<&str>); 14] = [
         (NOTHING, grpc(baseline, false), baseline_proc.id(), None),
         (
             "gRPC: session-authz, cache hit",
@@ -413,6 +465,36 @@ async fn main() {
             http(envoy_authz.listener, "/admin"),
             envoy_authz.pid(),
             Some(ENVOY_NOTHING),
+        ),
+        (
+            DOOR_NOTHING,
+            forwarded(door_base),
+            door_base_proc.id(),
+            None,
+        ),
+        (
+            DOOR_HIT,
+            forwarded(door),
+            authz_proc.id(),
+            Some(DOOR_NOTHING),
+        ),
+        (
+            NGINX_PUBLIC,
+            http(nginx_base.listener, "/"),
+            nginx_base_worker,
+            None,
+        ),
+        (
+            NGINX_NOTHING,
+            http(nginx_base.listener, "/admin"),
+            nginx_base_worker,
+            Some(NGINX_PUBLIC),
+        ),
+        (
+            NGINX_HIT,
+            http(nginx_authz.listener, "/admin"),
+            nginx_authz_worker,
+            Some(NGINX_NOTHING),
         ),
     ];
     // BENCH_ONLY=<words> measures just the matching scenarios (for profiling), without ratios.
@@ -495,6 +577,8 @@ async fn main() {
          - cache hit p99 added at c=1: {:.0} µs (target ≤ 100 µs)\n\
          - cache miss vs do-nothing + one HTTP call, at c=1/16/64: {} (target ≥ 0.90)\n\
          - through Envoy, session-authz vs do-nothing server, at c=1/16/64: {} (target ≥ 0.95)\n\
+         - HTTP door direct, cache hit vs do-nothing endpoint, at c=1/16/64: {} (no target set)\n\
+         - through nginx auth_request, session-authz's door vs do-nothing endpoint, at c=1/16/64: {} (no target set)\n\
          - RSS with {CACHED_SESSIONS} cached sessions: {:.1} MiB (empty: {:.1} MiB; target ≤ 64 MiB)\n",
         ratios("gRPC: session-authz, cache hit", NOTHING),
         ratios(
@@ -504,6 +588,8 @@ async fn main() {
         pick("gRPC: session-authz, cache hit", 0).p99_us - pick(NOTHING, 0).p99_us,
         ratios("gRPC: session-authz, cache miss", CALLING),
         ratios("Envoy: ext_authz → session-authz, cache hit", ENVOY_NOTHING),
+        ratios(DOOR_HIT, DOOR_NOTHING),
+        ratios(NGINX_HIT, NGINX_NOTHING),
         after as f64 / 1024.0,
         before as f64 / 1024.0,
     ));

@@ -173,6 +173,11 @@ impl ProxyProcess {
         proxy
     }
 
+    /// The proxy's own process (nginx's master; its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the proxy has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
