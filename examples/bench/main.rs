@@ -27,17 +27,25 @@ use session_authz_testkit::procfs::{children, cpu_us, rss_kib};
 use session_authz_testkit::proxies::{Kind, ProxyProcess};
 use session_authz_testkit::wait::{eventually, listening};
 
+mod instructions;
+use instructions::Counted;
+
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const CACHED_SESSIONS: u64 = 100_000;
 
 /// `examples/baseline_authz` with `args` after its address (none: the do-nothing Check server).
-async fn start_baseline(args: &[&str]) -> (Proc, SocketAddr) {
+fn baseline_command(args: &[&str]) -> (Command, SocketAddr) {
     let addr = free_addr();
     let mut command = Command::new(binary("examples/baseline_authz"));
     command
         .arg(addr.to_string())
         .args(args)
         .stderr(Stdio::null());
+    (command, addr)
+}
+
+async fn start_baseline(args: &[&str]) -> (Proc, SocketAddr) {
+    let (mut command, addr) = baseline_command(args);
     let child = Proc::spawn(&mut command);
     listening(addr).await;
     (child, addr)
@@ -48,6 +56,18 @@ async fn start_authz(
     validator: SocketAddr,
     extra: &[(&str, &str)],
 ) -> (Proc, SocketAddr, SocketAddr) {
+    let (mut command, grpc, door) = authz_command(validator, extra);
+    let child = Proc::spawn(&mut command);
+    listening(grpc).await;
+    listening(door).await;
+    (child, grpc, door)
+}
+
+/// The command [`start_authz`] runs, and its gRPC and forward-auth addresses.
+fn authz_command(
+    validator: SocketAddr,
+    extra: &[(&str, &str)],
+) -> (Command, SocketAddr, SocketAddr) {
     let grpc = free_addr();
     let http = free_addr();
     let door = free_addr();
@@ -67,10 +87,7 @@ async fn start_authz(
     for (k, v) in extra {
         command.env(k, v);
     }
-    let child = Proc::spawn(&mut command);
-    listening(grpc).await;
-    listening(door).await;
-    (child, grpc, door)
+    (command, grpc, door)
 }
 
 /// Real nginx on the shipped `proxies/nginx/nginx.conf` (ports substituted) asking `door`, and
@@ -179,6 +196,8 @@ const DOOR_HIT: &str = "HTTP door direct, cache hit";
 const NGINX_PUBLIC: &str = "nginx: public path, no auth_request";
 const NGINX_NOTHING: &str = "nginx auth_request → do-nothing endpoint (baseline)";
 const NGINX_HIT: &str = "nginx auth_request → session-authz door, cache hit";
+
+const MISS_EVICTING: &str = "gRPC: session-authz, cache miss, eviction running";
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
@@ -380,6 +399,112 @@ fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
     out
 }
 
+/// One server's instructions per request, counted under callgrind.
+struct Count {
+    name: &'static str,
+    per_request: f64,
+    baseline: Option<&'static str>,
+}
+
+/// Instructions per request of every gRPC scenario and of the forward-auth door, each server
+/// under callgrind in turn ([`instructions`]).
+async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Count> {
+    let grpc = |addr, unique, rule| Load::Grpc { addr, unique, rule };
+    let forwarded = |addr| Load::Http {
+        addr,
+        path: "/",
+        forwarded: true,
+    };
+    let count = |name, per_request, baseline| Count {
+        name,
+        per_request,
+        baseline,
+    };
+    let mut counts = Vec::new();
+
+    let (command, addr) = baseline_command(&[]);
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    counts.push(count(
+        NOTHING,
+        server.per_request(grpc(addr, false, false)).await,
+        None,
+    ));
+    counts.push(count(
+        NOTHING_RULE,
+        server.per_request(grpc(addr, false, true)).await,
+        None,
+    ));
+    drop(server);
+
+    let (command, addr) = baseline_command(&["--call", validate_url]);
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    counts.push(count(
+        CALLING,
+        server.per_request(grpc(addr, true, false)).await,
+        None,
+    ));
+    drop(server);
+
+    let (command, addr) = baseline_command(&["--http"]);
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    counts.push(count(
+        DOOR_NOTHING,
+        server.per_request(forwarded(addr)).await,
+        None,
+    ));
+    drop(server);
+
+    let (command, addr, door) = authz_command(validator, &[]);
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    listening(door).await;
+    let hit = server.per_request(grpc(addr, false, false)).await;
+    counts.push(count("gRPC: session-authz, cache hit", hit, Some(NOTHING)));
+    let rule = server.per_request(grpc(addr, false, true)).await;
+    counts.push(count(
+        "gRPC: session-authz, cache hit, route rule",
+        rule,
+        Some(NOTHING_RULE),
+    ));
+    let door_hit = server.per_request(forwarded(door)).await;
+    counts.push(count(DOOR_HIT, door_hit, Some(DOOR_NOTHING)));
+    drop(server);
+
+    // Misses with the cache full, so that every insert also evicts.
+    let (command, addr, _) =
+        authz_command(validator, &[("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "1000")]);
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    let miss = server.per_request(grpc(addr, true, false)).await;
+    counts.push(count(MISS_EVICTING, miss, Some(CALLING)));
+    counts
+}
+
+fn render_counts(counts: &[Count]) -> String {
+    let mut out = format!(
+        "\nInstructions per request (callgrind, all threads; {} requests counted after {} of \
+         warm-up, 16 in flight); ratio = the baseline's count / this one's:\n\n\
+         | scenario | instructions per request | ratio | vs |\n|---|---:|---:|---|\n",
+        instructions::COUNTED,
+        instructions::WARMUP
+    );
+    for count in counts {
+        let (ratio, vs) = match count.baseline {
+            Some(name) => {
+                let base = counts
+                    .iter()
+                    .find(|b| b.name == name)
+                    .unwrap_or_else(|| panic!("no baseline count {name:?}"));
+                (format!("{:.2}", base.per_request / count.per_request), name)
+            }
+            None => ("—".to_owned(), ""),
+        };
+        out.push_str(&format!(
+            "| {} | {:.0} | {ratio} | {vs} |\n",
+            count.name, count.per_request
+        ));
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let length = Duration::from_secs(
@@ -556,7 +681,11 @@ async fn main() {
     client.check(check_request("bench-fill-0")).await.unwrap();
     let after = rss_kib(filled.id());
 
+    eprintln!("counting instructions per request under callgrind");
+    let counts = count_instructions(validator, &validate_url).await;
+
     let mut report = render(&rows, length, repeats);
+    report.push_str(&render_counts(&counts));
     // Rows by name, so that adding a scenario moves no figure.
     let pick = |name: &str, c: usize| {
         rows.iter()
@@ -592,6 +721,29 @@ async fn main() {
         ratios(NGINX_HIT, NGINX_NOTHING),
         after as f64 / 1024.0,
         before as f64 / 1024.0,
+    ));
+    let counted = |name: &str| {
+        counts
+            .iter()
+            .find(|count| count.name == name)
+            .map(|count| {
+                let base = counts
+                    .iter()
+                    .find(|b| Some(b.name) == count.baseline)
+                    .map_or(f64::NAN, |b| b.per_request);
+                format!(
+                    "{:.2} ({:.0} of our own per request)",
+                    base / count.per_request,
+                    count.per_request - base
+                )
+            })
+            .unwrap_or_else(|| panic!("no count {name:?}"))
+    };
+    report.push_str(&format!(
+        "- instructions, cache hit vs do-nothing: {} (target ≥ 0.90)\n\
+         - instructions, cache miss with eviction running vs do-nothing + one HTTP call: {} (target ≥ 0.92)\n",
+        counted("gRPC: session-authz, cache hit"),
+        counted(MISS_EVICTING),
     ));
     println!("{report}");
 }
