@@ -625,7 +625,10 @@ async fn main() {
     // BENCH_ONLY=instructions counts instructions only; BENCH_ONLY=<words> measures just the
     // matching scenarios (for profiling), without ratios.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("instructions") {
-        println!("{}", render_counts(&count_instructions(validator, &validate_url).await));
+        println!(
+            "{}",
+            render_counts(&count_instructions(validator, &validate_url).await)
+        );
         return;
     }
     if let Ok(only) = std::env::var("BENCH_ONLY") {
