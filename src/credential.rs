@@ -405,9 +405,9 @@ mod tests {
 
     #[test]
     fn fingerprints_are_keyed() {
-        use sha2::{Digest, Sha256};
         let credential = Credential::new(Source::Cookie, "password1");
-        let unkeyed: String = Sha256::digest(b"password1")[..4]
+        let unkeyed: String = ring::digest::digest(&ring::digest::SHA256, b"password1").as_ref()
+            [..4]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
