@@ -63,6 +63,29 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long the service stays NOT_SERVING, still answering, before it stops accepting.
     pub drain_delay: Duration,
+    /// OpenTelemetry span export; `None` (no `otel_endpoint`): off.
+    pub otel: Option<OtelConfig>,
+}
+
+/// Where and as what spans are exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtelConfig {
+    /// The collector's traces URL: `otel_endpoint` with `/v1/traces` appended.
+    pub traces_url: Url,
+    pub service_name: String,
+}
+
+impl OtelConfig {
+    fn from_keys(endpoint: Option<Url>, service_name: String) -> Option<Self> {
+        let mut traces_url = endpoint?;
+        // As the OTLP specification appends to OTEL_EXPORTER_OTLP_ENDPOINT: a path prefix is kept.
+        let path = format!("{}/v1/traces", traces_url.path().trim_end_matches('/'));
+        traces_url.set_path(&path);
+        Some(Self {
+            traces_url,
+            service_name,
+        })
+    }
 }
 
 /// How to reach the auth service (the validator) and how much to ask of it at once.
@@ -236,6 +259,10 @@ impl Config {
             log_format: read.get(&keys::LOG_FORMAT)?,
             shutdown_grace: read.get(&keys::SHUTDOWN_GRACE)?,
             drain_delay: read.get(&keys::DRAIN_DELAY)?,
+            otel: OtelConfig::from_keys(
+                read.get(&keys::OTEL_ENDPOINT)?,
+                read.get(&keys::OTEL_SERVICE_NAME)?,
+            ),
         };
         config.check_consistency(&read)?;
         Ok((config, read.effective))
@@ -540,6 +567,7 @@ mod tests {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
             drain_delay: Duration::from_secs(5),
+            otel: None,
         };
         assert_eq!(config, expected);
         // The cache's own defaults (for callers without a config) are the same.
@@ -548,6 +576,65 @@ mod tests {
         assert_eq!(config.identity_headers, IdentityHeaders::default());
         assert_eq!(config.log_format, LogFormat::default());
         assert_eq!(config.csrf, crate::csrf::Settings::default());
+    }
+
+    #[test]
+    fn otel_is_off_unless_its_endpoint_is_set() {
+        assert_eq!(
+            load(&[], &[("otel_service_name", "gate")]).unwrap().otel,
+            None
+        );
+        // The standard variables are not ours: they turn nothing on (README, "OpenTelemetry").
+        let ambient = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:4318/v1/traces",
+            ),
+        ];
+        assert_eq!(load(&ambient, &[]).unwrap().otel, None);
+        let on = |endpoint: &str| {
+            load(&[("SESSION_AUTHZ_OTEL_ENDPOINT", endpoint)], &[])
+                .unwrap()
+                .otel
+                .unwrap()
+        };
+        let otel = on("http://collector:4318");
+        assert_eq!(otel.traces_url.as_str(), "http://collector:4318/v1/traces");
+        assert_eq!(otel.service_name, "session-authz");
+        assert_eq!(
+            on("https://otlp.example/prefix/").traces_url.as_str(),
+            "https://otlp.example/prefix/v1/traces"
+        );
+        let shown = shown(
+            &[("SESSION_AUTHZ_OTEL_ENDPOINT", "http://collector:4318")],
+            &[],
+        );
+        assert!(
+            shown.contains("otel_endpoint = \"http://collector:4318/\""),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn otel_endpoint_and_service_name_are_checked() {
+        for bad in [
+            "collector:4318",
+            "ftp://collector",
+            "http://collector:4318/?x=1",
+            "http://user:pw@collector:4318",
+        ] {
+            let err = error_line(&[("SESSION_AUTHZ_OTEL_ENDPOINT", bad)], &[]);
+            assert!(err.contains("otel_endpoint"), "{err}");
+            assert!(
+                !err.contains("pw@"),
+                "a refused URL's password is shown: {err}"
+            );
+        }
+        for bad in ["", "has space", &"x".repeat(256)] {
+            let err = error_line(&[], &[("otel_service_name", bad)]);
+            assert!(err.contains("otel_service_name"), "{err}");
+        }
     }
 
     /// The config from a TOML file with this text (and no other layer).
@@ -650,7 +737,8 @@ mod tests {
              cache_max_entries = 100000\n\
              stale_if_error = \"0s\"\n\
              validator_max_concurrency = 256\n\
-             validator_max_queue = 1024\n"
+             validator_max_queue = 1024\n\
+             otel_service_name = \"session-authz\"\n"
         );
         let shown = shown(
             &[("SESSION_AUTHZ_ON_VALIDATOR_ERROR", "grpc-error")],
@@ -665,7 +753,10 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("log_format = \"json\"\n"), "{shown}");
-        assert!(shown.ends_with("validator_ca = \"/ca.pem\"\n"), "{shown}");
+        assert!(
+            shown.ends_with("validator_ca = \"/ca.pem\"\notel_service_name = \"session-authz\"\n"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -103,6 +103,12 @@ impl Setting for TrustedOrigins {
     }
 }
 
+impl Setting for Url {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.to_string()))
+    }
+}
+
 impl Setting for Secret<Url> {
     fn shown(&self) -> Option<toml::Value> {
         Some(toml::Value::String(self.to_string()))
@@ -240,6 +246,34 @@ pub(super) fn url(value: &Value) -> Result<Secret<Url>, &'static str> {
         return Err("expected a URL without query or fragment");
     }
     Ok(Secret::new(url))
+}
+
+/// The collector's base URL. No user-info: it would be shown by `--check-config` and sent in
+/// the clear on every export; a collector's credentials go in `OTEL_EXPORTER_OTLP_HEADERS`.
+pub(super) fn otel_endpoint(value: &Value) -> Result<Option<Url>, &'static str> {
+    const EXPECTED: &str = "expected an http:// or https:// URL, like http://otel-collector:4318";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let url = Url::parse(text.trim()).map_err(|_| EXPECTED)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(EXPECTED);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("expected a URL without user name or password (put credentials in OTEL_EXPORTER_OTLP_HEADERS)");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("expected a URL without query or fragment");
+    }
+    Ok(Some(url))
+}
+
+/// A `service.name`: what a tracing backend lists the spans under.
+pub(super) fn service_name(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected 1 to 255 visible ASCII characters, like session-authz";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(EXPECTED);
+    }
+    Ok(text)
 }
 
 pub(super) fn addr(value: &Value) -> Result<SocketAddr, &'static str> {

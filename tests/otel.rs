@@ -1,0 +1,250 @@
+//! OpenTelemetry through the binary: a span per Check (either door) in the caller's trace, a
+//! child per validator call whose id the auth service receives in `traceparent`, flushed at
+//! shutdown to an OTLP receiver in this process; no token, cookie or user in what is exported;
+//! and, without `otel_endpoint`, nothing exported and the client's `traceparent` passed on as it
+//! came.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use session_authz_testkit::check::*;
+use session_authz_testkit::http::raw_get;
+use session_authz_testkit::otlp::{ExportedSpan, Receiver};
+use session_authz_testkit::service::*;
+use session_authz_testkit::validator::*;
+
+const TOKEN: &str = "otel-tok-3c9d1e";
+const HEADER_TOKEN: &str = "otel-tok-header-6a6a";
+const OTHER_COOKIE: &str = "other-cookie-5b5b";
+const USER: &str = "otel-user-77";
+
+fn traceparent(trace_id: &str, parent_id: &str) -> String {
+    format!("00-{trace_id}-{parent_id}-01")
+}
+
+/// SIGTERM, then waits for the exit off the runtime (the receiver and the fake validator run on
+/// it, and the service's shutdown flush talks to the receiver).
+async fn stop(mut service: ServiceProcess) {
+    kill(service.pid(), Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || service.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("session-authz did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+fn the_span<'a>(
+    spans: &'a [ExportedSpan],
+    what: &str,
+    test: impl Fn(&ExportedSpan) -> bool,
+) -> &'a ExportedSpan {
+    let found: Vec<&ExportedSpan> = spans.iter().filter(|span| test(span)).collect();
+    assert_eq!(found.len(), 1, "{what}: {spans:#?}");
+    found[0]
+}
+
+#[tokio::test]
+async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_call() {
+    let receiver = Receiver::start().await;
+    let validator = FakeValidator::start(vec![(
+        TOKEN,
+        Answer::json(
+            200,
+            &format!(r#"{{"valid":true,"user":"{USER}","roles":["admin"]}}"#),
+        ),
+    )])
+    .await;
+    let (validator_url, otel_url) = (validator.url(), receiver.url());
+    let service = ServiceProcess::spawn(&[
+        ("AIMENU_URL", validator_url.as_str()),
+        ("SESSION_AUTHZ_OTEL_ENDPOINT", otel_url.as_str()),
+        ("SESSION_AUTHZ_OTEL_SERVICE_NAME", "authz-under-test"),
+        ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:0"),
+        // Everything logged, so that a span leaking into the logs or a log into the spans shows.
+        ("RUST_LOG", "trace"),
+    ]);
+    let mut client = client_at(service.grpc_addr).await;
+    let cookie = format!("session={TOKEN}; theme={OTHER_COOKIE}");
+    let (trace_a, parent_a) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let (trace_b, parent_b) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let (trace_c, parent_c) = ("11111111111111111111111111111111", "2222222222222222");
+
+    // A: a miss, the validator asked; B: the same session again, a hit.
+    for (trace_id, parent_id) in [(trace_a, parent_a), (trace_b, parent_b)] {
+        let tp = traceparent(trace_id, parent_id);
+        let request = check_request(&[
+            ("cookie", &cookie),
+            ("traceparent", &tp),
+            ("x-request-id", "req-1"),
+        ]);
+        assert_eq!(
+            outcome_of(&mut client, request).await,
+            allow_with(Some(USER), Some("admin"), None)
+        );
+    }
+    // C: through the forward-auth door, a session the validator rejects.
+    let tp_c = traceparent(trace_c, parent_c);
+    let answer = raw_get(
+        service.forward_auth_addr.unwrap(),
+        "/admin",
+        &[
+            ("host", "dashboard"),
+            ("x-session-token", HEADER_TOKEN),
+            ("traceparent", &tp_c),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    // D: no credential and no trace context: a trace of its own.
+    assert_eq!(
+        outcome_of(&mut client, check_request(&[])).await,
+        deny_401()
+    );
+
+    // What is still queued is sent at shutdown, before the process exits.
+    stop(service).await;
+    let spans = receiver.spans();
+    assert!(spans
+        .iter()
+        .all(|s| s.service_name.as_deref() == Some("authz-under-test")));
+
+    let check_a = the_span(&spans, "check A", |s| {
+        s.trace_id() == trace_a && s.span.name == "check"
+    });
+    assert_eq!(check_a.parent_span_id(), parent_a);
+    assert_eq!(
+        check_a.attribute("session_authz.outcome").as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        check_a.attribute("session_authz.reason").as_deref(),
+        Some("valid_session")
+    );
+    assert_eq!(
+        check_a.attribute("session_authz.cache").as_deref(),
+        Some("miss")
+    );
+    let call_a = the_span(&spans, "validator call of A", |s| {
+        s.parent_span_id() == check_a.span_id()
+    });
+    assert_eq!(call_a.trace_id(), trace_a);
+    assert_eq!(call_a.span.name, "validator");
+    assert_eq!(
+        call_a.attribute("session_authz.verdict").as_deref(),
+        Some("valid")
+    );
+
+    let check_b = the_span(&spans, "check B", |s| s.trace_id() == trace_b);
+    assert_eq!(check_b.parent_span_id(), parent_b);
+    assert_eq!(
+        check_b.attribute("session_authz.outcome").as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        check_b.attribute("session_authz.cache").as_deref(),
+        Some("hit")
+    );
+
+    let check_c = the_span(&spans, "check C", |s| {
+        s.trace_id() == trace_c && s.span.name == "check"
+    });
+    assert_eq!(check_c.parent_span_id(), parent_c);
+    assert_eq!(
+        check_c.attribute("session_authz.outcome").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(
+        check_c.attribute("session_authz.reason").as_deref(),
+        Some("invalid_session")
+    );
+    assert_eq!(
+        check_c.attribute("session_authz.cache").as_deref(),
+        Some("miss")
+    );
+    let call_c = the_span(&spans, "validator call of C", |s| {
+        s.parent_span_id() == check_c.span_id()
+    });
+    assert_eq!(
+        call_c.attribute("session_authz.verdict").as_deref(),
+        Some("invalid")
+    );
+
+    let check_d = the_span(&spans, "check D", |s| {
+        s.attribute("session_authz.reason").as_deref() == Some("no_credential")
+    });
+    assert_eq!(check_d.parent_span_id(), "");
+    assert_eq!(
+        check_d.attribute("session_authz.cache").as_deref(),
+        Some("none")
+    );
+    assert_eq!(spans.len(), 6, "{spans:#?}");
+
+    // The auth service was asked twice (A and C), each time as a child of our call's span.
+    let seen = validator.seen();
+    assert_eq!(seen.len(), 2);
+    let sent = |i: usize, name: &str| {
+        seen[i]
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        sent(0, "traceparent"),
+        Some(traceparent(trace_a, &call_a.span_id()))
+    );
+    assert_eq!(sent(0, "x-request-id").as_deref(), Some("req-1"));
+    assert_eq!(
+        sent(1, "traceparent"),
+        Some(traceparent(trace_c, &call_c.span_id()))
+    );
+
+    // Nothing secret or personal in any byte exported.
+    let bodies = receiver.bodies();
+    assert!(!bodies.is_empty());
+    for body in &bodies {
+        for secret in [TOKEN, HEADER_TOKEN, OTHER_COOKIE, USER] {
+            assert!(
+                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} exported"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_otel_endpoint_nothing_is_exported_and_traceparent_passes_unchanged() {
+    let receiver = Receiver::start().await;
+    let validator = FakeValidator::start(vec![(
+        TOKEN,
+        Answer::json(200, &format!(r#"{{"valid":true,"user":"{USER}"}}"#)),
+    )])
+    .await;
+    let (validator_url, otel_url) = (validator.url(), receiver.url());
+    let traces_url = format!("{otel_url}/v1/traces");
+    // The standard variables point at the receiver: they are not session-authz's settings.
+    let service = ServiceProcess::spawn(&[
+        ("AIMENU_URL", validator_url.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otel_url.as_str()),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_url.as_str()),
+        ("RUST_LOG", "trace"),
+    ]);
+    let mut client = client_at(service.grpc_addr).await;
+    let tp = traceparent("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let request = check_request(&[
+        ("cookie", &format!("session={TOKEN}")),
+        ("traceparent", &tp),
+    ]);
+    assert_eq!(outcome_of(&mut client, request).await, allow_as(USER));
+    stop(service).await;
+
+    let seen = validator.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers.get("traceparent").unwrap().as_bytes(),
+        tp.as_bytes()
+    );
+    // The process has exited: whatever it would have sent, it has.
+    assert!(receiver.bodies().is_empty());
+}
