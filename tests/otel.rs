@@ -14,6 +14,7 @@ use session_authz_testkit::http::raw_get;
 use session_authz_testkit::otlp::{ExportedSpan, Receiver};
 use session_authz_testkit::service::*;
 use session_authz_testkit::validator::*;
+use session_authz_testkit::wait::eventually;
 
 const TOKEN: &str = "otel-tok-3c9d1e";
 const HEADER_TOKEN: &str = "otel-tok-header-6a6a";
@@ -25,14 +26,25 @@ fn traceparent(trace_id: &str, parent_id: &str) -> String {
 }
 
 /// SIGTERM, then waits for the exit off the runtime (the receiver and the fake validator run on
-/// it, and the service's shutdown flush talks to the receiver).
-async fn stop(mut service: ServiceProcess) {
+/// it, and the service's shutdown flush talks to the receiver); then for its last log line.
+async fn stop(mut service: ServiceProcess) -> Vec<String> {
     kill(service.pid(), Signal::SIGTERM).unwrap();
-    let status = tokio::task::spawn_blocking(move || service.wait_exit(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("session-authz did not exit after SIGTERM");
+    let (service, status) = tokio::task::spawn_blocking(move || {
+        let status = service.wait_exit(Duration::from_secs(30));
+        (service, status)
+    })
+    .await
+    .unwrap();
+    let status = status.expect("session-authz did not exit after SIGTERM");
     assert!(status.success(), "{status:?}");
+    eventually(Duration::from_secs(10), || async {
+        let logs = service.logs();
+        logs.iter()
+            .any(|line| line.contains("\"stopped\""))
+            .then_some(logs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no \"stopped\" line: {:?}", service.logs()))
 }
 
 fn the_span<'a>(
@@ -104,7 +116,21 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
     );
 
     // What is still queued is sent at shutdown, before the process exits.
-    stop(service).await;
+    let logs = stop(service).await;
+    // The spans are for the collector only: even RUST_LOG=trace prints none of them (JSON lines
+    // name the spans an event happened in), around the lines logged within them.
+    assert!(
+        logs.iter().any(|line| line.contains("check decided")),
+        "{logs:#?}"
+    );
+    for line in &logs {
+        assert!(
+            !line.contains("session_authz.")
+                && !line.contains("\"name\":\"check\"")
+                && !line.contains("\"name\":\"validator\""),
+            "a span in the logs: {line}"
+        );
+    }
     let spans = receiver.spans();
     assert!(spans
         .iter()
