@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{Answered, DecisionCache, Origin};
 use tracing::Instrument;
 
+use crate::cache::{Answered, DecisionCache, Origin};
 use crate::contract::{Reply, ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
 use crate::csrf;
