@@ -91,6 +91,9 @@ pub fn init(format: LogFormat, otel: Option<&OtelConfig>) -> Result<Telemetry, T
             .with_level(false)
             .with_target(false)
             .with_tracked_inactivity(false)
+            // The validator's traceparent is taken from the span itself, never from the
+            // current context: no need to make it current on every poll.
+            .with_context_activation(false)
             .with_filter(Targets::new().with_target(SPAN_TARGET, tracing::Level::INFO))
     });
     let _ = tracing_subscriber::registry()
