@@ -1,6 +1,7 @@
 //! OpenTelemetry through the binary: a span per Check (either door) in the caller's trace, a
 //! child per validator call whose id the auth service receives in `traceparent`, flushed at
-//! shutdown to an OTLP receiver in this process; no token, cookie or user in what is exported;
+//! shutdown to an OTLP receiver in this process; the caller's sampling decision kept; no token,
+//! cookie or user in what is exported, and no span in the logs;
 //! and, without `otel_endpoint`, nothing exported and the client's `traceparent` passed on as it
 //! came.
 
@@ -19,6 +20,7 @@ use session_authz_testkit::wait::eventually;
 const TOKEN: &str = "otel-tok-3c9d1e";
 const HEADER_TOKEN: &str = "otel-tok-header-6a6a";
 const OTHER_COOKIE: &str = "other-cookie-5b5b";
+const UNSAMPLED_TOKEN: &str = "otel-tok-unsampled-9f9f";
 const USER: &str = "otel-user-77";
 
 fn traceparent(trace_id: &str, parent_id: &str) -> String {
@@ -114,6 +116,11 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
         outcome_of(&mut client, check_request(&[])).await,
         deny_401()
     );
+    // E: a trace the caller does not sample: nothing exported, the context still passed on.
+    let (trace_e, parent_e) = ("33333333333333333333333333333333", "4444444444444444");
+    let tp_e = format!("00-{trace_e}-{parent_e}-00");
+    let request = check_request(&[("x-session-token", UNSAMPLED_TOKEN), ("traceparent", &tp_e)]);
+    assert_eq!(outcome_of(&mut client, request).await, deny_401());
 
     // What is still queued is sent at shutdown, before the process exits.
     let logs = stop(service).await;
@@ -207,9 +214,11 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
     );
     assert_eq!(spans.len(), 6, "{spans:#?}");
 
-    // The auth service was asked twice (A and C), each time as a child of our call's span.
+    assert!(!spans.iter().any(|s| s.trace_id() == trace_e), "{spans:#?}");
+
+    // The auth service was asked three times (A, C, E), each time as a child of our call's span.
     let seen = validator.seen();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     let sent = |i: usize, name: &str| {
         seen[i]
             .headers
@@ -225,12 +234,19 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
         sent(1, "traceparent"),
         Some(traceparent(trace_c, &call_c.span_id()))
     );
+    let sent_e = sent(2, "traceparent").unwrap();
+    let (prefix, flags) = (format!("00-{trace_e}-"), "-00");
+    assert!(
+        sent_e.starts_with(&prefix) && sent_e.ends_with(flags),
+        "{sent_e}"
+    );
+    assert_ne!(sent_e, tp_e, "the caller's own span id passed on");
 
     // Nothing secret or personal in any byte exported.
     let bodies = receiver.bodies();
     assert!(!bodies.is_empty());
     for body in &bodies {
-        for secret in [TOKEN, HEADER_TOKEN, OTHER_COOKIE, USER] {
+        for secret in [TOKEN, HEADER_TOKEN, UNSAMPLED_TOKEN, OTHER_COOKIE, USER] {
             assert!(
                 !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
                 "{secret} exported"
