@@ -17,6 +17,11 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        // What start-up would refuse, --check-config refuses too.
+        if let Some(Err(err)) = config.otel.as_ref().map(telemetry::check) {
+            eprintln!("session-authz: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         print!("{}", effective.to_toml());
         return ExitCode::SUCCESS;
     }

@@ -39,7 +39,7 @@ const MAX_QUEUE: usize = 2048;
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("otel_endpoint: {0}")]
+#[error("otel_endpoint is set, but the span exporter cannot start: {0}")]
 pub struct TelemetryError(String);
 
 /// The installed telemetry; [`Telemetry::shutdown`] sends what is still queued.
@@ -101,6 +101,15 @@ pub fn init(format: LogFormat, otel: Option<&OtelConfig>) -> Result<Telemetry, T
         .with(spans)
         .try_init();
     Ok(Telemetry { provider })
+}
+
+/// Builds the export pipeline and shuts it down again, sending nothing: `--check-config` runs
+/// it so that what it accepts also starts (the exporter has its own rules for a URL, and reads
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`). Call it outside the async runtime, like [`init`].
+pub fn check(otel: &OtelConfig) -> Result<(), TelemetryError> {
+    provider(otel)?
+        .shutdown()
+        .map_err(|err| TelemetryError(err.to_string()))
 }
 
 /// The SDK pipeline: every setting explicit, so that no `OTEL_*` variable changes it behind the

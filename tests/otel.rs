@@ -290,3 +290,30 @@ async fn without_otel_endpoint_nothing_is_exported_and_traceparent_passes_unchan
     // The process has exited: whatever it would have sent, it has.
     assert!(receiver.bodies().is_empty());
 }
+
+/// What the exporter would refuse at start-up, `--check-config` refuses too (exit 78, one line
+/// naming the key): here the one standard variable it reads besides the headers.
+#[test]
+fn check_config_refuses_what_the_exporter_would() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_session-authz"))
+            .env_clear()
+            .env("SESSION_AUTHZ_OTEL_ENDPOINT", "http://127.0.0.1:4318")
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+            .env("SESSION_AUTHZ_GRPC_ADDR", "127.0.0.1:0")
+            .env("SESSION_AUTHZ_HTTP_ADDR", "127.0.0.1:0")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [&["--check-config"][..], &[]] {
+        let out = run(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("otel_endpoint") && stderr.contains("gzip"),
+            "{stderr}"
+        );
+    }
+}

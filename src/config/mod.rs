@@ -77,14 +77,18 @@ pub struct OtelConfig {
 
 impl OtelConfig {
     fn from_keys(endpoint: Option<Url>, service_name: String) -> Option<Self> {
-        let mut traces_url = endpoint?;
-        // As the OTLP specification appends to OTEL_EXPORTER_OTLP_ENDPOINT: a path prefix is kept.
-        let path = format!("{}/v1/traces", traces_url.path().trim_end_matches('/'));
-        traces_url.set_path(&path);
         Some(Self {
-            traces_url,
+            traces_url: Self::traces_url(endpoint?),
             service_name,
         })
+    }
+
+    /// `/v1/traces` under the collector's base URL, as the OTLP specification appends it to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: a path prefix is kept.
+    fn traces_url(mut base: Url) -> Url {
+        let path = format!("{}/v1/traces", base.path().trim_end_matches('/'));
+        base.set_path(&path);
+        base
     }
 }
 

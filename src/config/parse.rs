@@ -263,6 +263,12 @@ pub(super) fn otel_endpoint(value: &Value) -> Result<Option<Url>, &'static str> 
     if url.query().is_some() || url.fragment().is_some() {
         return Err("expected a URL without query or fragment");
     }
+    // The exporter reads it again with the `http` crate's stricter rules: refuse here what it
+    // would refuse at start-up.
+    let traces = super::OtelConfig::traces_url(url.clone());
+    if http::Uri::try_from(traces.as_str()).is_err() {
+        return Err(EXPECTED);
+    }
     Ok(Some(url))
 }
 
