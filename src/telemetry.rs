@@ -135,8 +135,10 @@ fn provider(otel: &OtelConfig) -> Result<SdkTracerProvider, TelemetryError> {
     Ok(SdkTracerProvider::builder()
         .with_span_processor(processor)
         // Envoy (or whoever sent `traceparent`) decides whether a trace is sampled; a Check
-        // without one starts a sampled trace.
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        // without one starts a trace sampled at `otel_sample_ratio`.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            otel.sample_ratio.get(),
+        ))))
         .with_span_limits(SpanLimits::default())
         .with_resource(
             Resource::builder_empty()

@@ -317,3 +317,47 @@ fn check_config_refuses_what_the_exporter_would() {
         );
     }
 }
+
+/// `otel_sample_ratio = 0`: a trace that would start here is not sampled (nothing exported, an
+/// unsampled `traceparent` to the validator), while a caller's sampled trace still is.
+#[tokio::test]
+async fn sample_ratio_applies_to_traces_started_here_only() {
+    let receiver = Receiver::start().await;
+    let validator = FakeValidator::start(vec![
+        (TOKEN, Answer::json(200, r#"{"valid":true}"#)),
+        (HEADER_TOKEN, Answer::json(200, r#"{"valid":true}"#)),
+    ])
+    .await;
+    let (validator_url, otel_url) = (validator.url(), receiver.url());
+    let service = ServiceProcess::spawn(&[
+        ("AIMENU_URL", validator_url.as_str()),
+        ("SESSION_AUTHZ_OTEL_ENDPOINT", otel_url.as_str()),
+        ("SESSION_AUTHZ_OTEL_SAMPLE_RATIO", "0"),
+    ]);
+    let mut client = client_at(service.grpc_addr).await;
+    let request = check_request(&[("x-session-token", TOKEN)]);
+    assert_eq!(outcome_of(&mut client, request).await, allow_anonymous());
+    let (trace_id, parent_id) = ("55555555555555555555555555555555", "6666666666666666");
+    let tp = traceparent(trace_id, parent_id);
+    let request = check_request(&[("x-session-token", HEADER_TOKEN), ("traceparent", &tp)]);
+    assert_eq!(outcome_of(&mut client, request).await, allow_anonymous());
+    stop(service).await;
+
+    let spans = receiver.spans();
+    let check = the_span(&spans, "the caller's check", |s| s.span.name == "check");
+    assert_eq!(check.trace_id(), trace_id);
+    assert_eq!(check.parent_span_id(), parent_id);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert!(spans.iter().all(|s| s.trace_id() == trace_id), "{spans:#?}");
+    let seen = validator.seen();
+    let unsampled = seen[0]
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        unsampled.starts_with("00-") && unsampled.ends_with("-00"),
+        "{unsampled}"
+    );
+}

@@ -17,7 +17,7 @@ use reqwest::Url;
 
 use super::parse;
 use super::secret::Secret;
-use super::LogFormat;
+use super::{LogFormat, SampleRatio};
 use crate::csrf::TrustedOrigins;
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
@@ -408,6 +408,14 @@ pub static OTEL_SERVICE_NAME: Key<String> = key(
     "service.name of the exported spans",
 );
 
+pub static OTEL_SAMPLE_RATIO: Key<SampleRatio> = key(
+    "otel_sample_ratio",
+    "RATIO",
+    Some("1"),
+    parse::sample_ratio,
+    "Share of traces started here (no traceparent) that are sampled, 0 to 1; a caller's decision is followed",
+);
+
 /// Every key, in `--help` and `--check-config` order. Only these are read from the environment
 /// and accepted in a file or as flags.
 pub static KEYS: &[&KeySpec] = &[
@@ -444,6 +452,7 @@ pub static KEYS: &[&KeySpec] = &[
     &VALIDATOR_CA.spec,
     &OTEL_ENDPOINT.spec,
     &OTEL_SERVICE_NAME.spec,
+    &OTEL_SAMPLE_RATIO.spec,
 ];
 
 /// The key called `name`, if there is one.

@@ -73,13 +73,38 @@ pub struct OtelConfig {
     /// The collector's traces URL: `otel_endpoint` with `/v1/traces` appended.
     pub traces_url: Url,
     pub service_name: String,
+    /// The share of traces that start here (no `traceparent`) that are sampled; a caller's
+    /// decision is always followed.
+    pub sample_ratio: SampleRatio,
+}
+
+/// A sampling ratio, 0 to 1 (never NaN, so equality is plain).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleRatio(f64);
+
+impl Eq for SampleRatio {}
+
+impl SampleRatio {
+    /// `ratio` when it is a ratio (0 to 1).
+    pub fn new(ratio: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&ratio).then_some(Self(ratio))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
 }
 
 impl OtelConfig {
-    fn from_keys(endpoint: Option<Url>, service_name: String) -> Option<Self> {
+    fn from_keys(
+        endpoint: Option<Url>,
+        service_name: String,
+        sample_ratio: SampleRatio,
+    ) -> Option<Self> {
         Some(Self {
             traces_url: Self::traces_url(endpoint?),
             service_name,
+            sample_ratio,
         })
     }
 
@@ -266,6 +291,7 @@ impl Config {
             otel: OtelConfig::from_keys(
                 read.get(&keys::OTEL_ENDPOINT)?,
                 read.get(&keys::OTEL_SERVICE_NAME)?,
+                read.get(&keys::OTEL_SAMPLE_RATIO)?,
             ),
         };
         config.check_consistency(&read)?;
@@ -639,6 +665,19 @@ mod tests {
             let err = error_line(&[], &[("otel_service_name", bad)]);
             assert!(err.contains("otel_service_name"), "{err}");
         }
+        let on = [("SESSION_AUTHZ_OTEL_ENDPOINT", "http://collector:4318")];
+        for bad in ["-0.1", "1.5", "NaN", "inf", "half", ""] {
+            let err = error_line(&on, &[("otel_sample_ratio", bad)]);
+            assert!(err.contains("otel_sample_ratio"), "{err}");
+        }
+        for (good, ratio) in [("0", 0.0), ("0.25", 0.25), ("1", 1.0), (" 1.0 ", 1.0)] {
+            let otel = load(&on, &[("otel_sample_ratio", good)]).unwrap().otel;
+            assert_eq!(otel.unwrap().sample_ratio.get(), ratio, "{good}");
+        }
+        // A TOML float is a ratio too (elsewhere a float is no key's value).
+        let (config, _) =
+            from_file("otel_endpoint = \"http://c:4318\"\notel_sample_ratio = 0.5\n").unwrap();
+        assert_eq!(config.otel.unwrap().sample_ratio.get(), 0.5);
     }
 
     /// The config from a TOML file with this text (and no other layer).
@@ -742,7 +781,8 @@ mod tests {
              stale_if_error = \"0s\"\n\
              validator_max_concurrency = 256\n\
              validator_max_queue = 1024\n\
-             otel_service_name = \"session-authz\"\n"
+             otel_service_name = \"session-authz\"\n\
+             otel_sample_ratio = 1.0\n"
         );
         let shown = shown(
             &[("SESSION_AUTHZ_ON_VALIDATOR_ERROR", "grpc-error")],
@@ -758,7 +798,11 @@ mod tests {
         );
         assert!(shown.contains("log_format = \"json\"\n"), "{shown}");
         assert!(
-            shown.ends_with("validator_ca = \"/ca.pem\"\notel_service_name = \"session-authz\"\n"),
+            shown.ends_with(
+                "validator_ca = \"/ca.pem\"\n\
+                 otel_service_name = \"session-authz\"\n\
+                 otel_sample_ratio = 1.0\n"
+            ),
             "{shown}"
         );
     }

@@ -10,7 +10,7 @@ use figment::value::Value;
 use reqwest::Url;
 
 use super::secret::{redact_text, Secret};
-use super::LogFormat;
+use super::{LogFormat, SampleRatio};
 use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
@@ -130,6 +130,12 @@ impl Setting for ReturnParam {
 impl Setting for OnValidatorError {
     fn shown(&self) -> Option<toml::Value> {
         word_of(ON_VALIDATOR_ERROR_WORDS, *self)
+    }
+}
+
+impl Setting for SampleRatio {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::Float(self.get()))
     }
 }
 
@@ -280,6 +286,17 @@ pub(super) fn service_name(value: &Value) -> Result<String, &'static str> {
         return Err(EXPECTED);
     }
     Ok(text)
+}
+
+/// A ratio from 0 to 1: text (`0.25`) or, in a file, a TOML number.
+pub(super) fn sample_ratio(value: &Value) -> Result<SampleRatio, &'static str> {
+    const EXPECTED: &str = "expected a number from 0 to 1, like 0.25";
+    let ratio = match value {
+        Value::Num(_, n) => n.to_f64(),
+        Value::String(_, s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    ratio.and_then(SampleRatio::new).ok_or(EXPECTED)
 }
 
 pub(super) fn addr(value: &Value) -> Result<SocketAddr, &'static str> {
