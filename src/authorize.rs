@@ -125,18 +125,18 @@ impl<V: Verdicts> Authorizer<V> {
         let span = check_span();
         if span.is_disabled() {
             // Tracing off: no span was built, and nothing more is done for one.
-            return self.decide(request).await;
+            return self.decide(request, &span).await;
         }
         telemetry::continue_trace(&span, request.headers);
-        let checked = self.decide(request).instrument(span.clone()).await;
+        let checked = self.decide(request, &span).instrument(span.clone()).await;
         record_check(&span, &checked);
         checked
     }
 
-    async fn decide(&self, request: &RequestView<'_>) -> Checked {
+    async fn decide(&self, request: &RequestView<'_>, span: &tracing::Span) -> Checked {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
-        let gathered = self.situation(request).await;
+        let gathered = self.situation(request, span).await;
         let decision = decide(gathered.situation, self.settings.on_error);
         let decision = self.sign_in(decision, request, gathered.login_redirect);
         self.record(
@@ -195,7 +195,8 @@ impl<V: Verdicts> Authorizer<V> {
     }
 
     /// What the decision depends on, gathered from the request, the route and the verdict.
-    async fn situation(&self, request: &RequestView<'_>) -> Gathered {
+    /// `span` is the Check's (disabled with tracing off): the route rules' result goes on it.
+    async fn situation(&self, request: &RequestView<'_>, span: &tracing::Span) -> Gathered {
         if !self.settings.auth_enabled {
             return Gathered::before_lookup(Situation::AuthDisabled);
         }
@@ -259,6 +260,9 @@ impl<V: Verdicts> Authorizer<V> {
                     }
                     other => other,
                 };
+                if !span.is_disabled() {
+                    record_route_rules(span, &situation, &policy);
+                }
                 Gathered {
                     situation,
                     credential: Some(credential),
@@ -349,7 +353,8 @@ impl<V: Verdicts> Authorizer<V> {
 
 /// The span of one Check, for OpenTelemetry; disabled (`Span::none()`, nothing built) unless
 /// the OpenTelemetry layer is installed. What it may carry is what the metrics carry: outcome,
-/// reason, cache origin. Never a token or cookie, and not the user (see README, "OpenTelemetry").
+/// reason, cache origin, whether the route's rules were met. Never a token or cookie, and not the
+/// user (see README, "OpenTelemetry").
 fn check_span() -> tracing::Span {
     tracing::info_span!(
         target: telemetry::SPAN_TARGET,
@@ -358,7 +363,22 @@ fn check_span() -> tracing::Span {
         session_authz.outcome = tracing::field::Empty,
         session_authz.reason = tracing::field::Empty,
         session_authz.cache = tracing::field::Empty,
+        session_authz.route_rules = tracing::field::Empty,
     )
+}
+
+/// Whether a valid session met the route's rules: `passed`, `failed`, or `none` when the route
+/// has none; left out when no valid session was checked against them.
+fn record_route_rules(span: &tracing::Span, situation: &Situation, policy: &MergedPolicy<'_>) {
+    let result = match situation {
+        Situation::Forbidden => "failed",
+        Situation::Checked(Verdict::Valid(_)) | Situation::StaleValid(_) if policy.has_rules() => {
+            "passed"
+        }
+        Situation::Checked(Verdict::Valid(_)) | Situation::StaleValid(_) => "none",
+        _ => return,
+    };
+    span.record("session_authz.route_rules", result);
 }
 
 fn record_check(span: &tracing::Span, checked: &Checked) {

@@ -85,18 +85,33 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
     let (trace_b, parent_b) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
     let (trace_c, parent_c) = ("11111111111111111111111111111111", "2222222222222222");
 
-    // A: a miss, the validator asked; B: the same session again, a hit.
-    for (trace_id, parent_id) in [(trace_a, parent_a), (trace_b, parent_b)] {
+    let (trace_f, parent_f) = ("77777777777777777777777777777777", "8888888888888888");
+
+    // A: a miss, the validator asked, no route rule; B: the same session again, a hit, on a
+    // route whose rule it meets; F: a hit, on a route whose rule it fails.
+    for (trace_id, parent_id, roles) in [
+        (trace_a, parent_a, None),
+        (trace_b, parent_b, Some("admin")),
+        (trace_f, parent_f, Some("ops")),
+    ] {
         let tp = traceparent(trace_id, parent_id);
         let request = check_request(&[
             ("cookie", &cookie),
             ("traceparent", &tp),
             ("x-request-id", "req-1"),
         ]);
-        assert_eq!(
-            outcome_of(&mut client, request).await,
-            allow_with(Some(USER), Some("admin"), None)
-        );
+        let (request, expected) = match roles {
+            None => (request, allow_with(Some(USER), Some("admin"), None)),
+            Some("admin") => (
+                with_extensions(request, &[("require_roles", "admin")]),
+                allow_with(Some(USER), Some("admin"), None),
+            ),
+            Some(other) => (
+                with_extensions(request, &[("require_roles", other)]),
+                deny_forbidden(),
+            ),
+        };
+        assert_eq!(outcome_of(&mut client, request).await, expected);
     }
     // C: through the forward-auth door, a session the validator rejects.
     let tp_c = traceparent(trace_c, parent_c);
@@ -159,6 +174,10 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
         check_a.attribute("session_authz.cache").as_deref(),
         Some("miss")
     );
+    assert_eq!(
+        check_a.attribute("session_authz.route_rules").as_deref(),
+        Some("none")
+    );
     let call_a = the_span(&spans, "validator call of A", |s| {
         s.parent_span_id() == check_a.span_id()
     });
@@ -178,6 +197,24 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
     assert_eq!(
         check_b.attribute("session_authz.cache").as_deref(),
         Some("hit")
+    );
+    assert_eq!(
+        check_b.attribute("session_authz.route_rules").as_deref(),
+        Some("passed")
+    );
+    let check_f = the_span(&spans, "check F", |s| s.trace_id() == trace_f);
+    assert_eq!(check_f.parent_span_id(), parent_f);
+    assert_eq!(
+        check_f.attribute("session_authz.reason").as_deref(),
+        Some("forbidden")
+    );
+    assert_eq!(
+        check_f.attribute("session_authz.cache").as_deref(),
+        Some("hit")
+    );
+    assert_eq!(
+        check_f.attribute("session_authz.route_rules").as_deref(),
+        Some("failed")
     );
 
     let check_c = the_span(&spans, "check C", |s| {
@@ -212,7 +249,8 @@ async fn each_check_is_a_span_in_the_callers_trace_with_a_child_per_validator_ca
         check_d.attribute("session_authz.cache").as_deref(),
         Some("none")
     );
-    assert_eq!(spans.len(), 6, "{spans:#?}");
+    assert_eq!(check_c.attribute("session_authz.route_rules"), None);
+    assert_eq!(spans.len(), 7, "{spans:#?}");
 
     assert!(!spans.iter().any(|s| s.trace_id() == trace_e), "{spans:#?}");
 
