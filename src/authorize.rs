@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::cache::{Answered, DecisionCache, Origin};
-use crate::contract::{ValidatorError, Verdict};
+use crate::contract::{Reply, ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
 use crate::csrf;
 use crate::decision::{decide, Decision, DenyStatus, OnValidatorError, Situation};
@@ -19,6 +21,7 @@ use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
 use crate::policy::{MergedPolicy, RoutePolicy, Routes};
 use crate::signin;
+use crate::telemetry;
 use crate::validator::{Validator, TRACE_HEADERS};
 
 /// The request a door asks about, as the core sees it.
@@ -117,11 +120,23 @@ impl<V: Verdicts> Authorizer<V> {
         }
     }
 
-    /// Decides one request.
+    /// Decides one request; with tracing on, in a span of its own (see [`telemetry`]).
     pub async fn authorize(&self, request: &RequestView<'_>) -> Checked {
+        let span = check_span();
+        if span.is_disabled() {
+            // Tracing off: no span was built, and nothing more is done for one.
+            return self.decide(request, &span).await;
+        }
+        telemetry::continue_trace(&span, request.headers);
+        let checked = self.decide(request, &span).instrument(span.clone()).await;
+        record_check(&span, &checked);
+        checked
+    }
+
+    async fn decide(&self, request: &RequestView<'_>, span: &tracing::Span) -> Checked {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
-        let gathered = self.situation(request).await;
+        let gathered = self.situation(request, span).await;
         let decision = decide(gathered.situation, self.settings.on_error);
         let decision = self.sign_in(decision, request, gathered.login_redirect);
         self.record(
@@ -139,13 +154,18 @@ impl<V: Verdicts> Authorizer<V> {
 
     /// Decides a request the door could not read (a Check without HTTP attributes).
     pub fn unreadable(&self) -> Checked {
+        let span = check_span();
         let decision = decide(Situation::Malformed, self.settings.on_error);
         self.record(&decision, None, None, Instant::now());
-        Checked {
+        let checked = Checked {
             decision,
             cache: None,
             set_cookies: Vec::new(),
+        };
+        if !span.is_disabled() {
+            record_check(&span, &checked);
         }
+        checked
     }
 
     /// A 401 for a browser navigation becomes a redirect to the sign-in page, when
@@ -175,7 +195,8 @@ impl<V: Verdicts> Authorizer<V> {
     }
 
     /// What the decision depends on, gathered from the request, the route and the verdict.
-    async fn situation(&self, request: &RequestView<'_>) -> Gathered {
+    /// `span` is the Check's (disabled with tracing off): the route rules' result goes on it.
+    async fn situation(&self, request: &RequestView<'_>, span: &tracing::Span) -> Gathered {
         if !self.settings.auth_enabled {
             return Gathered::before_lookup(Situation::AuthDisabled);
         }
@@ -239,6 +260,9 @@ impl<V: Verdicts> Authorizer<V> {
                     }
                     other => other,
                 };
+                if !span.is_disabled() {
+                    record_route_rules(span, &situation, &policy);
+                }
                 Gathered {
                     situation,
                     credential: Some(credential),
@@ -327,6 +351,49 @@ impl<V: Verdicts> Authorizer<V> {
     }
 }
 
+/// The span of one Check, for OpenTelemetry; disabled (`Span::none()`, nothing built) unless
+/// the OpenTelemetry layer is installed. What it may carry is what the metrics carry: outcome,
+/// reason, cache origin, whether the route's rules were met. Never a token or cookie, and not the
+/// user (see README, "OpenTelemetry").
+fn check_span() -> tracing::Span {
+    tracing::info_span!(
+        target: telemetry::SPAN_TARGET,
+        "check",
+        otel.kind = "server",
+        session_authz.outcome = tracing::field::Empty,
+        session_authz.reason = tracing::field::Empty,
+        session_authz.cache = tracing::field::Empty,
+        session_authz.route_rules = tracing::field::Empty,
+    )
+}
+
+/// Whether a valid session met the route's rules: `passed`, `failed`, or `none` when the route
+/// has none; left out when no valid session was checked against them.
+fn record_route_rules(span: &tracing::Span, situation: &Situation, policy: &MergedPolicy<'_>) {
+    let result = match situation {
+        Situation::Forbidden => "failed",
+        Situation::Checked(Verdict::Valid(_)) | Situation::StaleValid(_) if policy.has_rules() => {
+            "passed"
+        }
+        Situation::Checked(Verdict::Valid(_)) | Situation::StaleValid(_) => "none",
+        _ => return,
+    };
+    span.record("session_authz.route_rules", result);
+}
+
+fn record_check(span: &tracing::Span, checked: &Checked) {
+    let decision = &checked.decision;
+    span.record(
+        "session_authz.outcome",
+        if decision.is_allow() { "allow" } else { "deny" },
+    );
+    span.record("session_authz.reason", decision.reason().as_str());
+    span.record(
+        "session_authz.cache",
+        checked.cache.map_or("none", Origin::as_str),
+    );
+}
+
 /// What one request's decision depends on.
 struct Gathered {
     situation: Situation,
@@ -363,17 +430,63 @@ pub struct CachedValidator {
     pub health: Arc<ValidatorHealth>,
 }
 
+impl CachedValidator {
+    /// Asks the validator, passing on the request's trace headers; with tracing on, in a
+    /// child span of the Check's whose `traceparent` replaces the client's, so that the auth
+    /// service's spans nest under it.
+    async fn ask(&self, credential: &Credential, request: &RequestView<'_>) -> Reply {
+        let passed_on = |name: &str| {
+            TRACE_HEADERS
+                .iter()
+                .any(|wanted| name.eq_ignore_ascii_case(wanted))
+        };
+        let span = tracing::info_span!(
+            target: telemetry::SPAN_TARGET,
+            "validator",
+            otel.kind = "client",
+            session_authz.verdict = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            let trace = request
+                .headers
+                .iter()
+                .copied()
+                .filter(|(name, _)| passed_on(name));
+            return self.validator.ask(credential, trace).await;
+        }
+        let ours = telemetry::outgoing_headers(&span);
+        let trace = request
+            .headers
+            .iter()
+            .copied()
+            .filter(|(name, _)| {
+                passed_on(name)
+                    && !ours
+                        .iter()
+                        .any(|(replaced, _)| name.eq_ignore_ascii_case(replaced))
+            })
+            .chain(ours.iter().map(|(name, value)| (*name, value.as_bytes())));
+        let reply = self
+            .validator
+            .ask(credential, trace)
+            .instrument(span.clone())
+            .await;
+        let verdict = match &reply.verdict {
+            Verdict::Valid(_) => "valid",
+            Verdict::Invalid => "invalid",
+            Verdict::Error(err) => err.kind().as_str(),
+        };
+        span.record("session_authz.verdict", verdict);
+        reply
+    }
+}
+
 impl Verdicts for CachedValidator {
     async fn verdict(&self, credential: &Credential, request: &RequestView<'_>) -> Answered {
         let fetch = || async {
             let _in_flight = self.metrics.validator_started();
             let started = Instant::now();
-            let trace = request.headers.iter().copied().filter(|(name, _)| {
-                TRACE_HEADERS
-                    .iter()
-                    .any(|wanted| name.eq_ignore_ascii_case(wanted))
-            });
-            let reply = self.validator.ask(credential, trace).await;
+            let reply = self.ask(credential, request).await;
             self.metrics
                 .validator_call(&reply.verdict, started.elapsed());
             // Shedding is our own overload, not a sign of a sick validator.

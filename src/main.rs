@@ -1,4 +1,4 @@
-//! The `session-authz` binary: flags → config → tracing → serve until a signal.
+//! The `session-authz` binary: flags → config → tracing → serve until a signal → flush spans.
 
 use std::process::ExitCode;
 
@@ -17,12 +17,27 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        // What start-up would refuse, --check-config refuses too.
+        if let Some(Err(err)) = config.otel.as_ref().map(telemetry::check) {
+            eprintln!("session-authz: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         print!("{}", effective.to_toml());
         return ExitCode::SUCCESS;
     }
-    telemetry::init(config.log_format);
+    // Before the runtime starts: the span exporter's blocking client must not live on it.
+    let telemetry = match telemetry::init(config.log_format, config.otel.as_ref()) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("session-authz: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     raise_fd_limit();
-    match serve(&config) {
+    let served = serve(&config);
+    // After the runtime has stopped (the Checks are drained): send the spans still queued.
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");

@@ -114,6 +114,13 @@ impl MergedPolicy<'_> {
     pub fn permits(&self, identity: &Identity) -> bool {
         self.proxy.permits(identity) && self.table.permits(identity)
     }
+
+    /// Whether either source has a role or user rule (for the Check's trace span).
+    pub fn has_rules(&self) -> bool {
+        [&self.proxy, self.table]
+            .iter()
+            .any(|policy| !policy.require_roles.is_empty() || !policy.allow_users.is_empty())
+    }
 }
 
 /// The `[[routes]]` table: prefixes and their policies. The longest prefix of a request's path

@@ -47,11 +47,20 @@ fn value_for(key: &'static str) -> BoxedStrategy<(&'static str, String)> {
         Just(",".to_owned()),
         "(https?://[a-z0-9.-]{0,12}(:[0-9]{1,6})?/?,?){1,3}",
     ];
+    let endpoints = prop_oneof![
+        Just("http://127.0.0.1:4318".to_owned()),
+        Just("https://otlp.example/prefix/".to_owned()),
+        Just("http://[::1]:4318".to_owned()),
+        Just("http://user:pw@collector".to_owned()),
+        Just("http://collector:99999".to_owned()),
+        "https?://[a-zA-Z0-9.%_~-]{0,12}(:[0-9]{1,6})?(/[a-zA-Z0-9%._~ -]{0,8}){0,2}",
+    ];
     let values = match key {
         "validator_timeout" | "shutdown_grace" | "drain_delay" | "cache_ttl"
         | "cache_negative_ttl" | "stale_if_error" => duration.boxed(),
         "cache_max_entries" | "validator_max_concurrency" | "validator_max_queue" => count.boxed(),
         "csrf_trusted_origins" => origins.boxed(),
+        "otel_endpoint" => endpoints.boxed(),
         _ => word.boxed(),
     };
     values.prop_map(move |value| (key, value)).boxed()
@@ -106,6 +115,16 @@ proptest! {
             let Ok(config) = Config::from_figment(&figment) else {
                 return;
             };
+            // The span exporter is built before the runtime starts, and must be too.
+            if let Some(otel) = &config.otel {
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| session_authz::telemetry::check(otel))
+                        .join()
+                        .unwrap()
+                })
+                .expect("an accepted otel_endpoint starts the exporter");
+            }
             let running = app::start(&config).await.expect("an accepted config starts");
             let mut client = client(&running).await;
             for _ in 0..2 {

@@ -17,7 +17,7 @@ use reqwest::Url;
 
 use super::parse;
 use super::secret::Secret;
-use super::LogFormat;
+use super::{LogFormat, SampleRatio};
 use crate::csrf::TrustedOrigins;
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
@@ -388,6 +388,34 @@ pub static VALIDATOR_CA: Key<Option<PathBuf>> = key(
     "Extra PEM CA bundle trusted for an https:// auth service",
 );
 
+/// Where spans go (OTLP over HTTP/protobuf); unset, nothing is traced. A base URL, like the
+/// OTLP specification's `OTEL_EXPORTER_OTLP_ENDPOINT`: `/v1/traces` is appended.
+pub static OTEL_ENDPOINT: Key<Option<Url>> = key(
+    "otel_endpoint",
+    "URL",
+    None,
+    parse::otel_endpoint,
+    "OpenTelemetry collector (OTLP/HTTP) base URL, like http://otel-collector:4318; spans go to its /v1/traces; off unless set",
+)
+// A refused value (one with user-info) is shown redacted in the error.
+.secret();
+
+pub static OTEL_SERVICE_NAME: Key<String> = key(
+    "otel_service_name",
+    "NAME",
+    Some("session-authz"),
+    parse::service_name,
+    "service.name of the exported spans",
+);
+
+pub static OTEL_SAMPLE_RATIO: Key<SampleRatio> = key(
+    "otel_sample_ratio",
+    "RATIO",
+    Some("1"),
+    parse::sample_ratio,
+    "Share of traces started here (no traceparent) that are sampled, 0 to 1; a caller's decision is followed",
+);
+
 /// Every key, in `--help` and `--check-config` order. Only these are read from the environment
 /// and accepted in a file or as flags.
 pub static KEYS: &[&KeySpec] = &[
@@ -422,6 +450,9 @@ pub static KEYS: &[&KeySpec] = &[
     &TLS_KEY.spec,
     &TLS_CLIENT_CA.spec,
     &VALIDATOR_CA.spec,
+    &OTEL_ENDPOINT.spec,
+    &OTEL_SERVICE_NAME.spec,
+    &OTEL_SAMPLE_RATIO.spec,
 ];
 
 /// The key called `name`, if there is one.
@@ -484,7 +515,7 @@ mod tests {
             TLS_KEY.spec.help_line(),
             "PEM private key for --tls-cert [env: SESSION_AUTHZ_TLS_KEY]"
         );
-        // Only the seed guide's two names go without the prefix, and only the URL is secret.
+        // Only the seed guide's two names go without the prefix, and only the URLs are secret.
         let seed: Vec<&str> = KEYS
             .iter()
             .filter(|k| k.seed_name)
@@ -492,6 +523,6 @@ mod tests {
             .collect();
         assert_eq!(seed, ["auth_enabled", "aimenu_url"]);
         let secret: Vec<&str> = KEYS.iter().filter(|k| k.secret).map(|k| k.name).collect();
-        assert_eq!(secret, ["aimenu_url"]);
+        assert_eq!(secret, ["aimenu_url", "otel_endpoint"]);
     }
 }

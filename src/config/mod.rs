@@ -63,6 +63,58 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long the service stays NOT_SERVING, still answering, before it stops accepting.
     pub drain_delay: Duration,
+    /// OpenTelemetry span export; `None` (no `otel_endpoint`): off.
+    pub otel: Option<OtelConfig>,
+}
+
+/// Where and as what spans are exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtelConfig {
+    /// The collector's traces URL: `otel_endpoint` with `/v1/traces` appended.
+    pub traces_url: Url,
+    pub service_name: String,
+    /// The share of traces that start here (no `traceparent`) that are sampled; a caller's
+    /// decision is always followed.
+    pub sample_ratio: SampleRatio,
+}
+
+/// A sampling ratio, 0 to 1 (never NaN, so equality is plain).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleRatio(f64);
+
+impl Eq for SampleRatio {}
+
+impl SampleRatio {
+    /// `ratio` when it is a ratio (0 to 1).
+    pub fn new(ratio: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&ratio).then_some(Self(ratio))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl OtelConfig {
+    fn from_keys(
+        endpoint: Option<Url>,
+        service_name: String,
+        sample_ratio: SampleRatio,
+    ) -> Option<Self> {
+        Some(Self {
+            traces_url: Self::traces_url(endpoint?),
+            service_name,
+            sample_ratio,
+        })
+    }
+
+    /// `/v1/traces` under the collector's base URL, as the OTLP specification appends it to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: a path prefix is kept.
+    fn traces_url(mut base: Url) -> Url {
+        let path = format!("{}/v1/traces", base.path().trim_end_matches('/'));
+        base.set_path(&path);
+        base
+    }
 }
 
 /// How to reach the auth service (the validator) and how much to ask of it at once.
@@ -236,6 +288,11 @@ impl Config {
             log_format: read.get(&keys::LOG_FORMAT)?,
             shutdown_grace: read.get(&keys::SHUTDOWN_GRACE)?,
             drain_delay: read.get(&keys::DRAIN_DELAY)?,
+            otel: OtelConfig::from_keys(
+                read.get(&keys::OTEL_ENDPOINT)?,
+                read.get(&keys::OTEL_SERVICE_NAME)?,
+                read.get(&keys::OTEL_SAMPLE_RATIO)?,
+            ),
         };
         config.check_consistency(&read)?;
         Ok((config, read.effective))
@@ -540,6 +597,7 @@ mod tests {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
             drain_delay: Duration::from_secs(5),
+            otel: None,
         };
         assert_eq!(config, expected);
         // The cache's own defaults (for callers without a config) are the same.
@@ -548,6 +606,78 @@ mod tests {
         assert_eq!(config.identity_headers, IdentityHeaders::default());
         assert_eq!(config.log_format, LogFormat::default());
         assert_eq!(config.csrf, crate::csrf::Settings::default());
+    }
+
+    #[test]
+    fn otel_is_off_unless_its_endpoint_is_set() {
+        assert_eq!(
+            load(&[], &[("otel_service_name", "gate")]).unwrap().otel,
+            None
+        );
+        // The standard variables are not ours: they turn nothing on (README, "OpenTelemetry").
+        let ambient = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:4318/v1/traces",
+            ),
+        ];
+        assert_eq!(load(&ambient, &[]).unwrap().otel, None);
+        let on = |endpoint: &str| {
+            load(&[("SESSION_AUTHZ_OTEL_ENDPOINT", endpoint)], &[])
+                .unwrap()
+                .otel
+                .unwrap()
+        };
+        let otel = on("http://collector:4318");
+        assert_eq!(otel.traces_url.as_str(), "http://collector:4318/v1/traces");
+        assert_eq!(otel.service_name, "session-authz");
+        assert_eq!(
+            on("https://otlp.example/prefix/").traces_url.as_str(),
+            "https://otlp.example/prefix/v1/traces"
+        );
+        let shown = shown(
+            &[("SESSION_AUTHZ_OTEL_ENDPOINT", "http://collector:4318")],
+            &[],
+        );
+        assert!(
+            shown.contains("otel_endpoint = \"http://collector:4318/\""),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn otel_endpoint_and_service_name_are_checked() {
+        for bad in [
+            "collector:4318",
+            "ftp://collector",
+            "http://collector:4318/?x=1",
+            "http://user:pw@collector:4318",
+        ] {
+            let err = error_line(&[("SESSION_AUTHZ_OTEL_ENDPOINT", bad)], &[]);
+            assert!(err.contains("otel_endpoint"), "{err}");
+            assert!(
+                !err.contains("pw@"),
+                "a refused URL's password is shown: {err}"
+            );
+        }
+        for bad in ["", "has space", &"x".repeat(256)] {
+            let err = error_line(&[], &[("otel_service_name", bad)]);
+            assert!(err.contains("otel_service_name"), "{err}");
+        }
+        let on = [("SESSION_AUTHZ_OTEL_ENDPOINT", "http://collector:4318")];
+        for bad in ["-0.1", "1.5", "NaN", "inf", "half", ""] {
+            let err = error_line(&on, &[("otel_sample_ratio", bad)]);
+            assert!(err.contains("otel_sample_ratio"), "{err}");
+        }
+        for (good, ratio) in [("0", 0.0), ("0.25", 0.25), ("1", 1.0), (" 1.0 ", 1.0)] {
+            let otel = load(&on, &[("otel_sample_ratio", good)]).unwrap().otel;
+            assert_eq!(otel.unwrap().sample_ratio.get(), ratio, "{good}");
+        }
+        // A TOML float is a ratio too (elsewhere a float is no key's value).
+        let (config, _) =
+            from_file("otel_endpoint = \"http://c:4318\"\notel_sample_ratio = 0.5\n").unwrap();
+        assert_eq!(config.otel.unwrap().sample_ratio.get(), 0.5);
     }
 
     /// The config from a TOML file with this text (and no other layer).
@@ -650,7 +780,9 @@ mod tests {
              cache_max_entries = 100000\n\
              stale_if_error = \"0s\"\n\
              validator_max_concurrency = 256\n\
-             validator_max_queue = 1024\n"
+             validator_max_queue = 1024\n\
+             otel_service_name = \"session-authz\"\n\
+             otel_sample_ratio = 1.0\n"
         );
         let shown = shown(
             &[("SESSION_AUTHZ_ON_VALIDATOR_ERROR", "grpc-error")],
@@ -665,7 +797,14 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("log_format = \"json\"\n"), "{shown}");
-        assert!(shown.ends_with("validator_ca = \"/ca.pem\"\n"), "{shown}");
+        assert!(
+            shown.ends_with(
+                "validator_ca = \"/ca.pem\"\n\
+                 otel_service_name = \"session-authz\"\n\
+                 otel_sample_ratio = 1.0\n"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]

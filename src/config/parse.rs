@@ -10,7 +10,7 @@ use figment::value::Value;
 use reqwest::Url;
 
 use super::secret::{redact_text, Secret};
-use super::LogFormat;
+use super::{LogFormat, SampleRatio};
 use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
@@ -103,6 +103,12 @@ impl Setting for TrustedOrigins {
     }
 }
 
+impl Setting for Url {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.to_string()))
+    }
+}
+
 impl Setting for Secret<Url> {
     fn shown(&self) -> Option<toml::Value> {
         Some(toml::Value::String(self.to_string()))
@@ -124,6 +130,12 @@ impl Setting for ReturnParam {
 impl Setting for OnValidatorError {
     fn shown(&self) -> Option<toml::Value> {
         word_of(ON_VALIDATOR_ERROR_WORDS, *self)
+    }
+}
+
+impl Setting for SampleRatio {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::Float(self.get()))
     }
 }
 
@@ -240,6 +252,51 @@ pub(super) fn url(value: &Value) -> Result<Secret<Url>, &'static str> {
         return Err("expected a URL without query or fragment");
     }
     Ok(Secret::new(url))
+}
+
+/// The collector's base URL. No user-info: it would be shown by `--check-config` and sent in
+/// the clear on every export; a collector's credentials go in `OTEL_EXPORTER_OTLP_HEADERS`.
+pub(super) fn otel_endpoint(value: &Value) -> Result<Option<Url>, &'static str> {
+    const EXPECTED: &str = "expected an http:// or https:// URL, like http://otel-collector:4318";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let url = Url::parse(text.trim()).map_err(|_| EXPECTED)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(EXPECTED);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("expected a URL without user name or password (put credentials in OTEL_EXPORTER_OTLP_HEADERS)");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("expected a URL without query or fragment");
+    }
+    // The exporter reads it again with the `http` crate's stricter rules: refuse here what it
+    // would refuse at start-up.
+    let traces = super::OtelConfig::traces_url(url.clone());
+    if http::Uri::try_from(traces.as_str()).is_err() {
+        return Err(EXPECTED);
+    }
+    Ok(Some(url))
+}
+
+/// A `service.name`: what a tracing backend lists the spans under.
+pub(super) fn service_name(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected 1 to 255 visible ASCII characters, like session-authz";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(EXPECTED);
+    }
+    Ok(text)
+}
+
+/// A ratio from 0 to 1: text (`0.25`) or, in a file, a TOML number.
+pub(super) fn sample_ratio(value: &Value) -> Result<SampleRatio, &'static str> {
+    const EXPECTED: &str = "expected a number from 0 to 1, like 0.25";
+    let ratio = match value {
+        Value::Num(_, n) => n.to_f64(),
+        Value::String(_, s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    ratio.and_then(SampleRatio::new).ok_or(EXPECTED)
 }
 
 pub(super) fn addr(value: &Value) -> Result<SocketAddr, &'static str> {

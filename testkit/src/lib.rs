@@ -14,6 +14,7 @@ pub mod dockerfile;
 pub mod envoy;
 pub mod http;
 pub mod manifests;
+pub mod otlp;
 pub mod process;
 pub mod procfs;
 pub mod proxies;
