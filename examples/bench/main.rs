@@ -469,6 +469,23 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     counts.push(count(DOOR_HIT, door_hit, Some(DOOR_NOTHING)));
     drop(server);
 
+    // OpenTelemetry on: a span per Check exported to a receiver on loopback (off, the rows
+    // above, builds no span at all).
+    let receiver = session_authz_testkit::otlp::Receiver::start().await;
+    let endpoint = receiver.url();
+    let (command, addr, _) = authz_command(
+        validator,
+        &[("SESSION_AUTHZ_OTEL_ENDPOINT", endpoint.as_str())],
+    );
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    let traced = server.per_request(grpc(addr, false, false)).await;
+    counts.push(count(
+        "gRPC: session-authz, cache hit, OpenTelemetry on",
+        traced,
+        Some("gRPC: session-authz, cache hit"),
+    ));
+    drop(server);
+
     // Misses with the cache full, so that every insert also evicts.
     let (command, addr, _) =
         authz_command(validator, &[("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "1000")]);
