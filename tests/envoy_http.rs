@@ -23,25 +23,9 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
-        let validator = FakeValidator::start(vec![
-            (
-                "user1-token",
-                Answer::json(
-                    200,
-                    r#"{"valid":true,"user":"user1","roles":["admin"],"email":"user1@example.com"}"#,
-                )
-                .header("set-cookie", "session=user1-token; Max-Age=3600; HttpOnly")
-                // Each request's own call, so that every one renews.
-                .header("cache-control", "no-store"),
-            ),
-            (
-                "user2-token",
-                Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
-            ),
-            ("nouser-token", Answer::json(200, r#"{"valid":true}"#)),
-            ("broken-token", Answer::json(500, "{}")),
-        ])
-        .await;
+        let mut answers = demo_answers();
+        answers.push(("nouser-token", Answer::json(200, r#"{"valid":true}"#)));
+        let validator = FakeValidator::start(answers).await;
         let app = Upstream::start().await;
         let url = validator.url();
         let config = root().join("envoy/session-authz-http.toml");

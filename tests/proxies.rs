@@ -37,21 +37,8 @@ fn set_cookies(response: &RawResponse) -> Vec<&str> {
 }
 
 async fn through(kind: Kind) {
-    let validator = FakeValidator::start(vec![
-        (
-            "user1-token",
-            Answer::json(
-                200,
-                r#"{"valid":true,"user":"user1","roles":["admin"],"email":"user1@example.com"}"#,
-            )
-            .header("set-cookie", "session=user1-token; Max-Age=3600; HttpOnly")
-            // Each request's own call, so that every one renews.
-            .header("cache-control", "no-store"),
-        ),
-        (
-            "user2-token",
-            Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
-        ),
+    let mut answers = demo_answers();
+    answers.extend([
         // Cached: its renewal reaches the client once, from the fresh answer only.
         (
             "user3-token",
@@ -68,9 +55,8 @@ async fn through(kind: Kind) {
                 .header("set-cookie", "theme=dark; Max-Age=3600")
                 .header("cache-control", "no-store"),
         ),
-        ("broken-token", Answer::json(500, "{}")),
-    ])
-    .await;
+    ]);
+    let validator = FakeValidator::start(answers).await;
     let app = Upstream::start().await;
     let url = validator.url();
     let config = root().join("proxies/session-authz.toml");

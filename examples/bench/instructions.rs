@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use session_authz_testkit::process::{run, Proc};
 use session_authz_testkit::wait::eventually;
 
-use super::{one_call, Load};
+use super::{clients, one_call, Load};
 
 /// Requests before the counters are zeroed (connections, caches and allocator warm).
 pub(crate) const WARMUP: usize = 4_000;
@@ -90,20 +89,7 @@ fn total(report: &str) -> u64 {
 
 /// Sends exactly `n` requests of `load`, [`CONCURRENCY`] at a time; every one must succeed.
 async fn drive(load: Load, n: usize) {
-    let grpc = match load {
-        Load::Grpc { addr, .. } => Some(
-            AuthorizationClient::connect(format!("http://{addr}"))
-                .await
-                .expect("connect"),
-        ),
-        Load::Http { .. } => None,
-    };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .pool_max_idle_per_host(CONCURRENCY)
-        .build()
-        .unwrap();
+    let (grpc, http) = clients(load, CONCURRENCY).await;
     let left = Arc::new(AtomicUsize::new(n));
     let tasks: Vec<_> = (0..CONCURRENCY)
         .map(|_| {

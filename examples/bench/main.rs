@@ -248,8 +248,15 @@ async fn one_call(
     }
 }
 
-async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration) -> Stats {
-    let cpu_before = cpu_us(server);
+/// The clients of `load`, `concurrency` callers at a time: one HTTP/2 connection for gRPC, a
+/// pool of kept-alive HTTP/1.1 connections otherwise.
+async fn clients(
+    load: Load,
+    concurrency: usize,
+) -> (
+    Option<AuthorizationClient<tonic::transport::Channel>>,
+    reqwest::Client,
+) {
     let grpc = match load {
         Load::Grpc { addr, .. } => Some(
             AuthorizationClient::connect(format!("http://{addr}"))
@@ -264,6 +271,12 @@ async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration)
         .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap();
+    (grpc, http)
+}
+
+async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration) -> Stats {
+    let cpu_before = cpu_us(server);
+    let (grpc, http) = clients(load, concurrency).await;
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + length;
     let tasks: Vec<_> = (0..concurrency)

@@ -199,6 +199,29 @@ async fn answer(
     response.body(Body::from(answer.body)).unwrap()
 }
 
+/// The sample's two demo sessions as the proxy tests use them: `user1-token` (user1, admin, an
+/// email, a renewal cookie on every answer, never cached) and `user2-token` (user2, viewer),
+/// plus `broken-token`, whose answer is a 500.
+pub fn demo_answers() -> Vec<(&'static str, Answer)> {
+    vec![
+        (
+            "user1-token",
+            Answer::json(
+                200,
+                r#"{"valid":true,"user":"user1","roles":["admin"],"email":"user1@example.com"}"#,
+            )
+            .header("set-cookie", "session=user1-token; Max-Age=3600; HttpOnly")
+            // Each request's own call, so that every one renews.
+            .header("cache-control", "no-store"),
+        ),
+        (
+            "user2-token",
+            Answer::json(200, r#"{"valid":true,"user":"user2","roles":["viewer"]}"#),
+        ),
+        ("broken-token", Answer::json(500, "{}")),
+    ]
+}
+
 /// The shipped sample auth service (`examples/sample_validator.rs`) as a process: its demo
 /// sessions and its sign-in page (`/login`), stopped on drop.
 pub struct SampleValidator {
