@@ -315,13 +315,13 @@ async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration)
 
 /// Measures every scenario at every concurrency, `repeats` times, interleaved: at each
 /// concurrency all scenarios run one after another, then again, so that a baseline and what is
-/// compared with it are measured moments apart and the machine's drift hits both alike. Each cell
-/// is the run with the median throughput.
+/// compared with it are measured moments apart and the machine's drift hits both alike. Every
+/// run is kept, in round order: `[scenario][concurrency][round]`.
 async fn measure_all(
     scenarios: &[(Load, u32)],
     length: Duration,
     repeats: usize,
-) -> Vec<Vec<Stats>> {
+) -> Vec<Vec<Vec<Stats>>> {
     let mut cells = vec![vec![Vec::new(); CONCURRENCY.len()]; scenarios.len()];
     for (ci, concurrency) in CONCURRENCY.into_iter().enumerate() {
         for &(load, server) in scenarios {
@@ -335,16 +335,13 @@ async fn measure_all(
         }
     }
     cells
-        .into_iter()
-        .map(|row| {
-            row.into_iter()
-                .map(|mut runs: Vec<Stats>| {
-                    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-                    runs[runs.len() / 2]
-                })
-                .collect()
-        })
-        .collect()
+}
+
+/// The run with the median throughput.
+fn median(runs: &[Stats]) -> Stats {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    sorted[sorted.len() / 2]
 }
 
 fn machine() -> String {
@@ -364,7 +361,10 @@ fn machine() -> String {
 
 struct Row {
     name: &'static str,
+    /// Each concurrency's median run.
     stats: Vec<Stats>,
+    /// Each concurrency's runs, in round order.
+    runs: Vec<Vec<Stats>>,
     /// The name of the row whose throughput this one's ratio is taken against.
     baseline: Option<&'static str>,
 }
@@ -372,31 +372,40 @@ struct Row {
 fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
     let mut out = format!(
         "Machine: {}. Each cell: the median of {repeats} interleaved {} s runs after 1 s of warm-up; \
-         ratio = throughput / its baseline's.\n\n",
+         ratio = throughput / its baseline's; spread = the lowest and highest ratio of one round's \
+         run to its baseline's run of the same round.\n\n",
         machine(),
         length.as_secs()
     );
     out.push_str(
-        "| scenario | c | req/s | p50 µs | p99 µs | errors | server CPU µs/req | ratio | vs |\n",
+        "| scenario | c | req/s | p50 µs | p99 µs | errors | server CPU µs/req | ratio | spread | vs |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for row in rows {
         for (i, stats) in row.stats.iter().enumerate() {
-            let (ratio, vs) = match row.baseline {
+            let (ratio, spread, vs) = match row.baseline {
                 Some(name) => {
                     let base = rows
                         .iter()
                         .find(|row| row.name == name)
                         .unwrap_or_else(|| panic!("no baseline row {name:?}"));
+                    let per_round: Vec<f64> = row.runs[i]
+                        .iter()
+                        .zip(&base.runs[i])
+                        .map(|(run, base)| run.rps / base.rps.max(1e-9))
+                        .collect();
+                    let low = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = per_round.iter().copied().fold(0.0, f64::max);
                     (
                         format!("{:.2}", stats.rps / base.stats[i].rps.max(1e-9)),
+                        format!("{low:.2}–{high:.2}"),
                         base.name,
                     )
                 }
-                None => ("—".to_owned(), ""),
+                None => ("—".to_owned(), "—".to_owned(), ""),
             };
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} | {} |\n",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} | {} | {} |\n",
                 row.name,
                 CONCURRENCY[i],
                 stats.rps,
@@ -405,6 +414,7 @@ fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
                 stats.errors,
                 stats.server_cpu_us,
                 ratio,
+                spread,
                 vs
             ));
         }
@@ -668,9 +678,9 @@ async fn main() {
             .collect();
         let loads: Vec<_> = picked.iter().map(|s| (s.1, s.2)).collect();
         let cells = measure_all(&loads, length, repeats).await;
-        for (scenario, stats) in picked.iter().zip(cells) {
-            for (stats, c) in stats.iter().zip(CONCURRENCY) {
-                println!("{} c={c}: {stats:?}", scenario.0);
+        for (scenario, runs) in picked.iter().zip(cells) {
+            for (runs, c) in runs.iter().zip(CONCURRENCY) {
+                println!("{} c={c}: {:?}", scenario.0, median(runs));
             }
         }
         return;
@@ -680,9 +690,10 @@ async fn main() {
     let rows: Vec<Row> = scenarios
         .iter()
         .zip(cells)
-        .map(|(&(name, _, _, baseline), stats)| Row {
+        .map(|(&(name, _, _, baseline), runs)| Row {
             name,
-            stats,
+            stats: runs.iter().map(|runs| median(runs)).collect(),
+            runs,
             baseline,
         })
         .collect();
