@@ -106,9 +106,10 @@ async fn start_nginx(door: SocketAddr, app: SocketAddr) -> (ProxyProcess, u32) {
     (nginx, worker)
 }
 
-/// The fast fake validator (valid for every `bench-` token) and the app behind Envoy, on a
-/// runtime of their own.
-fn start_fakes() -> (SocketAddr, SocketAddr) {
+/// The fake validator (valid for every `bench-` token), the same answering after 2 ms (a real
+/// auth service's pace, for the realistic mix) and the app behind Envoy, on a runtime of their
+/// own.
+fn start_fakes() -> (SocketAddr, SocketAddr, SocketAddr) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -118,12 +119,15 @@ fn start_fakes() -> (SocketAddr, SocketAddr) {
             .unwrap();
         runtime.block_on(async move {
             let validator = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send((validator.local_addr().unwrap(), app.local_addr().unwrap()))
-                .unwrap();
-            let validate = axum::Router::new().route(
-                "/session/validate",
-                axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            tx.send((
+                validator.local_addr().unwrap(),
+                slow.local_addr().unwrap(),
+                app.local_addr().unwrap(),
+            ))
+            .unwrap();
+            let answer = |headers: axum::http::HeaderMap| async move {
                     let known = headers
                         .get("cookie")
                         .and_then(|v| v.to_str().ok())
@@ -136,6 +140,13 @@ fn start_fakes() -> (SocketAddr, SocketAddr) {
                     } else {
                         (axum::http::StatusCode::UNAUTHORIZED, r#"{"valid":false}"#)
                     }
+            };
+            let validate = axum::Router::new().route("/session/validate", axum::routing::get(answer));
+            let slowly = axum::Router::new().route(
+                "/session/validate",
+                axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    answer(headers).await
                 }),
             );
             let page = axum::Router::new().fallback(|| async { "ok" });
@@ -144,8 +155,9 @@ fn start_fakes() -> (SocketAddr, SocketAddr) {
                 let _ = io.set_nodelay(true);
             };
             let validator = axum::serve(validator.tap_io(nodelay), validate);
+            let slow = axum::serve(slow.tap_io(nodelay), slowly);
             let app = axum::serve(app.tap_io(nodelay), page);
-            let _ = tokio::join!(validator, app);
+            let _ = tokio::join!(validator, slow, app);
         });
     });
     rx.recv().unwrap()
@@ -153,13 +165,14 @@ fn start_fakes() -> (SocketAddr, SocketAddr) {
 
 #[derive(Clone, Copy)]
 enum Load {
-    /// Check calls; `unique` gives every call its own token (always a cache miss); `rule` sends
-    /// the route rule `require_roles: admin` in `context_extensions`, as Envoy does for
-    /// `/admin/settings`.
+    /// Check calls; `unique` gives every call its own token (always a cache miss), `mix` one of
+    /// [`MIX_SESSIONS`] with Zipf-like popularity; `rule` sends the route rule
+    /// `require_roles: admin` in `context_extensions`, as Envoy does for `/admin/settings`.
     Grpc {
         addr: SocketAddr,
         unique: bool,
         rule: bool,
+        mix: bool,
     },
     /// HTTP GETs with the session cookie, through a proxy; with `forwarded`, straight to a
     /// forward-auth endpoint instead, naming the original request as Caddy and Traefik do
@@ -197,9 +210,35 @@ const NGINX_PUBLIC: &str = "nginx: public path, no auth_request";
 const NGINX_NOTHING: &str = "nginx auth_request → do-nothing endpoint (baseline)";
 const NGINX_HIT: &str = "nginx auth_request → session-authz door, cache hit";
 
+const MIX: &str =
+    "gRPC: session-authz, realistic mix (1 000 sessions, Zipf; 10 s TTL; validator 2 ms)";
 const MISS_EVICTING: &str = "gRPC: session-authz, cache miss, eviction running";
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// Active sessions in the realistic mix.
+const MIX_SESSIONS: usize = 1_000;
+
+/// The next session of the realistic mix: session `r` (1-based) comes about 1/r as often as
+/// session 1 (Zipf, s = 1). A fixed schedule walked with a stride coprime to its length, so
+/// the order is spread and every run sends the same sequence.
+fn mix_session() -> usize {
+    static SCHEDULE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // A prime above the schedule's length (about MIX_SESSIONS × H(MIX_SESSIONS) = 7 485).
+    const STRIDE: u64 = 7_919;
+    let schedule = SCHEDULE.get_or_init(|| {
+        (1..=MIX_SESSIONS)
+            .flat_map(|rank| {
+                let copies = (MIX_SESSIONS / rank).max(1);
+                std::iter::repeat_n(u16::try_from(rank).unwrap(), copies)
+            })
+            .collect()
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let len = schedule.len() as u64;
+    usize::from(schedule[usize::try_from(n.wrapping_mul(STRIDE) % len).unwrap()])
+}
 
 async fn one_call(
     load: Load,
@@ -207,9 +246,13 @@ async fn one_call(
     http: &reqwest::Client,
 ) -> bool {
     match load {
-        Load::Grpc { unique, rule, .. } => {
+        Load::Grpc {
+            unique, rule, mix, ..
+        } => {
             let token = if unique {
                 format!("bench-{}", UNIQUE.fetch_add(1, Ordering::Relaxed))
+            } else if mix {
+                format!("bench-mix-{}", mix_session())
             } else {
                 "bench-user".to_owned()
             };
@@ -432,7 +475,12 @@ struct Count {
 /// Instructions per request of every gRPC scenario and of the forward-auth door, each server
 /// under callgrind in turn ([`instructions`]).
 async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Count> {
-    let grpc = |addr, unique, rule| Load::Grpc { addr, unique, rule };
+    let grpc = |addr, unique, rule| Load::Grpc {
+        addr,
+        unique,
+        rule,
+        mix: false,
+    };
     let forwarded = |addr| Load::Http {
         addr,
         path: "/",
@@ -558,13 +606,15 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3usize)
         .max(1);
-    let (validator, app) = start_fakes();
+    let (validator, slow_validator, app) = start_fakes();
     let validate_url = format!("http://{validator}/session/validate");
 
     let (baseline_proc, baseline) = start_baseline(&[]).await;
     let (calling_proc, calling) = start_baseline(&["--call", &validate_url]).await;
     let (door_base_proc, door_base) = start_baseline(&["--http"]).await;
     let (authz_proc, authz, door) = start_authz(validator, &[]).await;
+    // The realistic mix: the default 10 s cache_ttl, an auth service answering in 2 ms.
+    let (mix_proc, mix_addr, _) = start_authz(slow_validator, &[]).await;
     let envoy_base = EnvoyProcess::start(baseline, app).await;
     let envoy_authz = EnvoyProcess::start(authz, app).await;
     let (nginx_base, nginx_base_worker) = start_nginx(door_base, app).await;
@@ -573,11 +623,19 @@ async fn main() {
         addr,
         unique,
         rule: false,
+        mix: false,
     };
     let with_rule = |addr| Load::Grpc {
         addr,
         unique: false,
         rule: true,
+        mix: false,
+    };
+    let mixed = |addr| Load::Grpc {
+        addr,
+        unique: false,
+        rule: false,
+        mix: true,
     };
     let http = |addr, path| Load::Http {
         addr,
@@ -591,7 +649,7 @@ async fn main() {
     };
 
     // (name, load, process whose CPU is counted, row of its baseline)
-    let scenarios: [(&str, Load, u32, Option<&str>); 14] = [
+    let scenarios: [(&str, Load, u32, Option<&str>); 15] = [
         (NOTHING, grpc(baseline, false), baseline_proc.id(), None),
         (
             "gRPC: session-authz, cache hit",
@@ -606,6 +664,7 @@ async fn main() {
             authz_proc.id(),
             Some(NOTHING_RULE),
         ),
+        (MIX, mixed(mix_addr), mix_proc.id(), Some(NOTHING)),
         (CALLING, grpc(calling, false), calling_proc.id(), None),
         (
             "gRPC: session-authz, cache miss",
@@ -753,6 +812,7 @@ async fn main() {
          - cache hit vs do-nothing, throughput at c=1/16/64: {} (target ≥ 0.90)\n\
          - cache hit with a route rule vs do-nothing (same request), at c=1/16/64: {} (target ≥ 0.90)\n\
          - cache hit p99 added at c=1: {:.0} µs (target ≤ 100 µs)\n\
+         - realistic mix vs do-nothing at c=16: {:.2}, p99 added {:.0} µs (issue 13: reported, no target)\n\
          - cache miss vs do-nothing + one HTTP call, at c=1/16/64: {} (target ≥ 0.90)\n\
          - through Envoy, session-authz vs do-nothing server, at c=1/16/64: {} (target ≥ 0.95)\n\
          - HTTP door direct, cache hit vs do-nothing endpoint, at c=1/16/64: {} (no target set)\n\
@@ -764,6 +824,8 @@ async fn main() {
             NOTHING_RULE
         ),
         pick("gRPC: session-authz, cache hit", 0).p99_us - pick(NOTHING, 0).p99_us,
+        pick(MIX, 1).rps / pick(NOTHING, 1).rps.max(1e-9),
+        pick(MIX, 1).p99_us - pick(NOTHING, 1).p99_us,
         ratios("gRPC: session-authz, cache miss", CALLING),
         ratios("Envoy: ext_authz → session-authz, cache hit", ENVOY_NOTHING),
         ratios(DOOR_HIT, DOOR_NOTHING),
@@ -795,4 +857,25 @@ async fn main() {
         counted(MISS_EVICTING),
     ));
     println!("{report}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two passes over the schedule send each session exactly twice its share: 1 000 times
+    /// session 1's, about 1/r for session r, and every one of them at least twice.
+    #[test]
+    fn the_mix_is_zipf_like_and_covers_every_session() {
+        let share = |rank: usize| (MIX_SESSIONS / rank).max(1);
+        let period: usize = (1..=MIX_SESSIONS).map(share).sum();
+        let mut seen = vec![0; MIX_SESSIONS + 1];
+        for _ in 0..2 * period {
+            seen[mix_session()] += 1;
+        }
+        for rank in 1..=MIX_SESSIONS {
+            assert_eq!(seen[rank], 2 * share(rank), "session {rank}");
+        }
+        assert_eq!(seen[0], 0);
+    }
 }
