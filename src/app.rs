@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,7 +15,7 @@ use crate::authorize::{self, Authorizer, CachedValidator};
 use crate::cache::DecisionCache;
 use crate::config::{Config, TlsFiles};
 use crate::credential::Names;
-use crate::doors::grpc::CheckService;
+use crate::doors::grpc::{CheckServer, CheckService};
 use crate::doors::http::{self as forward_auth, ForwardAuth};
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
@@ -128,7 +127,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         config.identity_headers.clone(),
         config.forward_auth.path_prefix.clone(),
     );
-    let check = AuthorizationServer::new(CheckService::new(core, config.identity_headers.clone()));
+    let check = CheckServer::new(CheckService::new(core, config.identity_headers.clone()));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
 

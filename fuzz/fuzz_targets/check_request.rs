@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, HeaderValueOption, HttpResponse,
+    CheckRequest, HeaderValueOption, HttpResponse,
 };
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::percent_decode_str;
@@ -90,9 +90,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let response = runtime
-        .block_on(service.check(tonic::Request::new(request)))
+        .block_on(service.check(&request))
         .expect("only grpc-error mode fails the RPC")
-        .into_inner();
+        .to_check_response()
+        .expect("every answer decodes as a CheckResponse");
     let code = response.status.as_ref().map_or(0, |s| s.code);
     let metadata = response
         .dynamic_metadata

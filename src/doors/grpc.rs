@@ -3,19 +3,21 @@
 //! `CheckResponse` — nothing else.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
-    HttpStatusCode,
+    CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
 };
-use envoy_types::ext_authz::v3::{
-    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
-};
+use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use tonic::codegen::{http, BoxFuture, Service};
 use tonic::{Request, Response, Status};
+use tonic_prost::ProstCodec;
 
+use super::answer::{Allowed, Answer};
 use super::{denial, sign_in_headers, IdentityHeaders};
 use crate::authorize::{Authorizer, CachedValidator, Checked, RequestView, Verdicts};
 use crate::cache::Origin;
@@ -23,8 +25,10 @@ use crate::contract::Identity;
 use crate::decision::{Decision, DenyStatus, Reason};
 
 /// The gRPC name of the Authorization service, as health checks name it.
-pub const SERVICE_NAME: &str =
-    <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME;
+pub const SERVICE_NAME: &str = authorization_server::SERVICE_NAME;
+
+/// The Check RPC's full path.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// Answers Envoy's Check calls. Generic over the verdicts only so that fuzzing can drive the
 /// whole door without a validator.
@@ -40,23 +44,83 @@ impl<V> CheckService<V> {
     }
 }
 
-#[tonic::async_trait]
-impl<V: Verdicts + 'static> Authorization for CheckService<V> {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let checked = match http_request(request.get_ref()) {
+impl<V: Verdicts> CheckService<V> {
+    /// One Check: the core's decision as the RPC's answer.
+    pub async fn check(&self, request: &CheckRequest) -> Result<Answer, Status> {
+        let checked = match http_request(request) {
             Some(http) => {
                 let headers = request_headers(http);
-                let extensions = context_extensions(request.get_ref());
+                let extensions = context_extensions(request);
                 self.core
                     .authorize(&request_view(http, &headers, extensions))
                     .await
             }
             None => self.core.unreadable(),
         };
-        check_response(&checked, &self.headers).map(Response::new)
+        answer(checked, &self.headers)
+    }
+}
+
+/// The Authorization service for tonic's router. envoy-types' generated server would do, but
+/// it answers only with the owned `CheckResponse`; this one sends an [`Answer`] with the same
+/// codec settings (prost, no compression, tonic's default message size limits).
+#[derive(Debug)]
+pub struct CheckServer<V = CachedValidator>(Arc<CheckService<V>>);
+
+impl<V> CheckServer<V> {
+    pub fn new(service: CheckService<V>) -> Self {
+        Self(Arc::new(service))
+    }
+}
+
+impl<V> Clone for CheckServer<V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<V> tonic::server::NamedService for CheckServer<V> {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<V, B> Service<http::Request<B>> for CheckServer<V>
+where
+    V: Verdicts + Send + Sync + 'static,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != CHECK_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let unary = Unary(self.0.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Answer, CheckRequest>::default());
+            Ok(grpc.unary(unary, request).await)
+        })
+    }
+}
+
+struct Unary<V>(Arc<CheckService<V>>);
+
+impl<V: Verdicts + Send + Sync + 'static> tonic::server::UnaryService<CheckRequest> for Unary<V> {
+    type Response = Answer;
+    type Future = BoxFuture<Response<Answer>, Status>;
+
+    fn call(&mut self, request: Request<CheckRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.check(request.get_ref()).await.map(Response::new) })
     }
 }
 
@@ -116,89 +180,62 @@ pub use super::RETRY_AFTER_SECS;
 ///
 /// `Err` only for [`Decision::GrpcUnavailable`], which hands the outcome to Envoy's own
 /// `failure_mode_allow` / `status_on_error` (a failed RPC carries no metadata).
-pub fn check_response(
-    checked: &Checked,
-    headers: &IdentityHeaders,
-) -> Result<CheckResponse, tonic::Status> {
-    let mut response = match &checked.decision {
-        Decision::Allow { identity, .. } => allow(identity, headers, &checked.set_cookies),
-        Decision::Deny { status, reason } => deny(*status, *reason, &checked.set_cookies),
-        Decision::SignIn { location, .. } => sign_in(location, &checked.set_cookies),
+pub fn answer(checked: Checked, names: &IdentityHeaders) -> Result<Answer, Status> {
+    let reason = checked.decision.reason().as_str();
+    let cache = cache_field(checked.cache);
+    let mut response = match checked.decision {
+        // Every identity header is either set from the validator's answer, replacing any
+        // client copy, or removed: on admin routes nothing else strips a client's own
+        // `x-auth-roles`. The cookies go to the client's response (session renewal).
+        Decision::Allow { identity, .. } => {
+            let allowed = Allowed {
+                identity: &identity,
+                names,
+                set_cookies: &checked.set_cookies,
+                reason,
+                cache,
+            };
+            return Ok(Answer::Allow(allowed.encode()));
+        }
+        Decision::Deny { status, reason } => deny(status, reason, &checked.set_cookies),
+        Decision::SignIn { location, .. } => sign_in(&location, &checked.set_cookies),
         Decision::GrpcUnavailable { .. } => {
-            return Err(tonic::Status::unavailable("session validator unavailable"))
+            return Err(Status::unavailable("session validator unavailable"))
         }
     };
-    response.set_dynamic_metadata(Some(metadata(checked)));
-    Ok(response)
+    let fields = metadata_fields(reason, cache, None)
+        .map(|(key, value)| {
+            let value = Value {
+                kind: Some(Kind::StringValue(value.to_owned())),
+            };
+            (key.to_owned(), value)
+        })
+        .collect();
+    response.set_dynamic_metadata(Some(Struct { fields }));
+    Ok(Answer::Built(Box::new(response)))
+}
+
+fn cache_field(origin: Option<Origin>) -> &'static str {
+    origin.map_or("none", Origin::as_str)
 }
 
 /// The flat `dynamic_metadata` Envoy files under `envoy.filters.http.ext_authz`, for its access
 /// log and rate limiter: `reason` and `cache` always; `user` and `roles` (comma-joined) only on
-/// an allow that has them — left out otherwise, so that an access log shows `-`. Never a token,
-/// and not the email (logs need no address).
-pub fn metadata(checked: &Checked) -> Struct {
-    let text = |value: String| Value {
-        kind: Some(Kind::StringValue(value)),
-    };
-    // Room for all four at once: growing the map on the third insert costs more than the rest.
-    let mut fields = std::collections::HashMap::with_capacity(4);
-    fields.insert(
-        "reason".to_owned(),
-        text(checked.decision.reason().as_str().to_owned()),
-    );
-    fields.insert(
-        "cache".to_owned(),
-        text(checked.cache.map_or("none", Origin::as_str).to_owned()),
-    );
-    if let Decision::Allow { identity, .. } = &checked.decision {
-        if let Some(user) = identity.user() {
-            fields.insert("user".to_owned(), text(user.to_owned()));
-        }
-        if let Some(roles) = identity.roles_value() {
-            fields.insert("roles".to_owned(), text(roles.to_owned()));
-        }
-    }
-    Struct { fields }
-}
-
-/// Every identity header is either set from the validator's answer, replacing any client copy,
-/// or removed: on admin routes nothing else strips a client's own `x-auth-roles`.
-/// `set_cookies` go to the client's response (session renewal).
-fn allow(identity: &Identity, headers: &IdentityHeaders, set_cookies: &[String]) -> CheckResponse {
-    let mut ok = OkHttpResponseBuilder::new();
-    for cookie in set_cookies {
-        ok.add_response_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
-    }
-    let fields = [
-        (headers.user.as_str(), identity.user()),
-        (headers.roles.as_str(), identity.roles_value()),
-        (headers.email.as_str(), identity.email()),
-    ];
-    for (name, value) in fields {
-        match value {
-            Some(value) => {
-                ok.add_header(
-                    name,
-                    value,
-                    Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                    false,
-                );
-            }
-            None => {
-                ok.remove_header(name);
-            }
-        }
-    }
-    let mut ok = ok.build();
-    // Older Envoys read the deprecated `append` and default it to true (append); setting it
-    // to false as well keeps "set, never append" whichever field the proxy honours.
-    #[allow(deprecated)]
-    for option in &mut ok.headers {
-        option.append = Some(BoolValue { value: false });
-    }
-    let mut response = CheckResponse::with_status(tonic::Status::ok(""));
-    response.set_http_response(ok);
-    response
+/// an allow's identity that has them — left out otherwise, so that an access log shows `-`.
+/// Never a token, and not the email (logs need no address).
+pub fn metadata_fields<'a>(
+    reason: &'static str,
+    cache: &'static str,
+    identity: Option<&'a Identity>,
+) -> impl Iterator<Item = (&'static str, &'a str)> + Clone {
+    let user = identity.and_then(Identity::user).map(|user| ("user", user));
+    let roles = identity
+        .and_then(Identity::roles_value)
+        .map(|roles| ("roles", roles));
+    [("reason", reason), ("cache", cache)]
+        .into_iter()
+        .chain(user)
+        .chain(roles)
 }
 
 /// Each `Set-Cookie` its own header: appended, so that several survive side by side (an
@@ -255,6 +292,9 @@ fn deny(status: DenyStatus, reason: Reason, set_cookies: &[String]) -> CheckResp
 #[cfg(test)]
 mod tests {
     use envoy_types::ext_authz::v3::pb::{HeaderValueOption, HttpResponse};
+    use envoy_types::ext_authz::v3::OkHttpResponseBuilder;
+    use envoy_types::pb::google::protobuf::BoolValue;
+    use prost::Message;
 
     use super::*;
     use crate::contract::ErrorKind;
@@ -262,6 +302,103 @@ mod tests {
 
     fn names() -> IdentityHeaders {
         IdentityHeaders::default()
+    }
+
+    /// The answer as Envoy reads it: encoded, then decoded with envoy-types' own message.
+    fn check_response(checked: &Checked, names: &IdentityHeaders) -> Result<CheckResponse, Status> {
+        answer(checked.clone(), names)
+            .map(|answer| answer.to_check_response().expect("the answer decodes"))
+    }
+
+    /// What an allow must decode to, made the long way with envoy-types' builders.
+    fn built_allow(
+        identity: &Identity,
+        names: &IdentityHeaders,
+        cookies: &[String],
+        cache: Option<Origin>,
+    ) -> CheckResponse {
+        let mut ok = OkHttpResponseBuilder::new();
+        for cookie in cookies {
+            ok.add_response_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
+        }
+        for (name, value) in names.fields(identity) {
+            match value {
+                Some(value) => {
+                    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+                    ok.add_header(name, value, overwrite, false);
+                }
+                None => {
+                    ok.remove_header(name);
+                }
+            }
+        }
+        let mut ok = ok.build();
+        #[allow(deprecated)]
+        for option in &mut ok.headers {
+            option.append = Some(BoolValue { value: false });
+        }
+        let mut response = CheckResponse::with_status(Status::ok(""));
+        response.set_http_response(ok);
+        let reason = Reason::ValidSession.as_str();
+        let fields = metadata_fields(reason, cache_field(cache), Some(identity))
+            .map(|(key, value)| {
+                let value = Value {
+                    kind: Some(Kind::StringValue(value.to_owned())),
+                };
+                (key.to_owned(), value)
+            })
+            .collect();
+        response.set_dynamic_metadata(Some(Struct { fields }));
+        response
+    }
+
+    #[test]
+    fn the_encoded_allow_decodes_to_the_message_the_builders_make() {
+        let long = "r".repeat(300);
+        let identities = [
+            Identity::named("alice")
+                .with_roles(["admin", "viewer"])
+                .with_email("alice@example.com"),
+            Identity::named("bob"),
+            Identity::named("carol").with_roles([long.as_str()]),
+            Identity::named("dave").with_email("d@example.com"),
+            Identity::default(),
+        ];
+        let renamed = IdentityHeaders {
+            user: "x-user".to_owned(),
+            roles: "x-groups".to_owned(),
+            email: "x-mail".to_owned(),
+        };
+        let cookie_sets = [
+            vec![],
+            vec!["session=new; Path=/; HttpOnly".to_owned()],
+            vec!["a=1".to_owned(), format!("b={long}")],
+        ];
+        for identity in &identities {
+            for names in [names(), renamed.clone()] {
+                for cookies in &cookie_sets {
+                    for cache in [Some(Origin::Hit), Some(Origin::Miss), None] {
+                        let decision = Decision::Allow {
+                            identity: identity.clone(),
+                            reason: Reason::ValidSession,
+                        };
+                        let checked = Checked {
+                            decision,
+                            cache,
+                            set_cookies: cookies.clone(),
+                        };
+                        let answer = answer(checked, &names).unwrap();
+                        let bytes = answer.encode_to_vec();
+                        assert_eq!(bytes.len(), answer.encoded_len());
+                        assert_eq!(
+                            CheckResponse::decode(bytes.as_slice()).unwrap(),
+                            built_allow(identity, &names, cookies, cache),
+                            "{identity:?} {cookies:?} {cache:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn identity_header(option: &HeaderValueOption) -> Option<(&str, &str)> {

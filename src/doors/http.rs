@@ -254,14 +254,9 @@ fn is_token(text: &str) -> bool {
 pub fn response(checked: &Checked, names: &IdentityHeaders) -> Response<Body> {
     let built = match &checked.decision {
         Decision::Allow { identity, .. } => {
-            let fields = [
-                (names.user.as_str(), identity.user()),
-                (names.roles.as_str(), identity.roles_value()),
-                (names.email.as_str(), identity.email()),
-            ];
             let mut headers = Vec::new();
             let mut absent = Vec::new();
-            for (name, value) in fields {
+            for (name, value) in names.fields(identity) {
                 match value {
                     Some(value) => headers.push((name, value.to_owned())),
                     None => absent.push(name),

@@ -4,9 +4,11 @@
 //! What a denial looks like to the client (status, JSON body, headers) is written here once, so
 //! that every door answers alike.
 
+pub mod answer;
 pub mod grpc;
 pub mod http;
 
+use crate::contract::Identity;
 use crate::decision::{DenyStatus, Reason};
 
 /// The request headers that carry a valid session's identity to the app: set with overwrite
@@ -26,6 +28,18 @@ impl Default for IdentityHeaders {
             roles: "x-auth-roles".to_owned(),
             email: "x-auth-email".to_owned(),
         }
+    }
+}
+
+impl IdentityHeaders {
+    /// Each header with the identity's value for it; `None`: the validator named no such
+    /// field, so the header is removed.
+    pub fn fields<'a>(&'a self, identity: &'a Identity) -> [(&'a str, Option<&'a str>); 3] {
+        [
+            (self.user.as_str(), identity.user()),
+            (self.roles.as_str(), identity.roles_value()),
+            (self.email.as_str(), identity.email()),
+        ]
     }
 }
 
