@@ -208,12 +208,14 @@ impl Single {
 fn scan_cookie_header(value: &[u8], cookie_name: &str, found: &mut Single) {
     // Other cookies may hold any bytes; only the session cookie's own value must be clean.
     let text = String::from_utf8_lossy(value);
+    // Only a value that was not UTF-8 can hold a character the conversion made up.
+    let converted = matches!(text, std::borrow::Cow::Owned(_));
     for parsed in Cookie::split_parse(text.as_ref()).flatten() {
         if parsed.name() != cookie_name {
             continue;
         }
         let token = parsed.value_trimmed();
-        if token.contains(char::REPLACEMENT_CHARACTER) {
+        if converted && token.contains(char::REPLACEMENT_CHARACTER) {
             found.unforwardable = true;
         } else {
             found.offer(token);
@@ -345,6 +347,15 @@ mod tests {
         let header_garbage: &[(&str, &[u8])] = &[("x-session-token", b"T\xff")];
         assert_eq!(
             find(header_garbage.iter().copied(), &names),
+            Lookup::Ambiguous(Ambiguity::UnforwardableToken)
+        );
+        // A real U+FFFD sent as UTF-8 travels byte for byte, like any other non-ASCII token;
+        // only one the conversion made up stands for bytes we could not forward.
+        let real = "session=T\u{fffd}".as_bytes();
+        assert_eq!(find([("cookie", real)], &names), cookie("T\u{fffd}"));
+        let beside_garbage: &[(&str, &[u8])] = &[("cookie", b"a=\xff; session=T\xef\xbf\xbd")];
+        assert_eq!(
+            find(beside_garbage.iter().copied(), &names),
             Lookup::Ambiguous(Ambiguity::UnforwardableToken)
         );
     }

@@ -2,6 +2,7 @@
 //! fixed words — never a token, a cookie or a user.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -91,6 +92,11 @@ pub struct Metrics {
     validator_shed: Counter,
     cache_lookups: Family<CacheLabels, Counter>,
     cache_entries: Gauge<u64, AtomicU64>,
+    /// The series every cache hit counts, each resolved from its family once, at its first use
+    /// (so /metrics shows it only from then on, as before): a family lookup hashes the labels
+    /// and takes a lock on every Check.
+    valid_allows: OnceLock<Counter>,
+    hits: OnceLock<Counter>,
 }
 
 impl Metrics {
@@ -181,6 +187,8 @@ impl Metrics {
             validator_shed,
             cache_lookups,
             cache_entries,
+            valid_allows: OnceLock::new(),
+            hits: OnceLock::new(),
         }
     }
 
@@ -190,12 +198,15 @@ impl Metrics {
         } else {
             Outcome::Deny
         };
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                outcome,
-                reason: decision.reason(),
-            })
-            .inc();
+        let labels = DecisionLabels {
+            outcome,
+            reason: decision.reason(),
+        };
+        if labels.reason == Reason::ValidSession {
+            resolved(&self.valid_allows, &self.decisions, &labels).inc();
+        } else {
+            self.decisions.get_or_create(&labels).inc();
+        }
         self.check_duration.observe(took.as_secs_f64());
     }
 
@@ -228,9 +239,12 @@ impl Metrics {
     }
 
     pub fn cache_lookup(&self, origin: Origin) {
-        self.cache_lookups
-            .get_or_create(&CacheLabels { outcome: origin })
-            .inc();
+        let labels = CacheLabels { outcome: origin };
+        if origin == Origin::Hit {
+            resolved(&self.hits, &self.cache_lookups, &labels).inc();
+        } else {
+            self.cache_lookups.get_or_create(&labels).inc();
+        }
     }
 
     /// The Prometheus text exposition, with the cache size read now.
@@ -252,6 +266,19 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// `family`'s counter for `labels`, kept in `slot` after the first lookup. A clone of a counter
+/// is the same counter.
+fn resolved<'a, L>(
+    slot: &'a OnceLock<Counter>,
+    family: &Family<L, Counter>,
+    labels: &L,
+) -> &'a Counter
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    slot.get_or_init(|| family.get_or_create(labels).clone())
 }
 
 #[cfg(test)]
