@@ -2,10 +2,11 @@
 //! token however many Checks wait for it, and an opt-in stale-if-error window.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
 use crate::contract::{CacheDirective, Identity, Reply, ValidatorError, Verdict};
 use crate::credential::{Credential, Source};
@@ -84,11 +85,26 @@ impl Answered {
 type Key = u128;
 
 #[derive(Clone, Debug)]
-struct Entry {
-    /// Only `Valid` or `Invalid`: errors are never cached.
-    verdict: Verdict,
-    /// When this answer stops counting; fixed at insertion, so a hit never extends it.
-    expires: Instant,
+enum Entry {
+    /// `Valid` or `Invalid`, counting until `expires`: fixed at insertion, so a hit never
+    /// extends it.
+    Answer {
+        verdict: Verdict,
+        expires: Instant,
+        call: u64,
+    },
+    /// A failed call, kept only so that the Checks which waited for it get its error: no Check
+    /// that starts after it takes it for an answer (errors are never cached).
+    Failed { error: ValidatorError, call: u64 },
+}
+
+impl Entry {
+    /// Which call produced this entry, in the order calls finished.
+    fn call(&self) -> u64 {
+        match self {
+            Entry::Answer { call, .. } | Entry::Failed { call, .. } => *call,
+        }
+    }
 }
 
 /// What time it is, for the entries' deadlines: the real clock, or a hand-moved one in tests.
@@ -99,9 +115,13 @@ type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 pub struct DecisionCache {
     settings: Settings,
     now: Clock,
-    entries: Cache<Key, Entry>,
-    /// Identities of sessions confirmed valid within `stale_if_error`; `None` when that is off.
-    last_valid: Option<Cache<Key, Identity>>,
+    entries: Arc<Cache<Key, Entry>>,
+    /// Counts finished validator calls; an entry carries its call's number, so that a Check
+    /// can tell the call it waited for from one that finished before it began.
+    calls: Arc<AtomicU64>,
+    /// Sessions confirmed valid, with when; used within `stale_if_error`, `None` when that
+    /// is off.
+    last_valid: Option<Arc<Cache<Key, (Identity, Instant)>>>,
     /// The [`Key`] secret, drawn at start-up.
     secret: [u8; 16],
 }
@@ -110,9 +130,15 @@ impl std::fmt::Debug for DecisionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecisionCache")
             .field("settings", &self.settings)
-            .field("entries", &self.entries.entry_count())
+            .field("entries", &self.entries.len())
             .finish()
     }
+}
+
+/// What a Check that missed found once the call in flight (if any) was done.
+enum Joined {
+    Answered(Verdict),
+    Failed(ValidatorError),
 }
 
 impl DecisionCache {
@@ -121,41 +147,31 @@ impl DecisionCache {
     }
 
     fn with_clock(settings: Settings, now: Clock) -> Self {
-        // One cache-wide time-to-live (the longest an answer may count) lets moka evict by
-        // insertion order; each entry's own, shorter deadline is checked on read. This is much
-        // cheaper per insert than moka's per-entry expiry timer wheel.
-        let longest = settings
-            .ttl
-            .max(settings.negative_ttl)
-            .max(Duration::from_millis(1));
-        let entries = Cache::builder()
-            .max_capacity(settings.max_entries)
-            .time_to_live(longest)
-            .build();
-        let last_valid = (!settings.stale_if_error.is_zero()).then(|| {
-            Cache::builder()
-                .max_capacity(settings.max_entries)
-                .time_to_live(settings.stale_if_error)
-                .build()
-        });
+        // quick_cache: a sharded map with CLOCK-Pro-style eviction (a one-off key enters a
+        // "cold" section and leaves first, so a token spray does not push out sessions in use)
+        // and its own coalescing placeholders; at least `max_entries` rounded up to the shards.
+        // docs/benchmarks.md, "The cache", has the figures against moka.
+        let capacity = usize::try_from(settings.max_entries).unwrap_or(usize::MAX);
+        let last_valid =
+            (!settings.stale_if_error.is_zero()).then(|| Arc::new(Cache::new(capacity)));
         Self {
             settings,
             now,
-            entries,
+            entries: Arc::new(Cache::new(capacity)),
+            calls: Arc::new(AtomicU64::new(0)),
             last_valid,
             secret: secret(),
         }
     }
 
-    /// Entries currently held (approximate, as moka counts).
+    /// Entries currently held, failed calls and expired answers not yet evicted included.
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 
-    /// Entries held, after moka applies its pending inserts and evictions (for `/metrics`).
+    /// Entries held (for `/metrics`).
     pub async fn settled_entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks().await;
-        self.entries.entry_count()
+        self.entry_count()
     }
 
     /// The verdict for `credential`: cached, or from one `fetch` shared by every concurrent
@@ -167,70 +183,94 @@ impl DecisionCache {
         Fut: Future<Output = Reply>,
     {
         let key = key(&self.secret, credential);
-        if let Some(entry) = self.entries.get(&key).await {
-            if entry.expires > (self.now)() {
-                return Answered::without_cookies(entry.verdict, Origin::Hit);
+        if let Some(Entry::Answer {
+            verdict, expires, ..
+        }) = self.entries.get(&key)
+        {
+            if expires > (self.now)() {
+                return Answered::without_cookies(verdict, Origin::Hit);
             }
-            self.entries.invalidate(&key).await;
         }
-        let settings = self.settings;
+        // Calls that finished before this point are not this Check's to share.
+        let begun = self.calls.load(Ordering::SeqCst);
         let now = &self.now;
-        // Filled only if this Check's own `init` runs: moka runs one waiter's `init`, and the
-        // cookies stay on that waiter's stack, out of the entry.
-        let mut own_cookies = Vec::new();
-        let cookie_slot = &mut own_cookies;
-        let init = async move {
-            let reply = fetch().await;
-            match reply.verdict {
-                Verdict::Error(err) => Err(err),
-                verdict => {
-                    *cookie_slot = reply.set_cookies;
-                    let ttl = ttl_for(&settings, &verdict, reply.cache);
-                    Ok(Entry {
-                        verdict,
-                        expires: now() + ttl,
-                    })
-                }
+        let joined = self
+            .entries
+            .entry_async(&key, |_, entry| match entry {
+                // The call this Check waited for (or one that finished as it began): its
+                // answer, even one that may not be kept (`no-store`), and its error.
+                _ if entry.call() > begun => EntryAction::Retain(match entry {
+                    Entry::Answer { verdict, .. } => Joined::Answered(verdict.clone()),
+                    Entry::Failed { error, .. } => Joined::Failed(error.clone()),
+                }),
+                Entry::Answer {
+                    verdict, expires, ..
+                } if *expires > now() => EntryAction::Retain(Joined::Answered(verdict.clone())),
+                _ => EntryAction::ReplaceWithGuard,
+            })
+            .await;
+        let guard = match joined {
+            EntryResult::Retained(Joined::Answered(verdict)) => {
+                return Answered::without_cookies(verdict, Origin::Coalesced)
             }
+            EntryResult::Retained(Joined::Failed(error)) => return self.on_error(key, error),
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => Some(guard),
+            // Neither happens (no deadline, and the closure never removes); should one, this
+            // Check asks the validator itself and keeps nothing.
+            EntryResult::Removed(..) | EntryResult::Timeout => None,
         };
-        let inserted = self.entries.entry(key).or_try_insert_with(init).await;
-        match inserted {
-            Ok(entry) => {
-                let origin = if entry.is_fresh() {
-                    Origin::Miss
-                } else {
-                    Origin::Coalesced
-                };
-                let verdict = entry.into_value().verdict;
-                if origin != Origin::Miss {
-                    return Answered::without_cookies(verdict, origin);
+        // This Check makes the call. Dropped before `insert` (the Check was cancelled), the
+        // guard hands the call to one of the waiters.
+        let reply = fetch().await;
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        match reply.verdict {
+            Verdict::Error(error) => {
+                if let Some(guard) = guard {
+                    let _ = guard.insert(Entry::Failed {
+                        error: error.clone(),
+                        call,
+                    });
                 }
-                self.remember(key, &verdict).await;
+                self.on_error(key, error)
+            }
+            verdict => {
+                if let Some(guard) = guard {
+                    let ttl = ttl_for(&self.settings, &verdict, reply.cache);
+                    let _ = guard.insert(Entry::Answer {
+                        verdict: verdict.clone(),
+                        expires: (self.now)() + ttl,
+                        call,
+                    });
+                }
+                self.remember(key, &verdict);
                 Answered {
                     verdict,
-                    origin,
-                    set_cookies: own_cookies,
+                    origin: Origin::Miss,
+                    set_cookies: reply.set_cookies,
                 }
             }
-            Err(err) => self.on_error(key, ValidatorError::clone(&err)).await,
         }
     }
 
-    async fn remember(&self, key: Key, verdict: &Verdict) {
+    fn remember(&self, key: Key, verdict: &Verdict) {
         let Some(last_valid) = &self.last_valid else {
             return;
         };
         match verdict {
-            Verdict::Valid(identity) => last_valid.insert(key, identity.clone()).await,
+            Verdict::Valid(identity) => last_valid.insert(key, (identity.clone(), (self.now)())),
             // A revoked session must never come back through stale-if-error.
-            _ => last_valid.invalidate(&key).await,
+            _ => {
+                last_valid.remove(&key);
+            }
         }
     }
 
-    async fn on_error(&self, key: Key, err: ValidatorError) -> Answered {
+    fn on_error(&self, key: Key, err: ValidatorError) -> Answered {
         if let Some(last_valid) = &self.last_valid {
-            if let Some(identity) = last_valid.get(&key).await {
-                return Answered::without_cookies(Verdict::Valid(identity), Origin::Stale);
+            if let Some((identity, confirmed)) = last_valid.get(&key) {
+                if confirmed + self.settings.stale_if_error > (self.now)() {
+                    return Answered::without_cookies(Verdict::Valid(identity), Origin::Stale);
+                }
             }
         }
         // Coalesced waiters share the leader's error; all of them deny.
@@ -380,7 +420,7 @@ mod tests {
     }
 
     /// A cache whose clock moves only when the test says so, and the hand that moves it (in
-    /// seconds). TTLs of minutes keep moka's own real-time eviction out of the test.
+    /// seconds).
     fn clocked(settings: Settings) -> (DecisionCache, impl Fn(u64)) {
         let start = Instant::now();
         let elapsed = Arc::new(std::sync::Mutex::new(Duration::ZERO));
@@ -508,12 +548,40 @@ mod tests {
                 );
             }
         }
-        cache.entries.run_pending_tasks().await;
         assert!(cache.entry_count() <= 1_000, "{}", cache.entry_count());
         assert_eq!(
             cache.verdict(&real, ok).await,
             (valid("alice"), Origin::Hit)
         );
+    }
+
+    #[tokio::test]
+    async fn a_spray_longer_than_the_cache_still_keeps_a_user_seen_twice() {
+        let cache = DecisionCache::new(Settings {
+            max_entries: 1_000,
+            ..Settings::default()
+        });
+        let real = cookie("real-user-token");
+        let ok = || async { Reply::from(valid("alice")) };
+        cache.verdict(&real, ok).await;
+        cache.verdict(&real, ok).await;
+        for i in 0..20_000 {
+            let junk = cookie(&format!("junk-{i}"));
+            cache
+                .verdict(&junk, || async { Reply::from(Verdict::Invalid) })
+                .await;
+            if i % 5_000 == 4_999 {
+                // Five times the cache's size in one-off tokens between two of the user's
+                // Checks: a least-recently-used cache would have dropped the user.
+                assert_eq!(
+                    cache.verdict(&real, ok).await,
+                    (valid("alice"), Origin::Hit),
+                    "after {} junk tokens",
+                    i + 1
+                );
+            }
+        }
+        assert!(cache.entry_count() <= 1_000, "{}", cache.entry_count());
     }
 
     fn renewing(verdict: Verdict, cookie: &str) -> Reply {

@@ -326,8 +326,8 @@ pub(super) fn path_prefix(value: &Value) -> Result<Option<String>, &'static str>
     fits.then(|| Some(text.to_owned())).ok_or(EXPECTED)
 }
 
-// Upper bounds: every accepted value must also start and serve (moka refuses a time-to-live
-// over 1000 years, tokio's semaphore more than 2^61 permits), and far beyond these a value is a
+// Upper bounds: every accepted value must also start and serve (an entry's deadline, now + TTL,
+// must not overflow; tokio's semaphore takes at most 2^61 permits), and far beyond these a value is a
 // typo rather than a wish.
 const MINUTE: u64 = 60;
 const HOUR: u64 = 60 * MINUTE;
