@@ -377,8 +377,10 @@ async fn rss(name: &str) {
 /// `src/cache.rs`'s `token_spray_stays_bounded_and_keeps_a_real_user`, counted instead of
 /// asserted: the real user's misses while 100 000 junk tokens arrive, the user coming back
 /// after every `every` of them (100 in the test; 5 000, five times the capacity, is where a
-/// plain LRU loses the user).
-async fn spray(name: &str, every: u64) {
+/// plain LRU loses the user). With `twice`, every junk token comes back once, 200 junk
+/// lookups later: past a small admission window but within the memory of recently evicted keys,
+/// as an attacker replaying its tokens could arrange.
+async fn spray(name: &str, every: u64, twice: bool) {
     let cache = Variant::new(name, SMALL);
     let ok = || async { Ok(entry()) };
     let real = key(u64::MAX);
@@ -388,6 +390,9 @@ async fn spray(name: &str, every: u64) {
     let (mut lost, mut visits) = (0, 0);
     for i in 1..=100_000 {
         assert!(cache.lookup(key(i), ok).await.0.is_ok());
+        if twice && i > 200 {
+            assert!(cache.lookup(key(i - 200), ok).await.0.is_ok());
+        }
         if i % every == 0 {
             visits += 1;
             if cache.lookup(real, ok).await.1 {
@@ -396,8 +401,9 @@ async fn spray(name: &str, every: u64) {
         }
     }
     let held = cache.settled_len().await;
+    let how = if twice { "twice" } else { "once" };
     println!(
-        "{name} spray/{every}: real user missed {lost} of {visits}; {held} entries held (cap {SMALL})"
+        "{name} spray/{how}/{every}: real user missed {lost} of {visits}; {held} entries held (cap {SMALL})"
     );
 }
 
@@ -510,8 +516,10 @@ fn main() {
         [variant, "miss", n] => runtime().block_on(misses(variant, n.parse().unwrap())),
         [variant, "rss"] => runtime().block_on(rss(variant)),
         [variant, "spray"] => runtime().block_on(async {
-            spray(variant, 100).await;
-            spray(variant, 5_000).await;
+            for twice in [false, true] {
+                spray(variant, 100, twice).await;
+                spray(variant, 5_000, twice).await;
+            }
         }),
         [variant, "coalesce"] => runtime().block_on(coalesce(variant)),
         _ => {
