@@ -353,15 +353,17 @@ fn screen_text(text: &str, max_bytes: usize) -> Result<(), &'static str> {
         return Err("control characters");
     }
     // Zero-width and bidi marks make two names look alike; line and paragraph separators end
-    // a line for some log readers.
-    if text.chars().any(|c| {
-        matches!(
-            c.general_category(),
-            GeneralCategory::Format
-                | GeneralCategory::LineSeparator
-                | GeneralCategory::ParagraphSeparator
-        )
-    }) {
+    // a line for some log readers. No ASCII character is either: only others need the table.
+    if !text.is_ascii()
+        && text.chars().any(|c| {
+            matches!(
+                c.general_category(),
+                GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            )
+        })
+    {
         return Err("format or separator characters");
     }
     if text.contains(',') {
@@ -693,6 +695,23 @@ mod tests {
             Identity::default()
         );
         assert_eq!(Identity::default().user(), None);
+    }
+
+    #[test]
+    fn no_ascii_character_is_a_format_or_separator_character() {
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        // screen_text skips the category table for ASCII text on this ground.
+        for c in (0..=0x7f_u8).map(char::from) {
+            assert!(
+                !matches!(
+                    c.general_category(),
+                    GeneralCategory::Format
+                        | GeneralCategory::LineSeparator
+                        | GeneralCategory::ParagraphSeparator
+                ),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

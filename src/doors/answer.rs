@@ -11,7 +11,7 @@
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HeaderAppendAction};
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{
-    encode_key, encode_varint, encoded_len_varint, key_len, skip_field, DecodeContext, WireType,
+    encode_varint, encoded_len_varint, key_len, skip_field, DecodeContext, WireType,
 };
 use prost::{DecodeError, Message};
 
@@ -77,9 +77,21 @@ fn delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn put_delimited(tag: u32, len: usize, buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+/// A varint; the lengths and keys here are nearly always under 128, one byte.
+fn put_varint(value: u64, buf: &mut Vec<u8>) {
+    match u8::try_from(value) {
+        Ok(byte) if byte < 0x80 => buf.push(byte),
+        _ => encode_varint(value, buf),
+    }
+}
+
+fn put_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    put_varint(u64::from(tag << 3 | wire_type as u32), buf);
+}
+
+fn put_delimited(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    put_key(tag, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
 }
 
 /// A singular proto3 string: left out when empty, as prost does.
@@ -91,31 +103,32 @@ fn text_len(tag: u32, text: &str) -> usize {
     }
 }
 
-fn put_text(tag: u32, text: &str, buf: &mut impl BufMut) {
+fn put_text(tag: u32, text: &str, buf: &mut Vec<u8>) {
     if !text.is_empty() {
         put_delimited(tag, text.len(), buf);
-        buf.put_slice(text.as_bytes());
+        buf.extend_from_slice(text.as_bytes());
     }
 }
 
 /// A `HeaderValueOption`. `overwrite`: set, never append (`append_action` and the deprecated
 /// `append: false`, which older Envoys read); otherwise appended (each renewal cookie its own
 /// header).
+#[derive(Clone, Copy)]
 struct HeaderOption<'a> {
     key: &'a str,
     value: &'a str,
     overwrite: bool,
+    /// The `HeaderValue`'s size, and the whole option's.
+    header_len: usize,
+    len: usize,
 }
 
 const OVERWRITE: u64 = HeaderAppendAction::OverwriteIfExistsOrAdd as u64;
 
-impl HeaderOption<'_> {
-    fn header_len(&self) -> usize {
-        text_len(tag::HEADER_KEY, self.key) + text_len(tag::HEADER_VALUE, self.value)
-    }
-
-    fn len(&self) -> usize {
-        let set = if self.overwrite {
+impl<'a> HeaderOption<'a> {
+    fn new(key: &'a str, value: &'a str, overwrite: bool) -> Self {
+        let header_len = text_len(tag::HEADER_KEY, key) + text_len(tag::HEADER_VALUE, value);
+        let set = if overwrite {
             // `append` is an empty BoolValue (false); the action a varint.
             delimited_len(tag::OPTION_APPEND, 0)
                 + key_len(tag::OPTION_APPEND_ACTION)
@@ -123,18 +136,24 @@ impl HeaderOption<'_> {
         } else {
             0
         };
-        delimited_len(tag::OPTION_HEADER, self.header_len()) + set
+        Self {
+            key,
+            value,
+            overwrite,
+            header_len,
+            len: delimited_len(tag::OPTION_HEADER, header_len) + set,
+        }
     }
 
-    fn put(&self, tag: u32, buf: &mut impl BufMut) {
-        put_delimited(tag, self.len(), buf);
-        put_delimited(tag::OPTION_HEADER, self.header_len(), buf);
+    fn put(&self, tag: u32, buf: &mut Vec<u8>) {
+        put_delimited(tag, self.len, buf);
+        put_delimited(tag::OPTION_HEADER, self.header_len, buf);
         put_text(tag::HEADER_KEY, self.key, buf);
         put_text(tag::HEADER_VALUE, self.value, buf);
         if self.overwrite {
             put_delimited(tag::OPTION_APPEND, 0, buf);
-            encode_key(tag::OPTION_APPEND_ACTION, WireType::Varint, buf);
-            encode_varint(OVERWRITE, buf);
+            put_key(tag::OPTION_APPEND_ACTION, WireType::Varint, buf);
+            put_varint(OVERWRITE, buf);
         }
     }
 }
@@ -149,12 +168,12 @@ fn entry_len(key: &str, value: &str) -> usize {
     text_len(tag::ENTRY_KEY, key) + delimited_len(tag::ENTRY_VALUE, entry_value_len(value))
 }
 
-fn put_entry(key: &str, value: &str, buf: &mut impl BufMut) {
+fn put_entry(key: &str, value: &str, buf: &mut Vec<u8>) {
     put_delimited(tag::STRUCT_FIELDS, entry_len(key, value), buf);
     put_text(tag::ENTRY_KEY, key, buf);
     put_delimited(tag::ENTRY_VALUE, entry_value_len(value), buf);
     put_delimited(tag::VALUE_STRING, value.len(), buf);
-    buf.put_slice(value.as_bytes());
+    buf.extend_from_slice(value.as_bytes());
 }
 
 impl Allowed<'_> {
@@ -164,27 +183,22 @@ impl Allowed<'_> {
     /// writing through tonic's buffer byte by byte costs more than the copy.
     pub fn encode(&self) -> Vec<u8> {
         let identity = self.names.fields(self.identity);
-        let set = identity.iter().filter_map(|&(key, value)| {
-            value.map(|value| HeaderOption {
-                key,
-                value,
-                overwrite: true,
-            })
-        });
+        let set =
+            identity.map(|(key, value)| value.map(|value| HeaderOption::new(key, value, true)));
+        let set = set.iter().flatten();
         let removed = identity
             .iter()
             .filter(|(_, value)| value.is_none())
             .map(|&(key, _)| key);
-        let cookies = self.set_cookies.iter().map(|cookie| HeaderOption {
-            key: "set-cookie",
-            value: cookie,
-            overwrite: false,
-        });
+        let cookies = self
+            .set_cookies
+            .iter()
+            .map(|cookie| HeaderOption::new("set-cookie", cookie, false));
         let metadata = super::grpc::metadata_fields(self.reason, self.cache, Some(self.identity));
 
         let ok_len = set
             .clone()
-            .map(|option| delimited_len(tag::OK_HEADERS, option.len()))
+            .map(|option| delimited_len(tag::OK_HEADERS, option.len))
             .chain(
                 removed
                     .clone()
@@ -193,7 +207,7 @@ impl Allowed<'_> {
             .chain(
                 cookies
                     .clone()
-                    .map(|option| delimited_len(tag::OK_RESPONSE_HEADERS_TO_ADD, option.len())),
+                    .map(|option| delimited_len(tag::OK_RESPONSE_HEADERS_TO_ADD, option.len)),
             )
             .sum();
         let metadata_len = metadata
@@ -213,7 +227,7 @@ impl Allowed<'_> {
         for key in removed {
             // A repeated string is written even when empty.
             put_delimited(tag::OK_HEADERS_TO_REMOVE, key.len(), &mut buf);
-            buf.put_slice(key.as_bytes());
+            buf.extend_from_slice(key.as_bytes());
         }
         for option in cookies {
             option.put(tag::OK_RESPONSE_HEADERS_TO_ADD, &mut buf);
