@@ -241,22 +241,30 @@ struct Answer {
 
 /// `user` as the contract allows it: a string, or an integer id (the seed's database-backed
 /// validator answers with its `user_id` column) rendered in decimal.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum UserField {
-    Name(String),
-    Id(i64),
-    LargeId(u64),
-}
-
 /// `user` may be missing, but when present it must be a string or an integer (`null`, a float
-/// or a list are neither).
+/// or a list are neither). A visitor rather than an untagged enum: serde buffers an untagged
+/// value before trying each variant, which cost more than the rest of the answer's parse.
 fn present_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(Some(match UserField::deserialize(d)? {
-        UserField::Name(name) => name,
-        UserField::Id(id) => id.to_string(),
-        UserField::LargeId(id) => id.to_string(),
-    }))
+    struct UserField;
+    impl serde::de::Visitor<'_> for UserField {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an integer")
+        }
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<String, E> {
+            Ok(name.to_owned())
+        }
+        fn visit_string<E: serde::de::Error>(self, name: String) -> Result<String, E> {
+            Ok(name)
+        }
+        fn visit_i64<E: serde::de::Error>(self, id: i64) -> Result<String, E> {
+            Ok(id.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, id: u64) -> Result<String, E> {
+            Ok(id.to_string())
+        }
+    }
+    d.deserialize_any(UserField).map(Some)
 }
 
 fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

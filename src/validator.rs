@@ -146,7 +146,7 @@ impl Validator {
         let (name, value) = match credential.source() {
             Source::Cookie => (
                 COOKIE,
-                HeaderValue::from_str(&format!("{}={}", self.cookie_name, credential.token())),
+                HeaderValue::try_from(cookie_pair(&self.cookie_name, credential.token())),
             ),
             Source::Header => (
                 self.header_name.clone(),
@@ -287,6 +287,15 @@ impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// `name=token`, built without the formatting machinery (this runs once per validator call).
+fn cookie_pair(name: &str, token: &str) -> String {
+    let mut pair = String::with_capacity(name.len() + 1 + token.len());
+    pair.push_str(name);
+    pair.push('=');
+    pair.push_str(token);
+    pair
 }
 
 /// Joins `/session/validate` onto the base URL, keeping any path prefix and never doubling `/`.
