@@ -203,7 +203,13 @@ pub fn answer(checked: Checked, names: &IdentityHeaders) -> Result<Answer, Statu
             return Err(Status::unavailable("session validator unavailable"))
         }
     };
-    let fields = metadata_fields(reason, cache, None)
+    response.set_dynamic_metadata(Some(metadata(metadata_fields(reason, cache, None))));
+    Ok(Answer::Built(Box::new(response)))
+}
+
+/// The metadata's fields as the protobuf `Struct` of string values Envoy reads.
+fn metadata<'a>(fields: impl Iterator<Item = (&'static str, &'a str)>) -> Struct {
+    let fields = fields
         .map(|(key, value)| {
             let value = Value {
                 kind: Some(Kind::StringValue(value.to_owned())),
@@ -211,8 +217,7 @@ pub fn answer(checked: Checked, names: &IdentityHeaders) -> Result<Answer, Statu
             (key.to_owned(), value)
         })
         .collect();
-    response.set_dynamic_metadata(Some(Struct { fields }));
-    Ok(Answer::Built(Box::new(response)))
+    Struct { fields }
 }
 
 fn cache_field(origin: Option<Origin>) -> &'static str {
@@ -340,15 +345,8 @@ mod tests {
         let mut response = CheckResponse::with_status(Status::ok(""));
         response.set_http_response(ok);
         let reason = Reason::ValidSession.as_str();
-        let fields = metadata_fields(reason, cache_field(cache), Some(identity))
-            .map(|(key, value)| {
-                let value = Value {
-                    kind: Some(Kind::StringValue(value.to_owned())),
-                };
-                (key.to_owned(), value)
-            })
-            .collect();
-        response.set_dynamic_metadata(Some(Struct { fields }));
+        let fields = metadata_fields(reason, cache_field(cache), Some(identity));
+        response.set_dynamic_metadata(Some(metadata(fields)));
         response
     }
 
