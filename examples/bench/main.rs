@@ -33,6 +33,18 @@ use instructions::Counted;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const CACHED_SESSIONS: u64 = 100_000;
 
+/// The session every cache-hit row sends, and the identity the fake validator answers for it
+/// (as for every `bench-` token).
+const SESSION: &str = "bench-user";
+const USER: &str = "bench";
+const ROLES: &str = "admin";
+const EMAIL: &str = "bench@example.com";
+
+/// The fake validator's answer for a `bench-` session.
+static VALID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(r#"{{"valid":true,"user":"{USER}","roles":["{ROLES}"],"email":"{EMAIL}"}}"#)
+});
+
 /// `examples/baseline_authz` with `args` after its address (none: the do-nothing Check server).
 fn baseline_command(args: &[&str]) -> (Command, SocketAddr) {
     let addr = free_addr();
@@ -128,20 +140,18 @@ fn start_fakes() -> (SocketAddr, SocketAddr, SocketAddr) {
             ))
             .unwrap();
             let answer = |headers: axum::http::HeaderMap| async move {
-                    let known = headers
-                        .get("cookie")
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.starts_with("session=bench-"));
-                    if known {
-                        (
-                            axum::http::StatusCode::OK,
-                            r#"{"valid":true,"user":"bench","roles":["admin"],"email":"bench@example.com"}"#,
-                        )
-                    } else {
-                        (axum::http::StatusCode::UNAUTHORIZED, r#"{"valid":false}"#)
-                    }
+                let known = headers
+                    .get("cookie")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("session=bench-"));
+                if known {
+                    (axum::http::StatusCode::OK, VALID.as_str())
+                } else {
+                    (axum::http::StatusCode::UNAUTHORIZED, r#"{"valid":false}"#)
+                }
             };
-            let validate = axum::Router::new().route("/session/validate", axum::routing::get(answer));
+            let validate =
+                axum::Router::new().route("/session/validate", axum::routing::get(answer));
             let slowly = axum::Router::new().route(
                 "/session/validate",
                 axum::routing::get(move |headers: axum::http::HeaderMap| async move {
@@ -203,7 +213,36 @@ const NOTHING: &str = "gRPC: do-nothing Check server (baseline)";
 const NOTHING_RULE: &str = "gRPC: do-nothing Check server, the route rule's request (baseline)";
 const CALLING: &str = "gRPC: do-nothing + one pooled HTTP call (baseline)";
 const ENVOY_PUBLIC: &str = "Envoy: public path, no ext_authz";
-const ENVOY_NOTHING: &str = "Envoy: ext_authz → do-nothing server (baseline)";
+const ENVOY_NOTHING: &str =
+    "Envoy: ext_authz → do-nothing server returning session-authz's mutations (baseline)";
+/// Counted only: the do-nothing server answering with session-authz's mutations.
+const MUTATIONS: &str = "gRPC: do-nothing Check server returning session-authz's mutations";
+
+/// `baseline_authz`'s arguments for the allow session-authz gives the bench's session on a hit.
+const WITH_MUTATIONS: [&str; 4] = ["--mutations", USER, ROLES, EMAIL];
+
+/// Panics unless the mutations baseline at `ceiling` answers the bench's request exactly as
+/// session-authz at `authz` answers it on a cache hit: the Envoy ceiling must not drift from
+/// what it stands for.
+async fn same_answer(authz: SocketAddr, ceiling: SocketAddr) {
+    let ask = |addr: SocketAddr| async move {
+        let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        client
+            .check(check_request(SESSION))
+            .await
+            .expect("Check")
+            .into_inner()
+    };
+    ask(authz).await; // a miss, which fills the cache
+    let hit = ask(authz).await;
+    let mimic = ask(ceiling).await;
+    assert_eq!(
+        mimic, hit,
+        "the mutations baseline's answer (left) is not session-authz's cache hit (right)"
+    );
+}
 const DOOR_NOTHING: &str = "HTTP: do-nothing forward-auth endpoint (baseline)";
 const DOOR_HIT: &str = "HTTP door direct, cache hit";
 const NGINX_PUBLIC: &str = "nginx: public path, no auth_request";
@@ -254,7 +293,7 @@ async fn one_call(
             } else if mix {
                 format!("bench-mix-{}", mix_session())
             } else {
-                "bench-user".to_owned()
+                SESSION.to_owned()
             };
             let Some(client) = grpc.as_mut() else {
                 return false;
@@ -275,7 +314,7 @@ async fn one_call(
         } => {
             let mut request = http
                 .get(format!("http://{addr}{path}"))
-                .header("cookie", "session=bench-user");
+                .header("cookie", format!("session={SESSION}"));
             if forwarded {
                 request = request
                     .header("x-forwarded-method", "GET")
@@ -507,6 +546,15 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     ));
     drop(server);
 
+    let (command, addr) = baseline_command(&WITH_MUTATIONS);
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    counts.push(count(
+        MUTATIONS,
+        server.per_request(grpc(addr, false, false)).await,
+        None,
+    ));
+    drop(server);
+
     let (command, addr) = baseline_command(&["--call", validate_url]);
     let server = Counted::start(Counted::wrap(&command), addr).await;
     counts.push(count(
@@ -610,12 +658,14 @@ async fn main() {
     let validate_url = format!("http://{validator}/session/validate");
 
     let (baseline_proc, baseline) = start_baseline(&[]).await;
+    let (_mutations_proc, mutations) = start_baseline(&WITH_MUTATIONS).await;
     let (calling_proc, calling) = start_baseline(&["--call", &validate_url]).await;
     let (door_base_proc, door_base) = start_baseline(&["--http"]).await;
     let (authz_proc, authz, door) = start_authz(validator, &[]).await;
     // The realistic mix: the default 10 s cache_ttl, an auth service answering in 2 ms.
     let (mix_proc, mix_addr, _) = start_authz(slow_validator, &[]).await;
-    let envoy_base = EnvoyProcess::start(baseline, app).await;
+    same_answer(authz, mutations).await;
+    let envoy_base = EnvoyProcess::start(mutations, app).await;
     let envoy_authz = EnvoyProcess::start(authz, app).await;
     let (nginx_base, nginx_base_worker) = start_nginx(door_base, app).await;
     let (nginx_authz, nginx_authz_worker) = start_nginx(door, app).await;
