@@ -5,8 +5,11 @@
 //! drive HTTP/1.1 requests over keep-alive connections (one per concurrent client). Release
 //! binaries are expected next to this example (`cargo build --release --bins --examples`), Envoy
 //! in `.tools/bin/envoy`, nginx in `/usr/sbin/nginx` (scripts/install-tools.sh).
-//! `BENCH_SECONDS` (default 3) sets each measurement's length and `BENCH_REPEATS` (default 3) how
-//! many interleaved rounds a cell's median is taken from, after one second of warm-up.
+//! `BENCH_SECONDS` sets each measurement's length and `BENCH_REPEATS` how many interleaved
+//! rounds a cell's median is taken from, after one second of warm-up (defaults:
+//! [`DEFAULT_SECONDS`], [`DEFAULT_REPEATS`]). `BENCH_ONLY=instructions` counts instructions only;
+//! `BENCH_ONLY=WORDS` measures only the scenarios whose name holds WORDS (`gRPC`, `Envoy`, …).
+//! `BENCH_RAW=FILE` writes every run's figures to FILE.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +34,9 @@ mod instructions;
 use instructions::Counted;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Each run's length and the rounds per cell, unless `BENCH_SECONDS` / `BENCH_REPEATS` say.
+const DEFAULT_SECONDS: f64 = 1.0;
+const DEFAULT_REPEATS: usize = 12;
 const CACHED_SESSIONS: u64 = 100_000;
 
 /// The session every cache-hit row sends, and the identity the fake validator answers for it
@@ -360,7 +366,8 @@ async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration)
     let cpu_before = cpu_us(server);
     let (grpc, http) = clients(load, concurrency).await;
     let errors = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + length;
+    let started = Instant::now();
+    let deadline = started + length;
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let mut grpc = grpc.clone();
@@ -385,10 +392,12 @@ async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration)
     for task in tasks {
         all.add(task.await.unwrap()).unwrap();
     }
+    // Until the last call in flight at the deadline came back: they are counted too.
+    let took = started.elapsed();
     let cpu = cpu_us(server) - cpu_before;
     Stats {
         server_cpu_us: cpu / (all.len().max(1) as f64),
-        rps: all.len() as f64 / length.as_secs_f64(),
+        rps: all.len() as f64 / took.as_secs_f64(),
         p50_us: all.value_at_quantile(0.50) as f64,
         p99_us: all.value_at_quantile(0.99) as f64,
         errors: errors.load(Ordering::Relaxed),
@@ -396,11 +405,16 @@ async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration)
 }
 
 /// Measures every scenario at every concurrency, `repeats` times, interleaved: at each
-/// concurrency all scenarios run one after another, then again, so that a baseline and what is
-/// compared with it are measured moments apart and the machine's drift hits both alike. Every
-/// run is kept, in round order: `[scenario][concurrency][round]`.
+/// concurrency all scenarios run one after another, then again with each group (a baseline
+/// and what is compared with it, starting at each index of `groups`) in the reverse order, and
+/// so on. So a baseline and what is compared with it are measured moments apart, each first in
+/// every other round, and the machine's drift hits both alike; reversing groups rather than the
+/// whole list keeps the time between two runs of a scenario nearly the same (the realistic
+/// mix's cache expires in between). Every run is kept, in round order:
+/// `[scenario][concurrency][round]`.
 async fn measure_all(
     scenarios: &[(Load, u32)],
+    groups: &[usize],
     length: Duration,
     repeats: usize,
 ) -> Vec<Vec<Vec<Stats>>> {
@@ -411,7 +425,8 @@ async fn measure_all(
         }
         for repeat in 0..repeats {
             eprintln!("c={concurrency}: round {} of {repeats}", repeat + 1);
-            for (si, &(load, server)) in scenarios.iter().enumerate() {
+            for si in round_order(scenarios.len(), groups, repeat) {
+                let (load, server) = scenarios[si];
                 cells[si][ci].push(run_load(load, server, concurrency, length).await);
             }
         }
@@ -419,11 +434,57 @@ async fn measure_all(
     cells
 }
 
+/// The order of `round`: `0..n`, each group (from each index in `groups` to the next) reversed
+/// in odd rounds.
+fn round_order(n: usize, groups: &[usize], round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if round % 2 == 1 {
+        let mut ends: Vec<usize> = groups.iter().copied().chain([0, n]).collect();
+        ends.sort_unstable();
+        ends.dedup();
+        for bounds in ends.windows(2) {
+            order[bounds[0]..bounds[1]].reverse();
+        }
+    }
+    order
+}
+
 /// The run with the median throughput.
 fn median(runs: &[Stats]) -> Stats {
     let mut sorted = runs.to_vec();
     sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
     sorted[sorted.len() / 2]
+}
+
+/// A ratio to a baseline over the rounds: each round's run against its baseline's run of the
+/// same round (measured back to back), so that the machine's swings between rounds cancel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Paired {
+    /// The median of the rounds' ratios.
+    median: f64,
+    /// The lowest and the highest.
+    low: f64,
+    high: f64,
+}
+
+fn paired(runs: &[Stats], base: &[Stats]) -> Paired {
+    let mut ratios: Vec<f64> = runs
+        .iter()
+        .zip(base)
+        .map(|(run, base)| run.rps / base.rps.max(1e-9))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    Paired {
+        median,
+        low: ratios[0],
+        high: ratios[n - 1],
+    }
 }
 
 fn machine() -> String {
@@ -453,11 +514,12 @@ struct Row {
 
 fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
     let mut out = format!(
-        "Machine: {}. Each cell: the median of {repeats} interleaved {} s runs after 1 s of warm-up; \
-         ratio = throughput / its baseline's; spread = the lowest and highest ratio of one round's \
-         run to its baseline's run of the same round.\n\n",
+        "Machine: {}. Each cell: the median of {repeats} interleaved {} s runs after 1 s of warm-up \
+         (the run with the median throughput); ratio = the median over the rounds of one round's \
+         throughput / its baseline's in the same round (measured back to back, each first in \
+         every other round); spread = the lowest and highest of those rounds' ratios.\n\n",
         machine(),
-        length.as_secs()
+        length.as_secs_f64()
     );
     out.push_str(
         "| scenario | c | req/s | p50 µs | p99 µs | errors | server CPU µs/req | ratio | spread | vs |\n",
@@ -465,22 +527,16 @@ fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for row in rows {
         for (i, stats) in row.stats.iter().enumerate() {
-            let (ratio, spread, vs) = match row.baseline {
-                Some(name) => {
-                    let base = rows
-                        .iter()
-                        .find(|row| row.name == name)
-                        .unwrap_or_else(|| panic!("no baseline row {name:?}"));
-                    let per_round: Vec<f64> = row.runs[i]
-                        .iter()
-                        .zip(&base.runs[i])
-                        .map(|(run, base)| run.rps / base.rps.max(1e-9))
-                        .collect();
-                    let low = per_round.iter().copied().fold(f64::INFINITY, f64::min);
-                    let high = per_round.iter().copied().fold(0.0, f64::max);
+            // A baseline left out (BENCH_ONLY) leaves the ratio out.
+            let base = row
+                .baseline
+                .and_then(|name| rows.iter().find(|row| row.name == name));
+            let (ratio, spread, vs) = match base {
+                Some(base) => {
+                    let p = paired(&row.runs[i], &base.runs[i]);
                     (
-                        format!("{:.2}", stats.rps / base.stats[i].rps.max(1e-9)),
-                        format!("{low:.2}–{high:.2}"),
+                        format!("{:.2}", p.median),
+                        format!("{:.2}–{:.2}", p.low, p.high),
                         base.name,
                     )
                 }
@@ -641,18 +697,60 @@ fn render_counts(counts: &[Count]) -> String {
     out
 }
 
+/// Measures `scenarios` ([`measure_all`]) into rows of the report.
+async fn measure_rows(
+    scenarios: &[&(&'static str, Load, u32, Option<&'static str>)],
+    length: Duration,
+    repeats: usize,
+) -> Vec<Row> {
+    let loads: Vec<_> = scenarios.iter().map(|s| (s.1, s.2)).collect();
+    // A group starts at each baseline that is compared with nothing.
+    let groups: Vec<usize> = (0..scenarios.len())
+        .filter(|&i| scenarios[i].3.is_none())
+        .collect();
+    let cells = measure_all(&loads, &groups, length, repeats).await;
+    let rows: Vec<Row> = scenarios
+        .iter()
+        .zip(cells)
+        .map(|(&&(name, _, _, baseline), runs)| Row {
+            name,
+            stats: runs.iter().map(|runs| median(runs)).collect(),
+            runs,
+            baseline,
+        })
+        .collect();
+    // BENCH_RAW=FILE keeps every run (tab-separated), to study the spread between runs.
+    if let Ok(path) = std::env::var("BENCH_RAW") {
+        let mut raw =
+            String::from("scenario\tc\tround\treq/s\tp50 µs\tp99 µs\tserver CPU µs/req\n");
+        for row in &rows {
+            for (runs, c) in row.runs.iter().zip(CONCURRENCY) {
+                for (round, run) in runs.iter().enumerate() {
+                    raw.push_str(&format!(
+                        "{}\t{c}\t{round}\t{:.1}\t{}\t{}\t{:.2}\n",
+                        row.name, run.rps, run.p50_us, run.p99_us, run.server_cpu_us
+                    ));
+                }
+            }
+        }
+        std::fs::write(&path, raw).unwrap_or_else(|e| panic!("BENCH_RAW={path}: {e}"));
+    }
+    rows
+}
+
 #[tokio::main]
 async fn main() {
-    let length = Duration::from_secs(
+    let length = Duration::from_secs_f64(
         std::env::var("BENCH_SECONDS")
             .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3),
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .unwrap_or(DEFAULT_SECONDS),
     );
     let repeats = std::env::var("BENCH_REPEATS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3usize)
+        .unwrap_or(DEFAULT_REPEATS)
         .max(1);
     let (validator, slow_validator, app) = start_fakes();
     let validate_url = format!("http://{validator}/session/validate");
@@ -707,6 +805,8 @@ async fn main() {
             authz_proc.id(),
             Some(NOTHING),
         ),
+        // In its baseline's group, which the rounds alternate.
+        (MIX, mixed(mix_addr), mix_proc.id(), Some(NOTHING)),
         (NOTHING_RULE, with_rule(baseline), baseline_proc.id(), None),
         (
             "gRPC: session-authz, cache hit, route rule",
@@ -714,7 +814,6 @@ async fn main() {
             authz_proc.id(),
             Some(NOTHING_RULE),
         ),
-        (MIX, mixed(mix_addr), mix_proc.id(), Some(NOTHING)),
         (CALLING, grpc(calling, false), calling_proc.id(), None),
         (
             "gRPC: session-authz, cache miss",
@@ -772,7 +871,8 @@ async fn main() {
         ),
     ];
     // BENCH_ONLY=instructions counts instructions only; BENCH_ONLY=<words> measures just the
-    // matching scenarios (for profiling), without ratios.
+    // matching scenarios (e.g. `gRPC`, for profiling or a quicker reading), with the ratios of
+    // those whose baseline matches too.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("instructions") {
         println!(
             "{}",
@@ -785,27 +885,11 @@ async fn main() {
             .iter()
             .filter(|s| s.0.contains(only.as_str()))
             .collect();
-        let loads: Vec<_> = picked.iter().map(|s| (s.1, s.2)).collect();
-        let cells = measure_all(&loads, length, repeats).await;
-        for (scenario, runs) in picked.iter().zip(cells) {
-            for (runs, c) in runs.iter().zip(CONCURRENCY) {
-                println!("{} c={c}: {:?}", scenario.0, median(runs));
-            }
-        }
+        let rows = measure_rows(&picked, length, repeats).await;
+        println!("{}", render(&rows, length, repeats));
         return;
     }
-    let loads: Vec<_> = scenarios.iter().map(|s| (s.1, s.2)).collect();
-    let cells = measure_all(&loads, length, repeats).await;
-    let rows: Vec<Row> = scenarios
-        .iter()
-        .zip(cells)
-        .map(|(&(name, _, _, baseline), runs)| Row {
-            name,
-            stats: runs.iter().map(|runs| median(runs)).collect(),
-            runs,
-            baseline,
-        })
-        .collect();
+    let rows = measure_rows(&scenarios.iter().collect::<Vec<_>>(), length, repeats).await;
 
     // Memory with 100 000 distinct sessions cached.
     eprintln!("filling a fresh session-authz with {CACHED_SESSIONS} sessions");
@@ -845,20 +929,25 @@ async fn main() {
     let mut report = render(&rows, length, repeats);
     report.push_str(&render_counts(&counts));
     // Rows by name, so that adding a scenario moves no figure.
-    let pick = |name: &str, c: usize| {
+    let row = |name: &str| {
         rows.iter()
             .find(|row| row.name == name)
             .unwrap_or_else(|| panic!("no scenario {name:?}"))
-            .stats[c]
     };
+    let pick = |name: &str, c: usize| row(name).stats[c];
+    let ratio =
+        |name: &str, baseline: &str, c: usize| paired(&row(name).runs[c], &row(baseline).runs[c]);
     let ratios = |name: &str, baseline: &str| {
         let r: Vec<String> = (0..CONCURRENCY.len())
-            .map(|c| format!("{:.2}", pick(name, c).rps / pick(baseline, c).rps.max(1e-9)))
+            .map(|c| {
+                let p = ratio(name, baseline, c);
+                format!("{:.2} ({:.2}–{:.2})", p.median, p.low, p.high)
+            })
             .collect();
         r.join(" / ")
     };
     report.push_str(&format!(
-        "\nTargets (same run):\n\
+        "\nTargets (same run; each ratio's spread over the rounds in brackets):\n\
          - cache hit vs do-nothing, throughput at c=1/16/64: {} (target ≥ 0.90)\n\
          - cache hit with a route rule vs do-nothing (same request), at c=1/16/64: {} (target ≥ 0.90)\n\
          - cache hit p99 added at c=1: {:.0} µs (target ≤ 100 µs)\n\
@@ -874,7 +963,7 @@ async fn main() {
             NOTHING_RULE
         ),
         pick("gRPC: session-authz, cache hit", 0).p99_us - pick(NOTHING, 0).p99_us,
-        pick(MIX, 1).rps / pick(NOTHING, 1).rps.max(1e-9),
+        ratio(MIX, NOTHING, 1).median,
         pick(MIX, 1).p99_us - pick(NOTHING, 1).p99_us,
         ratios("gRPC: session-authz, cache miss", CALLING),
         ratios("Envoy: ext_authz → session-authz, cache hit", ENVOY_NOTHING),
@@ -912,6 +1001,42 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runs(rps: &[f64]) -> Vec<Stats> {
+        rps.iter()
+            .map(|&rps| Stats {
+                rps,
+                ..Stats::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn odd_rounds_reverse_each_group() {
+        assert_eq!(round_order(7, &[0, 3, 5], 0), [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(round_order(7, &[0, 3, 5], 1), [2, 1, 0, 4, 3, 6, 5]);
+        assert_eq!(round_order(3, &[1], 3), [0, 2, 1]);
+    }
+
+    /// Each round against its own baseline run: a round where the whole machine was slow
+    /// moves nothing, where the ratio of the medians would.
+    #[test]
+    fn a_ratio_pairs_the_rounds() {
+        let base = runs(&[100.0, 50.0, 200.0]);
+        let run = runs(&[90.0, 45.0, 160.0]);
+        let p = paired(&run, &base);
+        assert_eq!(
+            p,
+            Paired {
+                median: 0.9,
+                low: 0.8,
+                high: 0.9
+            }
+        );
+        // An even number of rounds: the mean of the middle two.
+        let p = paired(&runs(&[1.0, 2.0, 3.0, 4.0]), &runs(&[1.0; 4]));
+        assert_eq!((p.median, p.low, p.high), (2.5, 1.0, 4.0));
+    }
 
     /// Two passes over the schedule send each session exactly twice its share: 1 000 times
     /// session 1's, about 1/r for session r, and every one of them at least twice.
