@@ -467,11 +467,21 @@ struct Paired {
     high: f64,
 }
 
-fn paired(runs: &[Stats], base: &[Stats]) -> Paired {
+/// Throughput: this row's / its baseline's.
+fn throughput(run: &Stats, base: &Stats) -> f64 {
+    run.rps / base.rps.max(1e-9)
+}
+
+/// Server CPU per request: this row's / its baseline's (lower is cheaper).
+fn cpu(run: &Stats, base: &Stats) -> f64 {
+    run.server_cpu_us / base.server_cpu_us.max(1e-9)
+}
+
+fn paired(runs: &[Stats], base: &[Stats], ratio: fn(&Stats, &Stats) -> f64) -> Paired {
     let mut ratios: Vec<f64> = runs
         .iter()
         .zip(base)
-        .map(|(run, base)| run.rps / base.rps.max(1e-9))
+        .map(|(run, base)| ratio(run, base))
         .collect();
     ratios.sort_by(f64::total_cmp);
     let n = ratios.len();
@@ -517,33 +527,37 @@ fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
         "Machine: {}. Each cell: the median of {repeats} interleaved {} s runs after 1 s of warm-up \
          (the run with the median throughput); ratio = the median over the rounds of one round's \
          throughput / its baseline's in the same round (measured back to back, each first in \
-         every other round); spread = the lowest and highest of those rounds' ratios.\n\n",
+         every other round); spread = the lowest and highest of those rounds' ratios; CPU ratio = \
+         the median over the rounds of the server's CPU per request / its baseline's in the same \
+         round (the server: the Check or forward-auth server, Envoy, or nginx's worker).\n\n",
         machine(),
         length.as_secs_f64()
     );
     out.push_str(
-        "| scenario | c | req/s | p50 µs | p99 µs | errors | server CPU µs/req | ratio | spread | vs |\n",
+        "| scenario | c | req/s | p50 µs | p99 µs | errors | server CPU µs/req | ratio | spread | CPU ratio | vs |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for row in rows {
         for (i, stats) in row.stats.iter().enumerate() {
             // A baseline left out (BENCH_ONLY) leaves the ratio out.
             let base = row
                 .baseline
                 .and_then(|name| rows.iter().find(|row| row.name == name));
-            let (ratio, spread, vs) = match base {
+            let (ratio, spread, cpu_ratio, vs) = match base {
                 Some(base) => {
-                    let p = paired(&row.runs[i], &base.runs[i]);
+                    let p = paired(&row.runs[i], &base.runs[i], throughput);
+                    let c = paired(&row.runs[i], &base.runs[i], cpu);
                     (
                         format!("{:.2}", p.median),
                         format!("{:.2}–{:.2}", p.low, p.high),
+                        format!("{:.2}", c.median),
                         base.name,
                     )
                 }
-                None => ("—".to_owned(), "—".to_owned(), ""),
+                None => ("—".to_owned(), "—".to_owned(), "—".to_owned(), ""),
             };
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} | {} | {} |\n",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} | {} | {} | {} |\n",
                 row.name,
                 CONCURRENCY[i],
                 stats.rps,
@@ -553,6 +567,7 @@ fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
                 stats.server_cpu_us,
                 ratio,
                 spread,
+                cpu_ratio,
                 vs
             ));
         }
@@ -935,8 +950,9 @@ async fn main() {
             .unwrap_or_else(|| panic!("no scenario {name:?}"))
     };
     let pick = |name: &str, c: usize| row(name).stats[c];
-    let ratio =
-        |name: &str, baseline: &str, c: usize| paired(&row(name).runs[c], &row(baseline).runs[c]);
+    let ratio = |name: &str, baseline: &str, c: usize| {
+        paired(&row(name).runs[c], &row(baseline).runs[c], throughput)
+    };
     let ratios = |name: &str, baseline: &str| {
         let r: Vec<String> = (0..CONCURRENCY.len())
             .map(|c| {
@@ -946,13 +962,24 @@ async fn main() {
             .collect();
         r.join(" / ")
     };
+    let cpu_ratios = |name: &str, baseline: &str| {
+        let r: Vec<String> = (0..CONCURRENCY.len())
+            .map(|c| {
+                let p = paired(&row(name).runs[c], &row(baseline).runs[c], cpu);
+                format!("{:.2} ({:.2}–{:.2})", p.median, p.low, p.high)
+            })
+            .collect();
+        r.join(" / ")
+    };
     report.push_str(&format!(
         "\nTargets (same run; each ratio's spread over the rounds in brackets):\n\
          - cache hit vs do-nothing, throughput at c=1/16/64: {} (target ≥ 0.90)\n\
          - cache hit with a route rule vs do-nothing (same request), at c=1/16/64: {} (target ≥ 0.90)\n\
+         - cache hit, server CPU per Check / do-nothing's, at c=1/16/64: {} (target ≤ 1.05)\n\
          - cache hit p99 added at c=1: {:.0} µs (target ≤ 100 µs)\n\
          - realistic mix vs do-nothing at c=16: {:.2}, p99 added {:.0} µs (issue 13: reported, no target)\n\
          - cache miss vs do-nothing + one HTTP call, at c=1/16/64: {} (target ≥ 0.90)\n\
+         - cache miss, server CPU per Check / do-nothing + one HTTP call's, at c=1/16/64: {} (target ≤ 1.11, i.e. ≥ 0.90× as cheap)\n\
          - through Envoy, session-authz vs do-nothing server, at c=1/16/64: {} (target ≥ 0.95)\n\
          - HTTP door direct, cache hit vs do-nothing endpoint, at c=1/16/64: {} (no target set)\n\
          - through nginx auth_request, session-authz's door vs do-nothing endpoint, at c=1/16/64: {} (no target set)\n\
@@ -962,10 +989,12 @@ async fn main() {
             "gRPC: session-authz, cache hit, route rule",
             NOTHING_RULE
         ),
+        cpu_ratios("gRPC: session-authz, cache hit", NOTHING),
         pick("gRPC: session-authz, cache hit", 0).p99_us - pick(NOTHING, 0).p99_us,
         ratio(MIX, NOTHING, 1).median,
         pick(MIX, 1).p99_us - pick(NOTHING, 1).p99_us,
         ratios("gRPC: session-authz, cache miss", CALLING),
+        cpu_ratios("gRPC: session-authz, cache miss", CALLING),
         ratios("Envoy: ext_authz → session-authz, cache hit", ENVOY_NOTHING),
         ratios(DOOR_HIT, DOOR_NOTHING),
         ratios(NGINX_HIT, NGINX_NOTHING),
@@ -1024,7 +1053,7 @@ mod tests {
     fn a_ratio_pairs_the_rounds() {
         let base = runs(&[100.0, 50.0, 200.0]);
         let run = runs(&[90.0, 45.0, 160.0]);
-        let p = paired(&run, &base);
+        let p = paired(&run, &base, throughput);
         assert_eq!(
             p,
             Paired {
@@ -1034,8 +1063,23 @@ mod tests {
             }
         );
         // An even number of rounds: the mean of the middle two.
-        let p = paired(&runs(&[1.0, 2.0, 3.0, 4.0]), &runs(&[1.0; 4]));
+        let p = paired(&runs(&[1.0, 2.0, 3.0, 4.0]), &runs(&[1.0; 4]), throughput);
         assert_eq!((p.median, p.low, p.high), (2.5, 1.0, 4.0));
+        // CPU per request the same way: this row's over its baseline's.
+        let cpu_of = |us: &[f64]| -> Vec<Stats> {
+            us.iter()
+                .map(|&server_cpu_us| Stats {
+                    server_cpu_us,
+                    ..Stats::default()
+                })
+                .collect()
+        };
+        let p = paired(
+            &cpu_of(&[12.0, 30.0, 11.0]),
+            &cpu_of(&[10.0, 20.0, 10.0]),
+            cpu,
+        );
+        assert_eq!((p.median, p.low, p.high), (1.2, 1.1, 1.5));
     }
 
     /// Two passes over the schedule send each session exactly twice its share: 1 000 times
