@@ -3,18 +3,59 @@
 //! With `--call URL` it makes one pooled HTTP GET per Check first: the "ceiling + one pooled HTTP
 //! call" baseline. With `--http` it is instead a do-nothing forward-auth endpoint: 200 with no
 //! header and no body to every request, served by the forward-auth door's own accept loop and
-//! limits, so that only the answer differs from the door's.
+//! limits, so that only the answer differs from the door's. With `--mutations USER ROLES EMAIL`
+//! every Check gets the allow session-authz gives a cache hit of a session with that identity:
+//! the three identity headers set (overwrite, never append) and the dynamic metadata (reason,
+//! cache, user, roles). Built here, not by session-authz's code, so that the ceiling does not
+//! move with what it measures; the benchmark checks at start-up that the two answers are equal.
 //!
-//! `cargo run --release --example baseline_authz -- ADDR [--call URL | --http]`
+//! `cargo run --release --example baseline_authz -- ADDR [--call URL | --http | --mutations USER ROLES EMAIL]`
+
+use std::collections::HashMap;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse,
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
 };
 use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
+use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value};
 use tonic::{Request, Response, Status};
 
 struct Baseline {
     call: Option<(reqwest::Client, String)>,
+    /// The answer to every Check, when it carries mutations.
+    mutations: Option<CheckResponse>,
+}
+
+/// session-authz's allow for a cache hit of this identity, with its default header names.
+fn with_mutations(user: &str, roles: &str, email: &str) -> CheckResponse {
+    let mut ok = OkHttpResponseBuilder::new();
+    let set = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    ok.add_header("x-auth-user", user, set, false)
+        .add_header("x-auth-roles", roles, set, false)
+        .add_header("x-auth-email", email, set, false);
+    let mut ok = ok.build();
+    // session-authz also sets the deprecated `append` to false, for older Envoys.
+    #[allow(deprecated)]
+    for option in &mut ok.headers {
+        option.append = Some(BoolValue { value: false });
+    }
+    let text = |value: &str| Value {
+        kind: Some(Kind::StringValue(value.to_owned())),
+    };
+    let fields = [
+        ("reason", "valid_session"),
+        ("cache", "hit"),
+        ("user", user),
+        ("roles", roles),
+    ];
+    let fields: HashMap<String, Value> = fields
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), text(value)))
+        .collect();
+    let mut response = CheckResponse::with_status(Status::ok(""));
+    response.set_http_response(ok);
+    response.set_dynamic_metadata(Some(Struct { fields }));
+    response
 }
 
 #[tonic::async_trait]
@@ -30,6 +71,9 @@ impl Authorization for Baseline {
                 .bytes()
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        if let Some(response) = &self.mutations {
+            return Ok(Response::new(response.clone()));
         }
         let mut response = CheckResponse::with_status(Status::ok(""));
         response.set_http_response(OkHttpResponseBuilder::new());
@@ -63,9 +107,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
         return Ok(());
     }
-    let call = match (mode.as_deref(), args.next()) {
-        (Some("--call"), Some(url)) => Some((reqwest::Client::builder().no_proxy().build()?, url)),
-        _ => None,
+    let rest: Vec<String> = args.collect();
+    let (call, mutations) = match (mode.as_deref(), rest.as_slice()) {
+        (Some("--call"), [url]) => (
+            Some((reqwest::Client::builder().no_proxy().build()?, url.clone())),
+            None,
+        ),
+        (Some("--mutations"), [user, roles, email]) => {
+            (None, Some(with_mutations(user, roles, email)))
+        }
+        (None, []) => (None, None),
+        _ => return Err(format!("unknown arguments: {mode:?} {rest:?}").into()),
     };
     eprintln!("baseline Check server on {}", listener.local_addr()?);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -73,7 +125,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(Baseline { call }))
+        .add_service(AuthorizationServer::new(Baseline { call, mutations }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             stop(),
