@@ -114,7 +114,9 @@ impl Validator {
         }
         let client = builder
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
+            // No per-request `timeout` here: `ask` and `probe` bound each call (slot wait, send,
+            // body) with one `validator_timeout` of their own, and a second timer per call
+            // only costs a registration in tokio's timer wheel.
             .connect_timeout(settings.timeout)
             // The validator sits next to us; never route tokens through an ambient proxy.
             .no_proxy()
