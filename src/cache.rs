@@ -169,11 +169,6 @@ impl DecisionCache {
         self.entries.len() as u64
     }
 
-    /// Entries held (for `/metrics`).
-    pub async fn settled_entry_count(&self) -> u64 {
-        self.entry_count()
-    }
-
     /// The verdict for `credential`: cached, or from one `fetch` shared by every concurrent
     /// Check of the same credential. If the Check running `fetch` is dropped, a waiting one
     /// takes over; if `fetch` fails, every waiter gets the error and nothing is cached.

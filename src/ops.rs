@@ -193,9 +193,7 @@ async fn metrics(State(state): State<OpsState>) -> impl axum::response::IntoResp
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state
-            .metrics
-            .render(state.cache.settled_entry_count().await),
+        state.metrics.render(state.cache.entry_count()),
     )
 }
 

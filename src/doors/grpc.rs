@@ -57,7 +57,7 @@ impl<V: Verdicts> CheckService<V> {
             }
             None => self.core.unreadable(),
         };
-        answer(checked, &self.headers)
+        answer(&checked, &self.headers)
     }
 }
 
@@ -180,16 +180,16 @@ pub use super::RETRY_AFTER_SECS;
 ///
 /// `Err` only for [`Decision::GrpcUnavailable`], which hands the outcome to Envoy's own
 /// `failure_mode_allow` / `status_on_error` (a failed RPC carries no metadata).
-pub fn answer(checked: Checked, names: &IdentityHeaders) -> Result<Answer, Status> {
+pub fn answer(checked: &Checked, names: &IdentityHeaders) -> Result<Answer, Status> {
     let reason = checked.decision.reason().as_str();
     let cache = cache_field(checked.cache);
-    let mut response = match checked.decision {
+    let mut response = match &checked.decision {
         // Every identity header is either set from the validator's answer, replacing any
         // client copy, or removed: on admin routes nothing else strips a client's own
         // `x-auth-roles`. The cookies go to the client's response (session renewal).
         Decision::Allow { identity, .. } => {
             let allowed = Allowed {
-                identity: &identity,
+                identity,
                 names,
                 set_cookies: &checked.set_cookies,
                 reason,
@@ -197,8 +197,8 @@ pub fn answer(checked: Checked, names: &IdentityHeaders) -> Result<Answer, Statu
             };
             return Ok(Answer::Allow(allowed.encode()));
         }
-        Decision::Deny { status, reason } => deny(status, reason, &checked.set_cookies),
-        Decision::SignIn { location, .. } => sign_in(&location, &checked.set_cookies),
+        Decision::Deny { status, reason } => deny(*status, *reason, &checked.set_cookies),
+        Decision::SignIn { location, .. } => sign_in(location, &checked.set_cookies),
         Decision::GrpcUnavailable { .. } => {
             return Err(Status::unavailable("session validator unavailable"))
         }
@@ -311,8 +311,7 @@ mod tests {
 
     /// The answer as Envoy reads it: encoded, then decoded with envoy-types' own message.
     fn check_response(checked: &Checked, names: &IdentityHeaders) -> Result<CheckResponse, Status> {
-        answer(checked.clone(), names)
-            .map(|answer| answer.to_check_response().expect("the answer decodes"))
+        answer(checked, names).map(|answer| answer.to_check_response().expect("the answer decodes"))
     }
 
     /// What an allow must decode to, made the long way with envoy-types' builders.
@@ -385,7 +384,7 @@ mod tests {
                             cache,
                             set_cookies: cookies.clone(),
                         };
-                        let answer = answer(checked, &names).unwrap();
+                        let answer = answer(&checked, &names).unwrap();
                         let bytes = answer.encode_to_vec();
                         assert_eq!(bytes.len(), answer.encoded_len());
                         assert_eq!(
