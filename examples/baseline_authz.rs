@@ -123,11 +123,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthorizationServer<Baseline>>().await;
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(AuthorizationServer::new(Baseline { call, mutations }))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // tonic's own `tcp_nodelay` applies only to sockets it binds itself.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             stop(),
         )
         .await?;

@@ -8,7 +8,8 @@
 //! `BENCH_SECONDS` sets each measurement's length and `BENCH_REPEATS` how many interleaved
 //! rounds a cell's median is taken from, after one second of warm-up (defaults:
 //! [`DEFAULT_SECONDS`], [`DEFAULT_REPEATS`]). `BENCH_ONLY=instructions` counts instructions only;
-//! `BENCH_ONLY=WORDS` measures only the scenarios whose name holds WORDS (`gRPC`, `Envoy`, …).
+//! `BENCH_ONLY=WORDS[,WORDS…]` measures only the scenarios whose name holds one of them (`gRPC`,
+//! `Envoy`, `cache miss,HTTP call`, …).
 //! `BENCH_RAW=FILE` writes every run's figures to FILE.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -919,7 +920,7 @@ async fn main() {
     if let Ok(only) = std::env::var("BENCH_ONLY") {
         let picked: Vec<_> = scenarios
             .iter()
-            .filter(|s| s.0.contains(only.as_str()))
+            .filter(|s| only.split(',').any(|words| s.0.contains(words)))
             .collect();
         let rows = measure_rows(&picked, length, repeats).await;
         println!("{}", render(&rows, length, repeats));
