@@ -21,6 +21,7 @@ use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState, Readiness};
 use crate::probe::{self, Prober};
+use crate::timers;
 use crate::validator::{self, Validator};
 
 /// Why the service could not start or stopped badly.
@@ -130,6 +131,14 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let check = CheckServer::new(CheckService::new(core, config.identity_headers.clone()));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
+    let mut deadlines = vec![config.validator.timeout];
+    if forward_auth_listener.is_some() {
+        deadlines.push(forward_auth::LIMITS.header_read_timeout);
+    }
+    tokio::spawn(timers::keep_one_due(
+        timers::period(&deadlines),
+        stopped.clone(),
+    ));
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {

@@ -8,7 +8,8 @@
 //! pure) → the door turns the [`decision::Decision`]
 //! back into its protocol. [`config`] and [`cli`] build the settings, [`app`] binds and serves,
 //! [`health`] and [`probe`] follow the validator, [`ops`] serves health, readiness, metrics and
-//! reflection, [`metrics`] and [`telemetry`] tell operators what happens.
+//! reflection, [`metrics`] and [`telemetry`] tell operators what happens, [`timers`] keeps the
+//! runtime's timer wheel from waking for each request's deadline.
 
 #![forbid(unsafe_code)]
 
@@ -29,4 +30,5 @@ pub mod policy;
 pub mod probe;
 pub mod signin;
 pub mod telemetry;
+pub mod timers;
 pub mod validator;
