@@ -8,8 +8,8 @@
 //! `BENCH_SECONDS` sets each measurement's length and `BENCH_REPEATS` how many interleaved
 //! rounds a cell's median is taken from, after one second of warm-up (defaults:
 //! [`DEFAULT_SECONDS`], [`DEFAULT_REPEATS`]). `BENCH_ONLY=instructions` counts instructions only;
-//! `BENCH_ONLY=WORDS[,WORDS…]` measures only the scenarios whose name holds one of them (`gRPC`,
-//! `Envoy`, `cache miss,HTTP call`, …).
+//! `BENCH_ONLY='WORDS[|WORDS…]'` measures only the scenarios whose name holds one of them
+//! (`gRPC`, `Envoy`, `cache miss|HTTP call`, …).
 //! `BENCH_RAW=FILE` writes every run's figures to FILE.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -67,7 +67,39 @@ async fn start_baseline(args: &[&str]) -> (Proc, SocketAddr) {
     let (mut command, addr) = baseline_command(args);
     let child = Proc::spawn(&mut command);
     listening(addr).await;
+    pin(child.id(), SERVER_CPU);
     (child, addr)
+}
+
+/// The CPU the Check and forward-auth servers under test (session-authz and the baselines) run
+/// on, once listening; everything else (the load generator, the fake validators, Envoy, nginx)
+/// runs on [`LOAD_CPU`]. A server then competes only with the other servers, which idle while
+/// it is measured, not with the client driving it: without this, how the client's and the
+/// server's threads met on two shared vCPUs moved a ratio by more than what the server did.
+/// `BENCH_PIN=0` turns it off; it is off on a machine with fewer than 2 CPUs.
+const SERVER_CPU: usize = 1;
+const LOAD_CPU: usize = 0;
+
+fn pinning() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("BENCH_PIN").as_deref() != Ok("0")
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+    })
+}
+
+/// Every thread of process `pid` onto `cpu` (util-linux's taskset), when [`pinning`].
+fn pin(pid: u32, cpu: usize) {
+    if !pinning() {
+        return;
+    }
+    let status = Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list"])
+        .args([cpu.to_string(), pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux) for BENCH_PIN");
+    assert!(status.success(), "taskset could not pin process {pid}");
 }
 
 /// session-authz with its gRPC door and its forward-auth door (returned in that order).
@@ -79,6 +111,7 @@ async fn start_authz(
     let child = Proc::spawn(&mut command);
     listening(grpc).await;
     listening(door).await;
+    pin(child.id(), SERVER_CPU);
     (child, grpc, door)
 }
 
@@ -291,12 +324,12 @@ fn mix_session() -> usize {
 /// previous one, so without this every run would begin with all 1 000 answers expired. What a
 /// run then leaves out: the steady state's refreshes, each session once per TTL (about 100 a
 /// second, 0.4 % of the Checks at c = 16), each waiting the auth service's 2 ms.
-async fn warm_mix(client: &AuthorizationClient<tonic::transport::Channel>) {
+async fn warm_mix(client: &StatusClient) {
     let mut calls = tokio::task::JoinSet::new();
     for session in 1..=MIX_SESSIONS {
         let mut client = client.clone();
         calls.spawn(async move {
-            let _ = client
+            client
                 .check(check_request(&format!("bench-mix-{session}")))
                 .await;
         });
@@ -304,11 +337,51 @@ async fn warm_mix(client: &AuthorizationClient<tonic::transport::Channel>) {
     while calls.join_next().await.is_some() {}
 }
 
-async fn one_call(
-    load: Load,
-    grpc: &mut Option<AuthorizationClient<tonic::transport::Channel>>,
-    http: &reqwest::Client,
-) -> bool {
+/// The load's gRPC client, which reads only the `status` of each answer (prost skips the rest
+/// unread). A load generator, not Envoy: decoding whole answers would cost the client, which
+/// shares the machine's two cores with the server, more for a richer answer, and slow the rows
+/// whose server says more (an allow with identity headers and metadata against the do-nothing
+/// server's bare OK). [`same_answer`] reads a whole answer once; the Envoy rows decode all.
+#[derive(Clone)]
+struct StatusClient(tonic::client::Grpc<tonic::transport::Channel>);
+
+/// `CheckResponse` with only its `status` field (1).
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusOnly {
+    #[prost(message, optional, tag = "1")]
+    status: Option<envoy_types::pb::google::rpc::Status>,
+}
+
+impl StatusClient {
+    async fn connect(addr: SocketAddr) -> Self {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        Self(tonic::client::Grpc::new(channel))
+    }
+
+    /// Whether the Check was answered, with OK.
+    async fn check(&mut self, request: CheckRequest) -> bool {
+        if self.0.ready().await.is_err() {
+            return false;
+        }
+        let path =
+            http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+        let codec = tonic_prost::ProstCodec::<CheckRequest, StatusOnly>::default();
+        match self
+            .0
+            .unary(tonic::Request::new(request), path, codec)
+            .await
+        {
+            Ok(answer) => answer.into_inner().status.is_none_or(|s| s.code == 0),
+            Err(_) => false,
+        }
+    }
+}
+
+async fn one_call(load: Load, grpc: &mut Option<StatusClient>, http: &reqwest::Client) -> bool {
     match load {
         Load::Grpc {
             unique, rule, mix, ..
@@ -327,10 +400,7 @@ async fn one_call(
             if rule {
                 request = with_extensions(request, &[("require_roles", "admin")]);
             }
-            match client.check(request).await {
-                Ok(response) => response.into_inner().status.is_none_or(|s| s.code == 0),
-                Err(_) => false,
-            }
+            client.check(request).await
         }
         Load::Http {
             addr,
@@ -357,19 +427,9 @@ async fn one_call(
 
 /// The clients of `load`, `concurrency` callers at a time: one HTTP/2 connection for gRPC, a
 /// pool of kept-alive HTTP/1.1 connections otherwise.
-async fn clients(
-    load: Load,
-    concurrency: usize,
-) -> (
-    Option<AuthorizationClient<tonic::transport::Channel>>,
-    reqwest::Client,
-) {
+async fn clients(load: Load, concurrency: usize) -> (Option<StatusClient>, reqwest::Client) {
     let grpc = match load {
-        Load::Grpc { addr, .. } => Some(
-            AuthorizationClient::connect(format!("http://{addr}"))
-                .await
-                .expect("connect"),
-        ),
+        Load::Grpc { addr, .. } => Some(StatusClient::connect(addr).await),
         Load::Http { .. } => None,
     };
     let http = reqwest::Client::builder()
@@ -551,9 +611,18 @@ fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
          throughput / its baseline's in the same round (measured back to back, each first in \
          every other round); spread = the lowest and highest of those rounds' ratios; CPU ratio = \
          the median over the rounds of the server's CPU per request / its baseline's in the same \
-         round (the server: the Check or forward-auth server, Envoy, or nginx's worker).\n\n",
+         round (the server: the Check or forward-auth server, Envoy, or nginx's worker). {}\n\n",
         machine(),
-        length.as_secs_f64()
+        length.as_secs_f64(),
+        if pinning() {
+            format!(
+                "The Check and forward-auth servers (session-authz and the baselines) run on CPU \
+                 {SERVER_CPU}, everything else (load generator, fake validators, Envoy, nginx) \
+                 on CPU {LOAD_CPU}."
+            )
+        } else {
+            "Nothing is pinned to a CPU (BENCH_PIN=0).".to_owned()
+        }
     );
     out.push_str(
         "| scenario | c | req/s | p50 µs | p99 µs | errors | server CPU µs/req | ratio | spread | CPU ratio | vs |\n",
@@ -789,6 +858,8 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_REPEATS)
         .max(1);
+    // Before any other thread or process starts: they all inherit it.
+    pin(std::process::id(), LOAD_CPU);
     let (validator, slow_validator, app) = start_fakes();
     let validate_url = format!("http://{validator}/session/validate");
 
@@ -920,7 +991,7 @@ async fn main() {
     if let Ok(only) = std::env::var("BENCH_ONLY") {
         let picked: Vec<_> = scenarios
             .iter()
-            .filter(|s| only.split(',').any(|words| s.0.contains(words)))
+            .filter(|s| only.split('|').any(|words| s.0.contains(words)))
             .collect();
         let rows = measure_rows(&picked, length, repeats).await;
         println!("{}", render(&rows, length, repeats));
