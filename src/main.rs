@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use session_authz::{app, cli::Cli, config::Config, telemetry};
 
+// mimalloc rather than glibc's malloc: with the decision cache full (100 000 entries, evicting),
+// glibc's scattered free lists made a cache miss ~20 % and a later hit ~15 % dearer in CPU;
+// mimalloc keeps each size class's blocks together (docs/benchmarks.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for an unusable configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
