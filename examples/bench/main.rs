@@ -671,6 +671,13 @@ fn render(rows: &[Row], length: Duration, repeats: usize) -> String {
     out
 }
 
+/// Instructions per request of `load` against a baseline started with `args`, under callgrind.
+async fn count_baseline(args: &[&str], load: impl Fn(SocketAddr) -> Load) -> f64 {
+    let (command, addr) = baseline_command(args);
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    server.per_request(load(addr)).await
+}
+
 /// One server's instructions per request, counted under callgrind.
 struct Count {
     name: &'static str,
@@ -713,32 +720,23 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     ));
     drop(server);
 
-    let (command, addr) = baseline_command(&WITH_MUTATIONS);
-    let server = Counted::start(Counted::wrap(&command), addr).await;
     counts.push(count(
         MUTATIONS,
-        server.per_request(grpc(addr, false, false)).await,
+        count_baseline(&WITH_MUTATIONS, |addr| grpc(addr, false, false)).await,
         None,
     ));
-    drop(server);
 
-    let (command, addr) = baseline_command(&["--call", validate_url]);
-    let server = Counted::start(Counted::wrap(&command), addr).await;
     counts.push(count(
         CALLING,
-        server.per_request(grpc(addr, true, false)).await,
+        count_baseline(&["--call", validate_url], |addr| grpc(addr, true, false)).await,
         None,
     ));
-    drop(server);
 
-    let (command, addr) = baseline_command(&["--http"]);
-    let server = Counted::start(Counted::wrap(&command), addr).await;
     counts.push(count(
         DOOR_NOTHING,
-        server.per_request(forwarded(addr)).await,
+        count_baseline(&["--http"], forwarded).await,
         None,
     ));
-    drop(server);
 
     let (command, addr, door) = authz_command(validator, &[]);
     let server = Counted::start(Counted::wrap(&command), addr).await;
