@@ -85,6 +85,24 @@ impl RoutePolicy {
         }
     }
 
+    /// `self` with every rule `nearer` sets replacing its own (a list when not empty, a switch
+    /// when set).
+    fn overlaid_by(self, nearer: &RoutePolicy) -> RoutePolicy {
+        let list = |mine: Vec<String>, theirs: &Vec<String>| {
+            if theirs.is_empty() {
+                mine
+            } else {
+                theirs.clone()
+            }
+        };
+        RoutePolicy {
+            require_roles: list(self.require_roles, &nearer.require_roles),
+            allow_users: list(self.allow_users, &nearer.allow_users),
+            login_redirect: nearer.login_redirect.or(self.login_redirect),
+            csrf: nearer.csrf.or(self.csrf),
+        }
+    }
+
     /// Whether `identity` satisfies this policy's rules: any of the roles and any of the users,
     /// each only when set.
     pub fn permits(&self, identity: &Identity) -> bool {
@@ -124,13 +142,33 @@ impl MergedPolicy<'_> {
 }
 
 /// The `[[routes]]` table: prefixes and their policies. The longest prefix of a request's path
-/// (without its query) wins.
+/// (without its query) wins, and a route holds every rule of the shorter prefixes of its own
+/// prefix that it does not restate (resolved once, here, not per Check).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routes(Vec<(String, RoutePolicy)>);
 
 impl Routes {
+    /// The table with each route's inherited rules filled in: a longer prefix that sets only
+    /// `login_redirect` must not drop a shorter one's `require_roles` by accident.
     pub fn new(routes: Vec<(String, RoutePolicy)>) -> Self {
-        Self(routes)
+        let resolved = routes
+            .iter()
+            .map(|(prefix, own)| {
+                let mut ancestors: Vec<&(String, RoutePolicy)> = routes
+                    .iter()
+                    .filter(|(other, _)| other.len() < prefix.len() && starts_with(prefix, other))
+                    .collect();
+                // Shortest first, so that the nearer prefix's rule replaces the farther one's.
+                ancestors.sort_by_key(|(other, _)| other.len());
+                let policy = ancestors
+                    .into_iter()
+                    .map(|(_, policy)| policy)
+                    .chain([own])
+                    .fold(RoutePolicy::default(), RoutePolicy::overlaid_by);
+                (prefix.clone(), policy)
+            })
+            .collect();
+        Self(resolved)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(String, RoutePolicy)> {
@@ -153,12 +191,7 @@ impl Routes {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         self.0
             .iter()
-            // Letter case aside, like the shipped Envoy routes (`case_sensitive: false`): a
-            // rule on /admin/settings must not be skipped by /ADMIN/settings.
-            .filter(|(prefix, _)| {
-                path.get(..prefix.len())
-                    .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-            })
+            .filter(|(prefix, _)| starts_with(path, prefix))
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(&NONE, |(_, policy)| policy)
     }
@@ -236,8 +269,15 @@ impl Routes {
             }
             out.push((prefix, policy));
         }
-        Ok(Routes(out))
+        Ok(Routes::new(out))
     }
+}
+
+/// Whether `text` starts with `prefix`, letter case aside, like the shipped Envoy routes
+/// (`case_sensitive: false`): a rule on /admin/settings must not be skipped by /ADMIN/settings.
+fn starts_with(text: &str, prefix: &str) -> bool {
+    text.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
 /// A non-empty list of checked items; an empty item (`a,,b`, a trailing comma) is an error.
@@ -439,6 +479,53 @@ mod tests {
         );
         assert_eq!(routes.select("/other").allow_users, ["alice", "bob"]);
         assert_eq!(Routes::default().select("/x"), &RoutePolicy::default());
+    }
+
+    /// A longer prefix keeps every rule of a shorter one it does not restate: adding
+    /// `/admin/api` for its `login_redirect` must not let a viewer into `/admin/api/...`.
+    #[test]
+    fn longer_prefixes_inherit_the_rules_they_do_not_restate() {
+        let routes = toml_routes(
+            r#"
+            [[routes]]
+            prefix = "/admin/api"
+            login_redirect = false
+            [[routes]]
+            prefix = "/admin"
+            require_roles = ["admin"]
+            allow_users = ["alice", "bob"]
+            csrf = false
+            [[routes]]
+            prefix = "/admin/api/audit"
+            allow_users = ["alice"]
+            [[routes]]
+            prefix = "/ADMIN/api/open"
+            require_roles = ["viewer", "admin"]
+            csrf = true
+            [[routes]]
+            prefix = "/administrators"
+            [[routes]]
+            prefix = "/public"
+            login_redirect = false
+            "#,
+        )
+        .unwrap();
+        let api = routes.select("/admin/api/users");
+        assert_eq!(api.require_roles, ["admin"]);
+        assert_eq!(api.allow_users, ["alice", "bob"]);
+        assert_eq!((api.login_redirect, api.csrf), (Some(false), Some(false)));
+        // Through two levels; a restated key replaces the inherited one, whatever its order.
+        let audit = routes.select("/admin/api/audit/log");
+        assert_eq!(audit.require_roles, ["admin"]);
+        assert_eq!(audit.allow_users, ["alice"]);
+        assert_eq!(audit.login_redirect, Some(false));
+        let open = routes.select("/admin/api/open/x");
+        assert_eq!(open.require_roles, ["viewer", "admin"]);
+        assert_eq!((open.login_redirect, open.csrf), (Some(false), Some(true)));
+        // A prefix is a prefix of the text, as the match is: /administrators is under /admin.
+        assert_eq!(routes.select("/administrators").require_roles, ["admin"]);
+        assert_eq!(routes.select("/public/x").require_roles, Vec::<String>::new());
+        assert_eq!(routes.select("/public/x").login_redirect, Some(false));
     }
 
     #[test]

@@ -181,15 +181,27 @@ fn values<'a>(
         .map(|(_, value)| *value)
 }
 
-/// A path and query that can only lead back to this site: visible ASCII, bounded, one leading
-/// `/` and no `//` or `/\` at its start, even after one round of percent-decoding (a login page
-/// that decodes twice must not turn `/%2F%2Fevil.example` into `//evil.example`).
+/// A path and query that can only lead back to this site: bounded, and visible ASCII with one
+/// leading `/` and no `//` or `/\` at its start after every round of percent-decoding. A login
+/// page that decodes once more than it should must not turn `/%2F%2Fevil.example` into
+/// `//evil.example`, nor `/%2509/evil.example` into `/<TAB>/evil.example` (a browser drops the
+/// tab and reads `//evil.example`).
 pub fn is_safe_return(path_and_query: &str) -> bool {
-    let bytes = path_and_query.as_bytes();
-    bytes.len() <= MAX_RETURN_LEN
-        && bytes.iter().all(u8::is_ascii_graphic)
-        && is_local(bytes)
-        && is_local(&percent_decode(bytes).collect::<Vec<u8>>())
+    let mut bytes = path_and_query.as_bytes().to_vec();
+    if bytes.len() > MAX_RETURN_LEN {
+        return false;
+    }
+    // Each round that changes anything shortens the text: this ends.
+    loop {
+        if !bytes.iter().all(u8::is_ascii_graphic) || !is_local(&bytes) {
+            return false;
+        }
+        let decoded: Vec<u8> = percent_decode(&bytes).collect();
+        if decoded == bytes {
+            return true;
+        }
+        bytes = decoded;
+    }
 }
 
 /// One leading `/`, not followed by `/` or `\` (which browsers read as `//`).
@@ -285,6 +297,24 @@ mod tests {
         ];
         for (path, expected) in cases {
             assert_eq!(location(path).as_deref(), Some(*expected), "{path:?}");
+        }
+        // A control character once decoded (`/<TAB>/evil.example` is `//evil.example` to a
+        // browser), encoded once or twice: every C0 control and DEL, anywhere in the path.
+        for byte in (0x00..=0x1f).chain([0x7f]) {
+            for path in [
+                format!("/%{byte:02X}/evil.example"),
+                format!("/%{byte:02x}/evil.example"),
+                format!("/%25{byte:02X}/evil.example"),
+                format!("/admin/x%{byte:02X}"),
+                format!("/admin?next=%2525{byte:02x}"),
+            ] {
+                assert_eq!(location(&path).as_deref(), Some("/login"), "{path:?}");
+                assert!(!is_safe_return(&path), "{path:?}");
+            }
+        }
+        // Twice-encoded `//` and `/\` too.
+        for path in ["/%252F/evil.example", "/%255Cevil.example"] {
+            assert_eq!(location(path).as_deref(), Some("/login"), "{path:?}");
         }
         // Exactly at the limit it is still sent back.
         let at_limit = format!("/{}", "a".repeat(MAX_RETURN_LEN - 1));

@@ -12,7 +12,7 @@ use envoy_types::ext_authz::v3::pb::{
     CheckRequest, HeaderValueOption, HttpResponse,
 };
 use libfuzzer_sys::fuzz_target;
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode, percent_decode_str};
 use prost::Message;
 use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
 use session_authz::cache::{Answered, Origin};
@@ -155,6 +155,22 @@ fuzz_target!(|data: &[u8]| {
                     Some(encoded) => {
                         let back = percent_decode_str(encoded).decode_utf8_lossy();
                         assert!(signin::is_safe_return(&back), "{back:?}");
+                        // Checked here on its own too: every further decoding is still a
+                        // local path of visible ASCII (no control character, no `//`, `/\`).
+                        let mut text = back.as_bytes().to_vec();
+                        loop {
+                            assert!(text.iter().all(u8::is_ascii_graphic), "{back:?}");
+                            assert!(
+                                text.first() == Some(&b'/')
+                                    && !matches!(text.get(1), Some(b'/' | b'\\')),
+                                "{back:?}"
+                            );
+                            let next: Vec<u8> = percent_decode(&text).collect();
+                            if next == text {
+                                break;
+                            }
+                            text = next;
+                        }
                     }
                     None => assert_eq!(location, "/login"),
                 }

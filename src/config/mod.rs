@@ -718,6 +718,27 @@ mod tests {
         assert_eq!(again.routes, config.routes);
         assert!(load(&[], &[]).unwrap().routes.is_empty());
 
+        // A longer prefix keeps the rules it does not restate, and --check-config shows them
+        // on it, as they apply.
+        let (nested, effective) = from_file(
+            "[[routes]]
+prefix = \"/admin\"
+require_roles = [\"admin\"]
+\
+             [[routes]]
+prefix = \"/admin/api\"
+login_redirect = false
+",
+        )
+        .unwrap();
+        assert_eq!(nested.routes.select("/admin/api/x").require_roles, ["admin"]);
+        let shown = effective.to_toml();
+        let api = shown.split("[[routes]]").find(|t| t.contains("\"/admin/api\""));
+        assert!(
+            api.is_some_and(|table| table.contains("require_roles = [\"admin\"]")),
+            "{shown}"
+        );
+
         // Mistakes stop start-up naming the route and the key.
         for (text, wanted) in [
             (
