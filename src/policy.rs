@@ -524,7 +524,10 @@ mod tests {
         assert_eq!((open.login_redirect, open.csrf), (Some(false), Some(true)));
         // A prefix is a prefix of the text, as the match is: /administrators is under /admin.
         assert_eq!(routes.select("/administrators").require_roles, ["admin"]);
-        assert_eq!(routes.select("/public/x").require_roles, Vec::<String>::new());
+        assert_eq!(
+            routes.select("/public/x").require_roles,
+            Vec::<String>::new()
+        );
         assert_eq!(routes.select("/public/x").login_redirect, Some(false));
     }
 

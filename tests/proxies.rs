@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use session_authz_testkit::http::*;
-use session_authz_testkit::process::root;
+use session_authz_testkit::process::{free_addr, root};
 use session_authz_testkit::proxies::{Kind, ProxyProcess};
 use session_authz_testkit::service::ServiceProcess;
 use session_authz_testkit::validator::*;
@@ -25,6 +25,41 @@ const FORGED: [(&str, &str); 8] = [
     ("X-Original-URI", "/"),
     ("X-Forwarded-Host", "evil.example"),
 ];
+
+/// Every other spelling of each identity header (letter case, `_`, `.` and the other alias
+/// characters for `-`), forged.
+fn forged_aliases() -> Vec<(String, &'static str)> {
+    IDENTITY_HEADERS
+        .iter()
+        .zip(["root", "superuser", "root@evil.example"])
+        .flat_map(|(name, value)| {
+            alias_spellings(name, true)
+                .into_iter()
+                .map(move |spelling| (spelling, value))
+        })
+        .collect()
+}
+
+/// `headers` followed by every [`forged_aliases`] one.
+async fn get_with_aliases(
+    proxy: &ProxyProcess,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    let aliases = forged_aliases();
+    let mut all = headers.to_vec();
+    all.extend(aliases.iter().map(|(name, value)| (name.as_str(), *value)));
+    raw_get(proxy.listener, target, &all).await
+}
+
+/// What a CGI-style app reads for each identity header ([`cgi_name`]): every value of every
+/// spelling of it.
+fn identity_as_cgi(response: &RawResponse) -> Vec<Vec<String>> {
+    IDENTITY_HEADERS
+        .iter()
+        .map(|name| response.upstream_saw_as_cgi(name))
+        .collect()
+}
 
 /// The `Set-Cookie` headers the client got.
 fn set_cookies(response: &RawResponse) -> Vec<&str> {
@@ -121,6 +156,24 @@ async fn through(kind: Kind) {
             .contains(&"evil.example".to_owned()),
         "{kind:?}: {allowed:?}"
     );
+    // No other spelling of an identity header reaches the app beside the one the proxy set,
+    // on the checked routes (the viewer's real headers with forged ones would be
+    // `HTTP_X_AUTH_ROLES=viewer,admin` to a WSGI app) nor on the public ones.
+    let aliased = get_with_aliases(&proxy, "/admin", &[("Cookie", "session=user2-token")]).await;
+    assert_eq!(aliased.status, 200, "{kind:?} {aliased:?} {}", log());
+    assert_eq!(
+        identity_as_cgi(&aliased),
+        [vec!["user2"], vec!["viewer"], vec![]],
+        "{kind:?}: {aliased:?}"
+    );
+    let aliased = get_with_aliases(&proxy, "/", &[]).await;
+    assert_eq!(aliased.status, 200, "{kind:?} {aliased:?} {}", log());
+    assert_eq!(
+        identity_as_cgi(&aliased),
+        [Vec::<String>::new(), vec![], vec![]],
+        "{kind:?}: {aliased:?}"
+    );
+
     // Session renewal reaches the client, once, and never the app.
     assert_eq!(
         set_cookies(&allowed),
@@ -246,4 +299,101 @@ async fn caddy_forward_auth() {
 #[tokio::test(flavor = "multi_thread")]
 async fn traefik_forward_auth() {
     through(Kind::Traefik).await;
+}
+
+/// The first nginx config a user writes: `auth_request`, `auth_request_set` and
+/// `error_page 401`, none of the shipped sample's `@authz_other` machinery. The door gives
+/// nginx a browser's sign-in as its 401 with `Location`, so this redirects browsers, keeps API
+/// clients' 401, and never shows nginx's "auth request unexpected status: 302" 500. (Not a
+/// sample to copy: proxies/nginx/nginx.conf is the one that also normalises paths and strips
+/// forged headers.)
+const MINIMAL_NGINX: &str = r#"
+worker_processes 1;
+pid nginx.pid;
+error_log stderr warn;
+events {}
+http {
+    client_body_temp_path tmp/client_body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    server {
+        listen LISTENER;
+        location = /_auth {
+            internal;
+            proxy_pass http://DOOR;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+        }
+        location /admin {
+            auth_request /_auth;
+            auth_request_set $user $upstream_http_x_auth_user;
+            auth_request_set $signin $upstream_http_location;
+            error_page 401 = @signin;
+            proxy_set_header X-Auth-User $user;
+            proxy_pass http://APP;
+        }
+        location @signin {
+            if ($signin) {
+                return 302 $signin;
+            }
+            return 401;
+        }
+    }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_minimal_config_sends_browsers_to_sign_in() {
+    let validator = FakeValidator::start(demo_answers()).await;
+    let app = Upstream::start().await;
+    let url = validator.url();
+    let authz = ServiceProcess::spawn(&[
+        ("AIMENU_URL", url.as_str()),
+        ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:0"),
+        ("SESSION_AUTHZ_LOGIN_URL", "https://dash.example/login"),
+    ]);
+    let door = authz.forward_auth_addr.expect("forward-auth door");
+    let listener = free_addr();
+    let config = MINIMAL_NGINX
+        .replace("LISTENER", &listener.to_string())
+        .replace("DOOR", &door.to_string())
+        .replace("APP", &app.addr.to_string());
+    let proxy = ProxyProcess::start_with_config(Kind::Nginx, listener, config).await;
+
+    let browser = [("accept", "text/html"), ("sec-fetch-mode", "navigate")];
+    let redirect = raw_get(proxy.listener, "/admin/x?tab=1", &browser).await;
+    assert_eq!(redirect.status, 302, "{redirect:?} {}", proxy.log());
+    assert_eq!(
+        redirect.header("location"),
+        Some("https://dash.example/login?return_to=%2Fadmin%2Fx%3Ftab%3D1")
+    );
+    // A browser whose cookie the auth service rejects is sent too; an API client is not.
+    let stale = [browser.as_slice(), &[("Cookie", "session=stolen")]].concat();
+    let redirect = raw_get(proxy.listener, "/admin", &stale).await;
+    assert_eq!(redirect.status, 302, "{redirect:?} {}", proxy.log());
+    let api = raw_get(proxy.listener, "/admin", &[("accept", "application/json")]).await;
+    assert_eq!(api.status, 401, "{api:?} {}", proxy.log());
+    assert!(api.header("location").is_none(), "{api:?}");
+    let header = [browser.as_slice(), &[("X-Session-Token", "stolen")]].concat();
+    let api = raw_get(proxy.listener, "/admin", &header).await;
+    assert_eq!(api.status, 401, "{api:?}");
+    assert!(app.hits().is_empty(), "{:?}", app.hits());
+
+    let allowed = raw_get(
+        proxy.listener,
+        "/admin",
+        &[("Cookie", "session=user1-token")],
+    )
+    .await;
+    assert_eq!(allowed.status, 200, "{allowed:?} {}", proxy.log());
+    assert_eq!(allowed.upstream_saw("x-auth-user"), ["user1"]);
+    assert!(
+        !proxy.log().contains("unexpected status"),
+        "{}",
+        proxy.log()
+    );
 }

@@ -731,9 +731,14 @@ login_redirect = false
 ",
         )
         .unwrap();
-        assert_eq!(nested.routes.select("/admin/api/x").require_roles, ["admin"]);
+        assert_eq!(
+            nested.routes.select("/admin/api/x").require_roles,
+            ["admin"]
+        );
         let shown = effective.to_toml();
-        let api = shown.split("[[routes]]").find(|t| t.contains("\"/admin/api\""));
+        let api = shown
+            .split("[[routes]]")
+            .find(|t| t.contains("\"/admin/api\""));
         assert!(
             api.is_some_and(|table| table.contains("require_roles = [\"admin\"]")),
             "{shown}"

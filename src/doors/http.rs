@@ -67,8 +67,10 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
                 .map_or_else(|| request.uri.path(), |target| target.as_str()),
             authority: request.uri.authority().map(|a| a.as_str()),
         };
+        let mut sign_in = SignInAs::Found;
         let checked = match original(&own, &headers, self.prefix.as_deref()) {
             Ok(original) => {
+                sign_in = original.sign_in;
                 let view = RequestView {
                     method: original.method,
                     path: original.path,
@@ -86,7 +88,7 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
                 self.core.unreadable()
             }
         };
-        response(&checked, &self.headers)
+        response(&checked, &self.headers, sign_in)
     }
 }
 
@@ -115,6 +117,19 @@ pub struct Original<'a> {
     /// Path and query, starting with `/`.
     pub path: &'a str,
     pub host: &'a str,
+    /// How the proxy that asked can pass a sign-in redirect on.
+    pub sign_in: SignInAs,
+}
+
+/// The answer that sends a browser to sign in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInAs {
+    /// The 302 with its `Location`, passed to the client as it is (Traefik, Caddy, Envoy).
+    Found,
+    /// The 401 with the sign-in target in `Location`: nginx's `auth_request` (the
+    /// `X-Original-*` convention) knows only 2xx, 401 and 403 and makes any other answer its
+    /// own 500, so its `error_page 401` redirects with `$upstream_http_location`.
+    Unauthorized,
 }
 
 /// Why the original request cannot be read from a forward-auth request: a 400, never a guess.
@@ -169,6 +184,11 @@ pub fn original<'a>(
 ) -> Result<Original<'a>, Unreadable> {
     let forwarded = pair(headers, FORWARDED_METHOD, FORWARDED_URI)?;
     let nginx = pair(headers, ORIGINAL_METHOD, ORIGINAL_URI)?;
+    let sign_in = if nginx.is_some() {
+        SignInAs::Unauthorized
+    } else {
+        SignInAs::Found
+    };
     let (method, path) = match (forwarded, nginx) {
         (Some(forwarded), Some(nginx)) if forwarded != nginx => {
             return Err(Unreadable::Conflicting)
@@ -199,7 +219,12 @@ pub fn original<'a>(
     if !host.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Unreadable::BadHost);
     }
-    Ok(Original { method, path, host })
+    Ok(Original {
+        method,
+        path,
+        host,
+        sign_in,
+    })
 }
 
 /// A method header and its URI header: both or neither.
@@ -249,9 +274,9 @@ fn is_token(text: &str) -> bool {
 }
 
 /// The core's answer as this door's: exactly 200 with the identity headers on an allow; the
-/// shared denial otherwise; a 302 to sign in. The validator's `Set-Cookie`s go with each, one
-/// header apiece.
-pub fn response(checked: &Checked, names: &IdentityHeaders) -> Response<Body> {
+/// shared denial otherwise; a 302 to sign in, or for nginx the 401 naming it ([`SignInAs`]).
+/// The validator's `Set-Cookie`s go with each, one header apiece.
+pub fn response(checked: &Checked, names: &IdentityHeaders, sign_in: SignInAs) -> Response<Body> {
     let built = match &checked.decision {
         Decision::Allow { identity, .. } => {
             let mut headers = Vec::new();
@@ -269,17 +294,25 @@ pub fn response(checked: &Checked, names: &IdentityHeaders) -> Response<Body> {
             }
             build(StatusCode::OK, headers, &checked.set_cookies, String::new())
         }
-        Decision::Deny { status, reason } => denied(*status, *reason, &checked.set_cookies),
+        Decision::Deny { status, reason } => denied(*status, *reason, None, &checked.set_cookies),
         // This door has no RPC to fail: the validator error is the 503 it always is here.
         Decision::GrpcUnavailable { reason } => {
-            denied(DenyStatus::Unavailable, *reason, &checked.set_cookies)
+            denied(DenyStatus::Unavailable, *reason, None, &checked.set_cookies)
         }
-        Decision::SignIn { location, .. } => build(
-            StatusCode::FOUND,
-            sign_in_headers(location).to_vec(),
-            &checked.set_cookies,
-            String::new(),
-        ),
+        Decision::SignIn { location, reason } => match sign_in {
+            SignInAs::Found => build(
+                StatusCode::FOUND,
+                sign_in_headers(location).to_vec(),
+                &checked.set_cookies,
+                String::new(),
+            ),
+            SignInAs::Unauthorized => denied(
+                DenyStatus::Unauthenticated,
+                *reason,
+                Some(("location", location.clone())),
+                &checked.set_cookies,
+            ),
+        },
     };
     // A value the contract let through is always a valid header; failing that, no allow.
     built.unwrap_or_else(|| {
@@ -289,12 +322,15 @@ pub fn response(checked: &Checked, names: &IdentityHeaders) -> Response<Body> {
     })
 }
 
+/// The shared denial, with one more header when given.
 fn denied(
     status: DenyStatus,
     reason: crate::decision::Reason,
+    extra: Option<(&'static str, String)>,
     set_cookies: &[String],
 ) -> Option<Response<Body>> {
-    let answer = denial(status, reason);
+    let mut answer = denial(status, reason);
+    answer.headers.extend(extra);
     let code = StatusCode::from_u16(answer.code).ok()?;
     build(code, answer.headers, set_cookies, answer.body)
 }
@@ -362,7 +398,24 @@ mod tests {
     }
 
     fn ok(method: &'static str, path: &'static str, host: &'static str) -> Original<'static> {
-        Original { method, path, host }
+        Original {
+            method,
+            path,
+            host,
+            sign_in: SignInAs::Found,
+        }
+    }
+
+    /// [`ok`], as read from nginx's `X-Original-*` headers.
+    fn from_nginx(
+        method: &'static str,
+        path: &'static str,
+        host: &'static str,
+    ) -> Original<'static> {
+        Original {
+            sign_in: SignInAs::Unauthorized,
+            ..ok(method, path, host)
+        }
     }
 
     #[test]
@@ -391,7 +444,7 @@ mod tests {
             ],
             None,
         );
-        assert_eq!(got, Ok(ok("DELETE", "/admin", "dash.example:8080")));
+        assert_eq!(got, Ok(from_nginx("DELETE", "/admin", "dash.example:8080")));
     }
 
     #[test]
@@ -446,7 +499,7 @@ mod tests {
         ];
         assert_eq!(
             read(own("GET", "/"), &agree, None),
-            Ok(ok("GET", "/admin", ""))
+            Ok(from_nginx("GET", "/admin", ""))
         );
         for (index, other) in [(1, "/public"), (3, "/public"), (0, "POST"), (2, "POST")] {
             let mut headers = agree;
@@ -528,7 +581,7 @@ mod tests {
                 &[("x-original-method", "post"), ("x-original-uri", "/")],
                 None
             ),
-            Ok(ok("post", "/", ""))
+            Ok(from_nginx("post", "/", ""))
         );
         let bad_uris = [
             "",
@@ -599,6 +652,7 @@ mod tests {
         let response = response(
             &checked(decision, &["session=a; Max-Age=60", "theme=dark"]),
             &IdentityHeaders::default(),
+            SignInAs::Found,
         );
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header_values(&response, "x-auth-user"), ["alice"]);
@@ -628,7 +682,7 @@ mod tests {
             identity: Identity::named("bob"),
             reason: Reason::ValidSession,
         };
-        let response = response(&checked(decision, &[]), &names);
+        let response = response(&checked(decision, &[]), &names, SignInAs::Found);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header_values(&response, "x-user"), ["bob"]);
         assert!(response.headers().get("x-roles").is_none());
@@ -654,6 +708,7 @@ mod tests {
             let response = response(
                 &checked(Decision::Deny { status, reason }, &["session=; Max-Age=0"]),
                 &IdentityHeaders::default(),
+                SignInAs::Found,
             );
             assert_eq!(response.status().as_u16(), expected.code);
             for (name, value) in &expected.headers {
@@ -673,6 +728,7 @@ mod tests {
         let response = response(
             &checked(Decision::GrpcUnavailable { reason }, &[]),
             &IdentityHeaders::default(),
+            SignInAs::Found,
         );
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(header_values(&response, "retry-after"), ["5"]);
@@ -687,6 +743,7 @@ mod tests {
         let response = response(
             &checked(decision, &["session=; Max-Age=0"]),
             &IdentityHeaders::default(),
+            SignInAs::Found,
         );
         assert_eq!(response.status(), StatusCode::FOUND);
         assert_eq!(
@@ -698,5 +755,73 @@ mod tests {
             header_values(&response, "set-cookie"),
             ["session=; Max-Age=0"]
         );
+    }
+
+    /// nginx's `auth_request` turns any answer but 2xx, 401 and 403 into its own 500: for it the
+    /// sign-in target rides on the 401, for `error_page 401` to redirect with.
+    #[test]
+    fn sign_in_for_nginx_is_the_401_with_the_location() {
+        let decision = Decision::SignIn {
+            location: "/login?return_to=%2Fadmin".to_owned(),
+            reason: Reason::NoCredential,
+        };
+        let answer = response(
+            &checked(decision, &["session=; Max-Age=0"]),
+            &IdentityHeaders::default(),
+            SignInAs::Unauthorized,
+        );
+        let expected = denial(DenyStatus::Unauthenticated, Reason::NoCredential);
+        assert_eq!(answer.status().as_u16(), expected.code);
+        for (name, value) in &expected.headers {
+            assert_eq!(header_values(&answer, name), [value.as_str()]);
+        }
+        assert_eq!(
+            header_values(&answer, "location"),
+            ["/login?return_to=%2Fadmin"]
+        );
+        assert_eq!(
+            header_values(&answer, "set-cookie"),
+            ["session=; Max-Age=0"]
+        );
+        // Every other answer is the same whichever way a sign-in goes.
+        for decision in [
+            Decision::Deny {
+                status: DenyStatus::Unauthenticated,
+                reason: Reason::InvalidSession,
+            },
+            Decision::Allow {
+                identity: Identity::named("bob"),
+                reason: Reason::ValidSession,
+            },
+        ] {
+            let as_found = response(
+                &checked(decision.clone(), &[]),
+                &IdentityHeaders::default(),
+                SignInAs::Found,
+            );
+            let as_401 = response(
+                &checked(decision, &[]),
+                &IdentityHeaders::default(),
+                SignInAs::Unauthorized,
+            );
+            assert_eq!(as_found.status(), as_401.status());
+            assert_eq!(as_found.headers(), as_401.headers());
+        }
+    }
+
+    #[test]
+    fn only_the_nginx_convention_takes_sign_in_as_a_401() {
+        let nginx = [("x-original-method", "GET"), ("x-original-uri", "/admin")];
+        let forwarded = [("x-forwarded-method", "GET"), ("x-forwarded-uri", "/admin")];
+        let both = [nginx, forwarded].concat();
+        for (headers, expected) in [
+            (&nginx[..], SignInAs::Unauthorized),
+            (&both[..], SignInAs::Unauthorized),
+            (&forwarded[..], SignInAs::Found),
+            (&[][..], SignInAs::Found),
+        ] {
+            let got = read(own("GET", "/admin"), headers, None).unwrap();
+            assert_eq!(got.sign_in, expected, "{headers:?}");
+        }
     }
 }

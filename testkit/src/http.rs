@@ -49,6 +49,53 @@ pub const PATH_SPELLINGS: &[(&str, &[(&str, &str)])] = &[
     ("/admin", &[("Host", "")]),
 ];
 
+/// The request headers session-authz sets for the app (their default names).
+pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-user", "x-auth-roles", "x-auth-email"];
+
+/// What CGI, WSGI (wsgiref, gunicorn < 22), PHP and nginx's `$http_` variables make of a header
+/// name: upper case, and every character but a letter or a digit read as `_`. `X_Auth_User`,
+/// `x.auth-user` and `X-AUTH-USER` are all `X_AUTH_USER`: one header to such an app.
+pub fn cgi_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The characters RFC 9110 allows in a header name besides letters, digits and `-`: each one
+/// in place of a `-` makes another header to a proxy but the same one to a CGI-style app.
+pub const ALIAS_SEPARATORS: &str = "_.!#$%&'*+^`|~";
+
+/// Other spellings of a `-`-separated header name a client may send to slip a forged copy past
+/// a proxy that manages only the exact one: letter case; `_` for some or all of the `-`; and
+/// each of [`ALIAS_SEPARATORS`] for all of them. With `underscores`, the spellings holding a
+/// `_` are included (Envoy refuses those outright, with 400).
+pub fn alias_spellings(name: &str, underscores: bool) -> Vec<String> {
+    let parts: Vec<&str> = name.split('-').collect();
+    let title = |part: &str| {
+        let mut chars = part.chars();
+        chars.next().map_or_else(String::new, |first| {
+            first.to_ascii_uppercase().to_string() + chars.as_str()
+        })
+    };
+    let mut out = vec![name.to_ascii_uppercase()];
+    // `_` in some places: the first, the last, and a mix of case with it.
+    let last = parts.len() - 1;
+    out.push(format!("{}_{}", parts[..last].join("-"), parts[last]));
+    out.push(format!("{}_{}", parts[0], parts[1..].join("-")).to_ascii_uppercase());
+    out.push(parts.iter().map(|p| title(p)).collect::<Vec<_>>().join("_"));
+    for separator in ALIAS_SEPARATORS.chars() {
+        out.push(parts.join(&separator.to_string()));
+    }
+    out.retain(|spelling| underscores || !spelling.contains('_'));
+    out
+}
+
 /// A response read off a raw HTTP/1.1 connection (a chunked body already joined).
 #[derive(Debug)]
 pub struct RawResponse {
@@ -77,6 +124,17 @@ impl RawResponse {
                 let text = |v: &Value| v.as_str().unwrap().to_owned();
                 (text(&pair[0]), text(&pair[1]))
             })
+            .collect()
+    }
+
+    /// The values of every header the upstream received whose name is `name` to a CGI-style
+    /// app ([`cgi_name`]): in any letter case, with any alias separator.
+    pub fn upstream_saw_as_cgi(&self, name: &str) -> Vec<String> {
+        let wanted = cgi_name(name);
+        self.upstream_headers()
+            .into_iter()
+            .filter(|(k, _)| cgi_name(k) == wanted)
+            .map(|(_, v)| v)
             .collect()
     }
 
@@ -304,6 +362,29 @@ impl Drop for Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_are_one_name_to_a_cgi_app() {
+        let all = alias_spellings("x-auth-user", true);
+        assert!(all.len() > ALIAS_SEPARATORS.len(), "{all:?}");
+        for spelling in &all {
+            assert_ne!(spelling, "x-auth-user");
+            assert_eq!(cgi_name(spelling), "X_AUTH_USER", "{spelling}");
+        }
+        for expected in [
+            "X-AUTH-USER",
+            "x-auth_user",
+            "X_AUTH-USER",
+            "X_Auth_User",
+            "x.auth.user",
+        ] {
+            assert!(all.iter().any(|s| s == expected), "{expected}: {all:?}");
+        }
+        assert!(alias_spellings("x-auth-user", false)
+            .iter()
+            .all(|s| !s.contains('_')));
+        assert_ne!(cgi_name("x-auth-users"), "X_AUTH_USER");
+    }
 
     #[test]
     fn chunked_bodies_are_joined() {

@@ -91,6 +91,29 @@ pub fn shipped_config(
     text
 }
 
+/// The shipped `proxies/traefik/traefik.yml` (Traefik's static configuration) with its entry
+/// point on `listener` and its file provider reading `dynamic`, each found exactly once.
+pub fn traefik_static_config(listener: SocketAddr, dynamic: &std::path::Path) -> String {
+    let path = root().join("proxies/traefik/traefik.yml");
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+    for (from, to) in [
+        ("\"127.0.0.1:8080\"".to_owned(), format!("\"{listener}\"")),
+        (
+            "filename: proxies/traefik/dynamic.yml".to_owned(),
+            format!("filename: {}", dynamic.display()),
+        ),
+    ] {
+        assert_eq!(
+            text.matches(&from).count(),
+            1,
+            "traefik.yml should hold {from:?} once"
+        );
+        text = text.replace(&from, &to);
+    }
+    text
+}
+
 /// A proxy process on loopback, stopped when dropped (nginx with SIGTERM, so that its master
 /// stops its workers; then SIGKILL if it lingers).
 pub struct ProxyProcess {
@@ -102,10 +125,14 @@ pub struct ProxyProcess {
 
 impl ProxyProcess {
     pub async fn start(kind: Kind, door: SocketAddr, app: SocketAddr) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         // nginx and Caddy cannot report a port 0 they bound: a port free right now.
         let listener = free_addr();
-        let config = shipped_config(kind, listener, door, app);
+        Self::start_with_config(kind, listener, shipped_config(kind, listener, door, app)).await
+    }
+
+    /// The proxy on `config` (a whole file of its kind) that listens on `listener`.
+    pub async fn start_with_config(kind: Kind, listener: SocketAddr, config: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
         let mut command = Command::new(kind.binary());
         match kind {
@@ -132,14 +159,12 @@ impl ProxyProcess {
                     .env("XDG_CONFIG_HOME", dir.path().join("config"));
             }
             Kind::Traefik => {
-                let file = dir.path().join("dynamic.yml");
-                std::fs::write(&file, config).unwrap();
-                // The static configuration, as proxies/traefik/dynamic.yml says to run it.
+                let dynamic = dir.path().join("dynamic.yml");
+                std::fs::write(&dynamic, config).unwrap();
+                let file = dir.path().join("traefik.yml");
+                std::fs::write(&file, traefik_static_config(listener, &dynamic)).unwrap();
                 command
-                    .arg(format!("--entryPoints.web.address={listener}"))
-                    .arg(format!("--providers.file.filename={}", file.display()))
-                    .arg("--global.checkNewVersion=false")
-                    .arg("--global.sendAnonymousUsage=false")
+                    .arg(format!("--configFile={}", file.display()))
                     .current_dir(dir.path());
             }
         }
