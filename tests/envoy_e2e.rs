@@ -319,6 +319,37 @@ async fn identity_cannot_be_spoofed() {
     assert_eq!(response.status, 400, "{response:?}");
     assert_eq!(stack.dashboard.hits().len(), hits);
 
+    // Every underscore spelling of every identity header is refused, on checked and public
+    // routes; every other alias (`X.Auth.User`, `x~auth~roles`: one header to a CGI, WSGI or
+    // PHP app) is dropped before any route, so the app reads exactly session-authz's identity.
+    for (spelling, value) in forged_identity_aliases(true) {
+        if spelling.contains('_') {
+            for target in ["/admin", "/public/page"] {
+                let response = stack.get(target, &[session, (&spelling, value)]).await;
+                assert_eq!(response.status, 400, "{spelling} {target}: {response:?}");
+            }
+        }
+    }
+    assert_eq!(stack.dashboard.hits().len(), hits);
+    let aliases = forged_identity_aliases(false);
+    let viewer = [("Cookie", "session=user2-token")];
+    let response = stack.get("/admin", &with_aliases(&viewer, &aliases)).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        response.identity_as_cgi(),
+        [vec!["user2"], vec!["viewer"], vec![]],
+        "{response:?}"
+    );
+    for target in ["/", "/public/page", "/login"] {
+        let response = stack.get(target, &with_aliases(&[], &aliases)).await;
+        assert_eq!(response.status, 200, "{target}: {response:?}");
+        assert_eq!(
+            response.identity_as_cgi(),
+            [Vec::<String>::new(), vec![], vec![]],
+            "{target}: {response:?}"
+        );
+    }
+
     // Naming the header as hop-by-hop does not make Envoy drop the identity it set.
     let response = stack
         .get("/admin", &[session, ("Connection", "close, x-auth-user")])

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use session_authz_testkit::envoy::{shipped_file_config, validate_file, EnvoyProcess};
 use session_authz_testkit::http::*;
+use session_authz_testkit::manifests::yaml_file;
 use session_authz_testkit::process::root;
 use session_authz_testkit::service::ServiceProcess;
 use session_authz_testkit::validator::*;
@@ -79,6 +80,21 @@ fn the_shipped_config_is_valid() {
     validate_file(&root().join("envoy/envoy-http.yaml"));
 }
 
+/// The filter that drops aliased header names is the same in both Envoy samples (the sidecar's
+/// is checked against envoy.yaml in tests/deploy_kubernetes.rs).
+#[test]
+fn both_samples_drop_aliased_header_names_alike() {
+    let first_filter = |file: &str| {
+        let doc = yaml_file(file).remove(0);
+        doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["http_filters"][0]
+            .clone()
+    };
+    let grpc = first_filter("envoy/envoy.yaml");
+    assert_eq!(grpc["name"], "envoy.filters.http.lua", "{grpc}");
+    assert_eq!(first_filter("envoy/envoy-http.yaml"), grpc);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn envoy_http_service_through_the_forward_auth_door() {
     let mut stack = Stack::start().await;
@@ -123,6 +139,31 @@ async fn envoy_http_service_through_the_forward_auth_door() {
         ["session=user1-token; Max-Age=3600; HttpOnly"]
     );
     assert!(allowed.upstream_saw("set-cookie").is_empty());
+
+    // Any other spelling of an identity header: an underscore one refused (400), every other
+    // alias dropped before any route; the app reads exactly the door's identity.
+    let aliases = forged_identity_aliases(false);
+    let viewer = [("Cookie", "session=user2-token")];
+    let aliased = stack.get("/admin", &with_aliases(&viewer, &aliases)).await;
+    assert_eq!(aliased.status, 200, "{aliased:?}");
+    assert_eq!(
+        aliased.identity_as_cgi(),
+        [vec!["user2"], vec!["viewer"], vec![]],
+        "{aliased:?}"
+    );
+    let aliased = stack.get("/", &with_aliases(&[], &aliases)).await;
+    assert_eq!(aliased.status, 200, "{aliased:?}");
+    assert_eq!(
+        aliased.identity_as_cgi(),
+        [Vec::<String>::new(), vec![], vec![]],
+        "{aliased:?}"
+    );
+    let hits = stack.app.hits().len();
+    for target in ["/admin", "/"] {
+        let refused = stack.get(target, &[("X_Auth-Roles", "admin")]).await;
+        assert_eq!(refused.status, 400, "{target}: {refused:?}");
+    }
+    assert_eq!(stack.app.hits().len(), hits);
 
     // A session without a user: the client's identity headers are removed, not passed on.
     let mut headers = vec![("X-Session-Token", "nouser-token")];

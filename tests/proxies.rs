@@ -26,41 +26,6 @@ const FORGED: [(&str, &str); 8] = [
     ("X-Forwarded-Host", "evil.example"),
 ];
 
-/// Every other spelling of each identity header (letter case, `_`, `.` and the other alias
-/// characters for `-`), forged.
-fn forged_aliases() -> Vec<(String, &'static str)> {
-    IDENTITY_HEADERS
-        .iter()
-        .zip(["root", "superuser", "root@evil.example"])
-        .flat_map(|(name, value)| {
-            alias_spellings(name, true)
-                .into_iter()
-                .map(move |spelling| (spelling, value))
-        })
-        .collect()
-}
-
-/// `headers` followed by every [`forged_aliases`] one.
-async fn get_with_aliases(
-    proxy: &ProxyProcess,
-    target: &str,
-    headers: &[(&str, &str)],
-) -> RawResponse {
-    let aliases = forged_aliases();
-    let mut all = headers.to_vec();
-    all.extend(aliases.iter().map(|(name, value)| (name.as_str(), *value)));
-    raw_get(proxy.listener, target, &all).await
-}
-
-/// What a CGI-style app reads for each identity header ([`cgi_name`]): every value of every
-/// spelling of it.
-fn identity_as_cgi(response: &RawResponse) -> Vec<Vec<String>> {
-    IDENTITY_HEADERS
-        .iter()
-        .map(|name| response.upstream_saw_as_cgi(name))
-        .collect()
-}
-
 /// The `Set-Cookie` headers the client got.
 fn set_cookies(response: &RawResponse) -> Vec<&str> {
     response
@@ -159,17 +124,19 @@ async fn through(kind: Kind) {
     // No other spelling of an identity header reaches the app beside the one the proxy set,
     // on the checked routes (the viewer's real headers with forged ones would be
     // `HTTP_X_AUTH_ROLES=viewer,admin` to a WSGI app) nor on the public ones.
-    let aliased = get_with_aliases(&proxy, "/admin", &[("Cookie", "session=user2-token")]).await;
+    let aliases = forged_identity_aliases(true);
+    let session = [("Cookie", "session=user2-token")];
+    let aliased = raw_get(proxy.listener, "/admin", &with_aliases(&session, &aliases)).await;
     assert_eq!(aliased.status, 200, "{kind:?} {aliased:?} {}", log());
     assert_eq!(
-        identity_as_cgi(&aliased),
+        aliased.identity_as_cgi(),
         [vec!["user2"], vec!["viewer"], vec![]],
         "{kind:?}: {aliased:?}"
     );
-    let aliased = get_with_aliases(&proxy, "/", &[]).await;
+    let aliased = raw_get(proxy.listener, "/", &with_aliases(&[], &aliases)).await;
     assert_eq!(aliased.status, 200, "{kind:?} {aliased:?} {}", log());
     assert_eq!(
-        identity_as_cgi(&aliased),
+        aliased.identity_as_cgi(),
         [Vec::<String>::new(), vec![], vec![]],
         "{kind:?}: {aliased:?}"
     );

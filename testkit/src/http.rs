@@ -96,6 +96,29 @@ pub fn alias_spellings(name: &str, underscores: bool) -> Vec<String> {
     out
 }
 
+/// Every [`alias_spelling`](alias_spellings) of each identity header, with a forged value.
+pub fn forged_identity_aliases(underscores: bool) -> Vec<(String, &'static str)> {
+    IDENTITY_HEADERS
+        .iter()
+        .zip(["root", "superuser", "root@evil.example"])
+        .flat_map(|(name, value)| {
+            alias_spellings(name, underscores)
+                .into_iter()
+                .map(move |spelling| (spelling, value))
+        })
+        .collect()
+}
+
+/// `headers` followed by each of `aliases` (from [`forged_identity_aliases`]), for [`raw_get`].
+pub fn with_aliases<'a>(
+    headers: &[(&'a str, &'a str)],
+    aliases: &'a [(String, &'static str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all = headers.to_vec();
+    all.extend(aliases.iter().map(|(name, value)| (name.as_str(), *value)));
+    all
+}
+
 /// A response read off a raw HTTP/1.1 connection (a chunked body already joined).
 #[derive(Debug)]
 pub struct RawResponse {
@@ -135,6 +158,15 @@ impl RawResponse {
             .into_iter()
             .filter(|(k, _)| cgi_name(k) == wanted)
             .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// What a CGI-style app reads for each of [`IDENTITY_HEADERS`]: every value of every
+    /// spelling of it the upstream received.
+    pub fn identity_as_cgi(&self) -> Vec<Vec<String>> {
+        IDENTITY_HEADERS
+            .iter()
+            .map(|name| self.upstream_saw_as_cgi(name))
             .collect()
     }
 
