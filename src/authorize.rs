@@ -4,7 +4,6 @@
 //! verdict (the cache in front of the validator), applies the decision table, and records metrics
 //! and the decision log line, so that every door gets them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,24 +19,10 @@ use crate::decision::{decide, Decision, DenyStatus, OnValidatorError, Situation}
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
 use crate::policy::{MergedPolicy, RoutePolicy, Routes};
+use crate::request::{Headers, RequestView};
 use crate::signin;
 use crate::telemetry;
 use crate::validator::{Validator, TRACE_HEADERS};
-
-/// The request a door asks about, as the core sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestView<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    /// The host the client addressed (Envoy's `:authority`; a forward-auth door would take
-    /// `X-Forwarded-Host`): the CSRF check compares `origin` with it.
-    pub host: &'a str,
-    /// Every request header as `(name, value bytes)`; names in any letter case, repeats kept.
-    pub headers: &'a [(&'a str, &'a [u8])],
-    /// The route's settings from the proxy (Envoy's per-route `context_extensions`); `None`
-    /// when the proxy sends none.
-    pub extensions: Option<&'a HashMap<String, String>>,
-}
 
 /// Where verdicts come from: [`CachedValidator`] in the service, a table in property tests and
 /// fuzzing.
@@ -211,7 +196,7 @@ impl<V: Verdicts> Authorizer<V> {
             set_cookies: Vec::new(),
             login_redirect: policy.login_redirect,
         };
-        match credential::find(request.headers.iter().copied(), &self.settings.names) {
+        match credential::find(request.headers, &self.settings.names) {
             Lookup::Absent => gathered(Situation::NoCredential),
             Lookup::Ambiguous(why) => gathered(Situation::Ambiguous(why)),
             Lookup::Found(credential) => {
@@ -435,11 +420,7 @@ impl CachedValidator {
     /// child span of the Check's whose `traceparent` replaces the client's, so that the auth
     /// service's spans nest under it.
     async fn ask(&self, credential: &Credential, request: &RequestView<'_>) -> Reply {
-        let passed_on = |name: &str| {
-            TRACE_HEADERS
-                .iter()
-                .any(|wanted| name.eq_ignore_ascii_case(wanted))
-        };
+        let sent = trace_headers(request.headers);
         let span = tracing::info_span!(
             target: telemetry::SPAN_TARGET,
             "validator",
@@ -447,24 +428,11 @@ impl CachedValidator {
             session_authz.verdict = tracing::field::Empty,
         );
         if span.is_disabled() {
-            let trace = request
-                .headers
-                .iter()
-                .copied()
-                .filter(|(name, _)| passed_on(name));
-            return self.validator.ask(credential, trace).await;
+            return self.validator.ask(credential, sent).await;
         }
         let ours = telemetry::outgoing_headers(&span);
-        let trace = request
-            .headers
-            .iter()
-            .copied()
-            .filter(|(name, _)| {
-                passed_on(name)
-                    && !ours
-                        .iter()
-                        .any(|(replaced, _)| name.eq_ignore_ascii_case(replaced))
-            })
+        let trace = sent
+            .filter(|(name, _)| !ours.iter().any(|(replaced, _)| name == replaced))
             .chain(ours.iter().map(|(name, value)| (*name, value.as_bytes())));
         let reply = self
             .validator
@@ -479,6 +447,15 @@ impl CachedValidator {
         span.record("session_authz.verdict", verdict);
         reply
     }
+}
+
+/// Each trace header the client sent, as it sent it, under its lower-case name.
+fn trace_headers<'a>(headers: Headers<'a>) -> impl Iterator<Item = (&'a str, &'a [u8])> + Send {
+    TRACE_HEADERS
+        .iter()
+        .flat_map(move |name: &'static &'static str| {
+            headers.all(name).map(move |value| (*name, value))
+        })
 }
 
 impl Verdicts for CachedValidator {

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use cookie::Cookie;
 use ring::hmac;
 
+use crate::request::Headers;
+
 /// Where a credential came from; the validator is called the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -128,30 +130,25 @@ impl Default for Names {
     }
 }
 
-/// Looks for the credential among `(name, value)` header pairs.
+/// Looks for the credential among the request's headers.
 ///
 /// Runs in time linear in the size of the headers.
-pub fn find<'a, I>(headers: I, names: &Names) -> Lookup
-where
-    I: IntoIterator<Item = (&'a str, &'a [u8])>,
-{
+pub fn find(headers: Headers<'_>, names: &Names) -> Lookup {
     let mut cookie = Single::default();
     let mut header = Single::default();
-    let mut header_seen = 0usize;
 
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("cookie") {
-            scan_cookie_header(value, &names.cookie, &mut cookie);
-        } else if name.eq_ignore_ascii_case(&names.header) {
-            header_seen += 1;
-            if header_seen > 1 || value.contains(&b',') {
-                return Lookup::Ambiguous(Ambiguity::RepeatedHeader);
-            }
-            match std::str::from_utf8(value) {
-                Ok(text) => header.offer(text.trim()),
-                Err(_) => header.unforwardable = true,
-            }
+    let mut values = headers.all(&names.header);
+    if let Some(value) = values.next() {
+        if values.next().is_some() || value.contains(&b',') {
+            return Lookup::Ambiguous(Ambiguity::RepeatedHeader);
         }
+        match std::str::from_utf8(value) {
+            Ok(text) => header.offer(text.trim()),
+            Err(_) => header.unforwardable = true,
+        }
+    }
+    for value in headers.all("cookie") {
+        scan_cookie_header(value, &names.cookie, &mut cookie);
     }
 
     if cookie.conflict {
@@ -235,10 +232,8 @@ mod tests {
     use super::*;
 
     fn lookup(headers: &[(&str, &str)]) -> Lookup {
-        find(
-            headers.iter().map(|(n, v)| (*n, v.as_bytes())),
-            &Names::default(),
-        )
+        let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        find(Headers::new(&pairs), &Names::default())
     }
 
     fn cookie(token: &str) -> Lookup {
@@ -335,27 +330,30 @@ mod tests {
         let names = Names::default();
         let other_cookie_garbage: &[(&str, &[u8])] = &[("cookie", b"a=\xff\xfe; session=T")];
         assert_eq!(
-            find(other_cookie_garbage.iter().copied(), &names),
+            find(Headers::new(other_cookie_garbage), &names),
             cookie("T")
         );
 
         let token_garbage: &[(&str, &[u8])] = &[("cookie", b"session=T\xff")];
         assert_eq!(
-            find(token_garbage.iter().copied(), &names),
+            find(Headers::new(token_garbage), &names),
             Lookup::Ambiguous(Ambiguity::UnforwardableToken)
         );
         let header_garbage: &[(&str, &[u8])] = &[("x-session-token", b"T\xff")];
         assert_eq!(
-            find(header_garbage.iter().copied(), &names),
+            find(Headers::new(header_garbage), &names),
             Lookup::Ambiguous(Ambiguity::UnforwardableToken)
         );
         // A real U+FFFD sent as UTF-8 travels byte for byte, like any other non-ASCII token;
         // only one the conversion made up stands for bytes we could not forward.
         let real = "session=T\u{fffd}".as_bytes();
-        assert_eq!(find([("cookie", real)], &names), cookie("T\u{fffd}"));
+        assert_eq!(
+            find(Headers::new(&[("cookie", real)]), &names),
+            cookie("T\u{fffd}")
+        );
         let beside_garbage: &[(&str, &[u8])] = &[("cookie", b"a=\xff; session=T\xef\xbf\xbd")];
         assert_eq!(
-            find(beside_garbage.iter().copied(), &names),
+            find(Headers::new(beside_garbage), &names),
             Lookup::Ambiguous(Ambiguity::UnforwardableToken)
         );
     }
@@ -400,9 +398,9 @@ mod tests {
             header: "x-auth-token".to_owned(),
         };
         let headers: &[(&str, &[u8])] = &[("cookie", b"session=A; sid=B")];
-        assert_eq!(find(headers.iter().copied(), &names), cookie("B"));
+        assert_eq!(find(Headers::new(headers), &names), cookie("B"));
         let headers: &[(&str, &[u8])] = &[("x-auth-token", b"C"), ("x-session-token", b"D")];
-        assert_eq!(find(headers.iter().copied(), &names), header("C"));
+        assert_eq!(find(Headers::new(headers), &names), header("C"));
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! absent or name the request's own host; an origin in `csrf_trusted_origins` passes either way.
 //! A session sent in a header is exempt: browsers never add a header by themselves.
 
-use reqwest::Url;
+use url::Url;
 
-use crate::authorize::RequestView;
 use crate::credential::Source;
+use crate::request::{Headers, RequestView};
 
 /// What the core needs to know of the `csrf` keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,12 +89,9 @@ enum Field<'a> {
     Repeated,
 }
 
-fn field<'a>(headers: &[(&str, &'a [u8])], name: &str) -> Field<'a> {
+fn field<'a>(headers: Headers<'a>, name: &str) -> Field<'a> {
     let mut found = Field::Absent;
-    for (_, value) in headers
-        .iter()
-        .filter(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-    {
+    for value in headers.all(name) {
         let value = value.trim_ascii();
         if value.is_empty() {
             continue;
@@ -205,7 +202,7 @@ mod tests {
             method,
             path: "/admin",
             host,
-            headers: &headers,
+            headers: Headers::new(&headers),
             extensions: None,
         };
         cross_site(&request, source, trusted)
@@ -366,7 +363,7 @@ mod tests {
             method: "POST",
             path: "/",
             host: HOST,
-            headers: &headers,
+            headers: Headers::new(&headers),
             extensions: None,
         };
         assert_eq!(cross_site(&request, Source::Cookie, &none), ORIGIN);

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod probe;
+pub mod request;
 pub mod signin;
 pub mod telemetry;
 pub mod timers;

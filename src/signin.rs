@@ -6,9 +6,9 @@
 //! to return to is the request's own path and query, and only when it is plainly local.
 
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::Url;
+use url::Url;
 
-use crate::authorize::RequestView;
+use crate::request::{Headers, RequestView};
 
 /// What the configuration says about sign-in (`login_url`, `login_return_param`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,7 +127,7 @@ pub fn redirect(
     // Methods are case-sensitive tokens, as in the CSRF check.
     if !route_allows.unwrap_or(true)
         || !matches!(request.method, "GET" | "HEAD")
-        || values(request.headers, session_header).next().is_some()
+        || request.headers.all(session_header).next().is_some()
         || !is_navigation(request.headers)
     {
         return None;
@@ -157,28 +157,18 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// A browser's page load: `sec-fetch-mode: navigate`, or (from a browser too old to send it)
 /// an `accept` that names `text/html`. `fetch()` and XHR send `cors`/`same-origin` and `*/*`.
-fn is_navigation(headers: &[(&str, &[u8])]) -> bool {
-    let mut modes = values(headers, "sec-fetch-mode").peekable();
+fn is_navigation(headers: Headers<'_>) -> bool {
+    let mut modes = headers.all("sec-fetch-mode").peekable();
     if modes.peek().is_some() {
         // A browser that says what it is doing is taken at its word.
         return modes.all(|mode| mode.trim_ascii() == b"navigate");
     }
-    values(headers, "accept").any(|accept| {
+    headers.all("accept").any(|accept| {
         accept.split(|b| *b == b',').any(|range| {
             let media = range.split(|b| *b == b';').next().unwrap_or_default();
             media.trim_ascii().eq_ignore_ascii_case(b"text/html")
         })
     })
-}
-
-fn values<'a>(
-    headers: &'a [(&'a str, &'a [u8])],
-    name: &'a str,
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .iter()
-        .filter(move |(candidate, _)| candidate.eq_ignore_ascii_case(name))
-        .map(|(_, value)| *value)
 }
 
 /// A path and query that can only lead back to this site: bounded, and visible ASCII with one
@@ -236,7 +226,7 @@ mod tests {
             method,
             path,
             host: "dash.example",
-            headers,
+            headers: Headers::new(headers),
             extensions: None,
         }
     }

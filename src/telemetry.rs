@@ -26,7 +26,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogFormat, OtelConfig};
+use url::Url;
+
+use crate::request::Headers;
 
 /// The target of the exported spans: `RUST_LOG` never shows them, and nothing but the
 /// OpenTelemetry layer ever enables them.
@@ -36,6 +38,64 @@ pub const SPAN_TARGET: &str = "session_authz_otel";
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Spans waiting for export at most; more are dropped rather than held in memory.
 const MAX_QUEUE: usize = 2048;
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where and as what spans are exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtelConfig {
+    /// The collector's traces URL: `otel_endpoint` with `/v1/traces` appended.
+    pub traces_url: Url,
+    pub service_name: String,
+    /// The share of traces that start here (no `traceparent`) that are sampled; a caller's
+    /// decision is always followed.
+    pub sample_ratio: SampleRatio,
+}
+
+/// A sampling ratio, 0 to 1 (never NaN, so equality is plain).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleRatio(f64);
+
+impl Eq for SampleRatio {}
+
+impl SampleRatio {
+    /// `ratio` when it is a ratio (0 to 1).
+    pub fn new(ratio: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&ratio).then_some(Self(ratio))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl OtelConfig {
+    pub(crate) fn from_keys(
+        endpoint: Option<Url>,
+        service_name: String,
+        sample_ratio: SampleRatio,
+    ) -> Option<Self> {
+        Some(Self {
+            traces_url: Self::traces_url(endpoint?),
+            service_name,
+            sample_ratio,
+        })
+    }
+
+    /// `/v1/traces` under the collector's base URL, as the OTLP specification appends it to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: a path prefix is kept.
+    pub(crate) fn traces_url(mut base: Url) -> Url {
+        let path = format!("{}/v1/traces", base.path().trim_end_matches('/'));
+        base.set_path(&path);
+        base
+    }
+}
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -150,13 +210,13 @@ fn provider(otel: &OtelConfig) -> Result<SdkTracerProvider, TelemetryError> {
 
 /// The W3C trace context a request carries (`traceparent`, `tracestate`), for a Check's span
 /// to continue; an empty context when there is none or it is malformed.
-pub fn incoming_context(headers: &[(&str, &[u8])]) -> Context {
-    TraceContextPropagator::new().extract(&Headers(headers))
+pub fn incoming_context(headers: Headers<'_>) -> Context {
+    TraceContextPropagator::new().extract(&Incoming(headers))
 }
 
 /// Makes `span` a child of the trace `headers` carry. Only for an enabled span: the
 /// extraction is work that tracing off must not do.
-pub fn continue_trace(span: &tracing::Span, headers: &[(&str, &[u8])]) {
+pub fn continue_trace(span: &tracing::Span, headers: Headers<'_>) {
     // Fails only when the span is disabled or already started; neither is worth a word.
     let _ = span.set_parent(incoming_context(headers));
 }
@@ -170,15 +230,12 @@ pub fn outgoing_headers(span: &tracing::Span) -> Vec<(&'static str, String)> {
 }
 
 /// Request headers as the core sees them, for the propagator to read.
-struct Headers<'a>(&'a [(&'a str, &'a [u8])]);
+struct Incoming<'a>(Headers<'a>);
 
-impl Extractor for Headers<'_> {
+impl Extractor for Incoming<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        let mut values = self
-            .0
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case(key));
-        let (_, value) = values.next()?;
+        let mut values = self.0.all(key);
+        let value = values.next()?;
         // Two `traceparent`s: which trace is this? Neither (W3C trace context says so too).
         if values.next().is_some() {
             return None;
@@ -187,7 +244,7 @@ impl Extractor for Headers<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(name, _)| *name).collect()
+        self.0.pairs().iter().map(|(name, _)| *name).collect()
     }
 }
 
@@ -231,7 +288,7 @@ mod tests {
         use opentelemetry::trace::TraceContextExt;
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let read = |headers: &[(&str, &[u8])]| {
-            let cx = incoming_context(headers);
+            let cx = incoming_context(Headers::new(headers));
             let span = cx.span();
             let sc = span.span_context();
             sc.is_valid()

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
+use session_authz::authorize::{self, Authorizer, Verdicts};
 use session_authz::cache::{Answered, Origin};
 use session_authz::contract::{
     interpret, CacheDirective, Identity, Reply, Verdict, MAX_EMAIL_BYTES, MAX_ROLES,
@@ -20,6 +20,7 @@ use session_authz::credential::{find, Credential, Lookup, Names, Source};
 use session_authz::csrf::{cross_site, TrustedOrigins};
 use session_authz::decision::{Decision, OnValidatorError, Reason};
 use session_authz::metrics::Metrics;
+use session_authz::request::{Headers, RequestView};
 
 /// A validator that answers each token from a table, and anything else with `fallback`.
 struct Table {
@@ -190,10 +191,11 @@ fn answer() -> impl Strategy<Value = (u16, Vec<u8>)> {
 }
 
 fn lookup(headers: &[(String, Vec<u8>)]) -> Lookup {
-    find(
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        &Names::default(),
-    )
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    find(Headers::new(&pairs), &Names::default())
 }
 
 /// The `user` an answer carried, as the contract renders it (integers in decimal).
@@ -315,7 +317,7 @@ proptest! {
         );
         let pairs: Vec<(&str, &[u8])> =
             headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-        let view = RequestView { method: "GET", path: "/admin", host: "dashboard", headers: &pairs, extensions: None };
+        let view = RequestView { method: "GET", path: "/admin", host: "dashboard", headers: Headers::new(&pairs), extensions: None };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let checked = runtime.block_on(core.authorize(&view));
         // The validator's cookies pass on exactly with a valid answer's allow and an invalid
@@ -356,7 +358,7 @@ proptest! {
         );
         let pairs: Vec<(&str, &[u8])> =
             all.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-        let view = RequestView { method, path: "/admin", host: "dashboard", headers: &pairs, extensions: None };
+        let view = RequestView { method, path: "/admin", host: "dashboard", headers: Headers::new(&pairs), extensions: None };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let refused = runtime.block_on(core.authorize(&view)).decision.reason() == Reason::CrossSite;
         let expected = match lookup(&all) {

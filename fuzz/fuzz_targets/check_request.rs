@@ -14,7 +14,8 @@ use envoy_types::ext_authz::v3::pb::{
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::{percent_decode, percent_decode_str};
 use prost::Message;
-use session_authz::authorize::{self, Authorizer, RequestView, Verdicts};
+use session_authz::authorize::{self, Authorizer, Verdicts};
+use session_authz::request::{Headers, RequestView};
 use session_authz::cache::{Answered, Origin};
 use session_authz::contract::{interpret, Verdict};
 use session_authz::credential::Credential;

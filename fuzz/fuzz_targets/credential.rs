@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use session_authz::credential::{find, Lookup, Names, Source};
+use session_authz::request::Headers;
 
 /// Splits the input into `(name, value)` pairs: lines, name before the first `:`.
 fn pairs(data: &[u8]) -> Vec<(String, Vec<u8>)> {
@@ -18,10 +19,11 @@ fn pairs(data: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 fuzz_target!(|data: &[u8]| {
     let headers = pairs(data);
-    let found = find(
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        &Names::default(),
-    );
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let found = find(Headers::new(&pairs), &Names::default());
     if let Lookup::Found(credential) = found {
         let token = credential.token();
         assert!(!token.is_empty());

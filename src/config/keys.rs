@@ -17,11 +17,11 @@ use reqwest::Url;
 
 use super::parse;
 use super::secret::Secret;
-use super::{LogFormat, SampleRatio};
 use crate::csrf::TrustedOrigins;
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
 use crate::signin::{LoginUrl, ReturnParam};
+use crate::telemetry::{LogFormat, SampleRatio};
 
 /// Prefix of the environment variables of all keys but the seed guide's own two.
 pub const ENV_PREFIX: &str = "SESSION_AUTHZ_";

@@ -23,19 +23,12 @@ use serde::{Serialize, Serializer};
 
 use crate::decision::OnValidatorError;
 use crate::doors::IdentityHeaders;
+use crate::telemetry::{LogFormat, OtelConfig};
 use environment::{Environment, ENVIRONMENT};
 use keys::Key;
 pub use keys::{KeySpec, ENV_PREFIX, KEYS};
 use parse::Setting;
 pub use secret::{redact_url, Redact, Secret};
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
 
 /// The validated configuration. Secrets are [`Secret`]s, so `Debug` shows none.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,56 +58,6 @@ pub struct Config {
     pub drain_delay: Duration,
     /// OpenTelemetry span export; `None` (no `otel_endpoint`): off.
     pub otel: Option<OtelConfig>,
-}
-
-/// Where and as what spans are exported.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OtelConfig {
-    /// The collector's traces URL: `otel_endpoint` with `/v1/traces` appended.
-    pub traces_url: Url,
-    pub service_name: String,
-    /// The share of traces that start here (no `traceparent`) that are sampled; a caller's
-    /// decision is always followed.
-    pub sample_ratio: SampleRatio,
-}
-
-/// A sampling ratio, 0 to 1 (never NaN, so equality is plain).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SampleRatio(f64);
-
-impl Eq for SampleRatio {}
-
-impl SampleRatio {
-    /// `ratio` when it is a ratio (0 to 1).
-    pub fn new(ratio: f64) -> Option<Self> {
-        (0.0..=1.0).contains(&ratio).then_some(Self(ratio))
-    }
-
-    pub fn get(self) -> f64 {
-        self.0
-    }
-}
-
-impl OtelConfig {
-    fn from_keys(
-        endpoint: Option<Url>,
-        service_name: String,
-        sample_ratio: SampleRatio,
-    ) -> Option<Self> {
-        Some(Self {
-            traces_url: Self::traces_url(endpoint?),
-            service_name,
-            sample_ratio,
-        })
-    }
-
-    /// `/v1/traces` under the collector's base URL, as the OTLP specification appends it to
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: a path prefix is kept.
-    fn traces_url(mut base: Url) -> Url {
-        let path = format!("{}/v1/traces", base.path().trim_end_matches('/'));
-        base.set_path(&path);
-        base
-    }
 }
 
 /// How to reach the auth service (the validator) and how much to ask of it at once.

@@ -10,11 +10,11 @@ use figment::value::Value;
 use reqwest::Url;
 
 use super::secret::{redact_text, Secret};
-use super::{LogFormat, SampleRatio};
 use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
 use crate::decision::OnValidatorError;
 use crate::policy::Routes;
 use crate::signin::{LoginUrl, ReturnParam, LOGIN_URL_EXPECTED, RETURN_PARAM_EXPECTED};
+use crate::telemetry::{LogFormat, SampleRatio};
 
 /// A type a key can hold.
 pub(super) trait Setting: Sized {
@@ -271,7 +271,7 @@ pub(super) fn otel_endpoint(value: &Value) -> Result<Option<Url>, &'static str> 
     }
     // The exporter reads it again with the `http` crate's stricter rules: refuse here what it
     // would refuse at start-up.
-    let traces = super::OtelConfig::traces_url(url.clone());
+    let traces = crate::telemetry::OtelConfig::traces_url(url.clone());
     if http::Uri::try_from(traces.as_str()).is_err() {
         return Err(EXPECTED);
     }

@@ -19,10 +19,11 @@ use tonic_prost::ProstCodec;
 
 use super::answer::{Allowed, Answer};
 use super::{denial, sign_in_headers, IdentityHeaders};
-use crate::authorize::{Authorizer, CachedValidator, Checked, RequestView, Verdicts};
+use crate::authorize::{Authorizer, CachedValidator, Checked, Verdicts};
 use crate::cache::Origin;
 use crate::contract::Identity;
 use crate::decision::{Decision, DenyStatus, Reason};
+use crate::request::{Headers, RequestView};
 
 /// The gRPC name of the Authorization service, as health checks name it.
 pub const SERVICE_NAME: &str = authorization_server::SERVICE_NAME;
@@ -148,7 +149,7 @@ pub fn request_view<'a>(
         method: &http.method,
         path: &http.path,
         host: &http.host,
-        headers,
+        headers: Headers::new(headers),
         extensions,
     }
 }

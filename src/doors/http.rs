@@ -13,9 +13,10 @@ use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
 use axum::Router;
 
 use super::{denial, sign_in_headers, IdentityHeaders};
-use crate::authorize::{Authorizer, CachedValidator, Checked, RequestView, Verdicts};
+use crate::authorize::{Authorizer, CachedValidator, Checked, Verdicts};
 use crate::decision::{Decision, DenyStatus};
 use crate::ops::Limits;
+use crate::request::{Headers, RequestView};
 
 /// The forward-auth listener's limits: a proxy holds one connection per check in flight, so
 /// far more than the ops port's; headers within 5 s, and an idle kept-alive connection is
@@ -68,14 +69,15 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
             authority: request.uri.authority().map(|a| a.as_str()),
         };
         let mut sign_in = SignInAs::Found;
-        let checked = match original(&own, &headers, self.prefix.as_deref()) {
+        let headers = Headers::new(&headers);
+        let checked = match original(&own, headers, self.prefix.as_deref()) {
             Ok(original) => {
                 sign_in = original.sign_in;
                 let view = RequestView {
                     method: original.method,
                     path: original.path,
                     host: original.host,
-                    headers: &headers,
+                    headers,
                     // Per-route rules come from the `[[routes]]` table only.
                     extensions: None,
                 };
@@ -179,7 +181,7 @@ const ORIGINAL_URI: &str = "x-original-uri";
 /// or a URI not starting with `/` is [`Unreadable`].
 pub fn original<'a>(
     own: &Own<'a>,
-    headers: &[(&'a str, &'a [u8])],
+    headers: Headers<'a>,
     prefix: Option<&str>,
 ) -> Result<Original<'a>, Unreadable> {
     let forwarded = pair(headers, FORWARDED_METHOD, FORWARDED_URI)?;
@@ -229,7 +231,7 @@ pub fn original<'a>(
 
 /// A method header and its URI header: both or neither.
 fn pair<'a>(
-    headers: &[(&'a str, &'a [u8])],
+    headers: Headers<'a>,
     method: &'static str,
     uri: &'static str,
 ) -> Result<Option<(&'a str, &'a str)>, Unreadable> {
@@ -243,21 +245,11 @@ fn pair<'a>(
 
 /// The one value of `name`, if sent: a repeat is an error, and so is a value that is not text
 /// (it is then checked by its use: a method, a URI, a host).
-fn single<'a>(
-    headers: &[(&'a str, &'a [u8])],
-    name: &'static str,
-) -> Result<Option<&'a str>, Unreadable> {
-    let mut values = headers
-        .iter()
-        .filter(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-        .map(|(_, value)| *value);
-    let Some(first) = values.next() else {
+fn single<'a>(headers: Headers<'a>, name: &'static str) -> Result<Option<&'a str>, Unreadable> {
+    let Some(value) = headers.one(name).map_err(|_| Unreadable::Repeated(name))? else {
         return Ok(None);
     };
-    if values.next().is_some() {
-        return Err(Unreadable::Repeated(name));
-    }
-    let text = std::str::from_utf8(first).map_err(|_| match name {
+    let text = std::str::from_utf8(value).map_err(|_| match name {
         FORWARDED_METHOD | ORIGINAL_METHOD => Unreadable::BadMethod,
         FORWARDED_URI | ORIGINAL_URI => Unreadable::BadUri,
         _ => Unreadable::BadHost,
@@ -390,11 +382,13 @@ mod tests {
         headers: &[(&'static str, &'static str)],
         prefix: Option<&str>,
     ) -> Result<Original<'static>, Unreadable> {
-        let headers: Vec<(&str, &[u8])> = headers
+        // Leaked, so that the `Original` read from them can outlive this call (tests only).
+        let headers: &'static [(&str, &[u8])] = headers
             .iter()
             .map(|(name, value)| (*name, value.as_bytes()))
-            .collect();
-        original(&own, &headers, prefix)
+            .collect::<Vec<_>>()
+            .leak();
+        original(&own, Headers::new(headers), prefix)
     }
 
     fn ok(method: &'static str, path: &'static str, host: &'static str) -> Original<'static> {
@@ -618,7 +612,7 @@ mod tests {
             ("x-forwarded-uri", b"/caf\xe9"),
         ];
         assert_eq!(
-            original(&own("GET", "/"), &headers, None),
+            original(&own("GET", "/"), Headers::new(&headers), None),
             Err(Unreadable::BadUri)
         );
     }

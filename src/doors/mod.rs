@@ -1,5 +1,5 @@
 //! The doors through which proxies ask: each converts its protocol to the core's
-//! [`crate::authorize::RequestView`], calls the core, and converts the decision back.
+//! [`crate::request::RequestView`], calls the core, and converts the decision back.
 //!
 //! What a denial looks like to the client (status, JSON body, headers) is written here once, so
 //! that every door answers alike.
