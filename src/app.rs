@@ -86,7 +86,6 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
                 cookie: config.session_cookie.clone(),
                 header: config.session_header.clone(),
             },
-            on_error: config.validator.on_error,
             csrf: config.csrf.clone(),
             sign_in: config.sign_in.clone(),
             routes: config.routes.clone(),
@@ -128,7 +127,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         config.identity_headers.clone(),
         config.forward_auth.path_prefix.clone(),
     );
-    let check = CheckServer::new(CheckService::new(core, config.identity_headers.clone()));
+    let check = CheckServer::new(CheckService::new(
+        core,
+        config.identity_headers.clone(),
+        config.validator.on_error,
+    ));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
     let mut deadlines = vec![config.validator.timeout];

@@ -15,7 +15,7 @@ use crate::cache::{Answered, DecisionCache, Origin};
 use crate::contract::{Reply, ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
 use crate::csrf;
-use crate::decision::{decide, Decision, DenyStatus, OnValidatorError, Situation};
+use crate::decision::{decide, Decision, DenyStatus, Situation};
 use crate::health::ValidatorHealth;
 use crate::metrics::Metrics;
 use crate::policy::{MergedPolicy, RoutePolicy, Routes};
@@ -56,7 +56,6 @@ pub struct Checked {
 pub struct Settings {
     pub auth_enabled: bool,
     pub names: Names,
-    pub on_error: OnValidatorError,
     pub csrf: csrf::Settings,
     /// The `[[routes]]` table (per-route rules from the configuration).
     pub routes: Routes,
@@ -65,13 +64,12 @@ pub struct Settings {
 }
 
 /// The configuration's defaults: auth on (never a derived `false`), `session` /
-/// `x-session-token`, fail closed, CSRF on, no routes, no sign-in redirects.
+/// `x-session-token`, CSRF on, no routes, no sign-in redirects.
 impl Default for Settings {
     fn default() -> Self {
         Self {
             auth_enabled: true,
             names: Names::default(),
-            on_error: OnValidatorError::default(),
             csrf: csrf::Settings::default(),
             routes: Routes::default(),
             sign_in: signin::Settings::default(),
@@ -122,7 +120,7 @@ impl<V: Verdicts> Authorizer<V> {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
         let gathered = self.situation(request, span).await;
-        let decision = decide(gathered.situation, self.settings.on_error);
+        let decision = decide(gathered.situation);
         let decision = self.sign_in(decision, request, gathered.login_redirect);
         self.record(
             &decision,
@@ -140,7 +138,7 @@ impl<V: Verdicts> Authorizer<V> {
     /// Decides a request the door could not read (a Check without HTTP attributes).
     pub fn unreadable(&self) -> Checked {
         let span = check_span();
-        let decision = decide(Situation::Malformed, self.settings.on_error);
+        let decision = decide(Situation::Malformed);
         self.record(&decision, None, None, Instant::now());
         let checked = Checked {
             decision,

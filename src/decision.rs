@@ -4,18 +4,6 @@
 use crate::contract::{ErrorKind, Identity, Verdict};
 use crate::credential::Ambiguity;
 
-/// What to do when the validator cannot give a trustworthy answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnValidatorError {
-    /// Deny with 503 (fail closed).
-    #[default]
-    Deny,
-    /// Answer the Check with gRPC UNAVAILABLE so Envoy's `failure_mode_allow` and
-    /// `status_on_error` decide.
-    GrpcError,
-}
-
 /// Everything the decision depends on, gathered by the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Situation {
@@ -98,7 +86,8 @@ impl Reason {
     }
 }
 
-/// The answer for Envoy.
+/// What the core answers: allow, deny, or send to sign in. Each door turns it into its
+/// protocol's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Let the request through; the identity becomes the identity headers, or they are removed.
@@ -116,10 +105,6 @@ pub enum Decision {
         location: String,
         reason: Reason,
     },
-    /// Fail the Check itself with gRPC UNAVAILABLE (`on_validator_error = "grpc-error"`).
-    GrpcUnavailable {
-        reason: Reason,
-    },
 }
 
 impl Decision {
@@ -127,8 +112,7 @@ impl Decision {
         match self {
             Decision::Allow { reason, .. }
             | Decision::Deny { reason, .. }
-            | Decision::SignIn { reason, .. }
-            | Decision::GrpcUnavailable { reason } => *reason,
+            | Decision::SignIn { reason, .. } => *reason,
         }
     }
 
@@ -137,8 +121,8 @@ impl Decision {
     }
 }
 
-/// Design.md's decision table.
-pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
+/// The decision table (docs/architecture.md): the situation alone decides.
+pub fn decide(situation: Situation) -> Decision {
     let deny = |status, reason| Decision::Deny { status, reason };
     match situation {
         Situation::AuthDisabled => Decision::Allow {
@@ -165,11 +149,7 @@ pub fn decide(situation: Situation, on_error: OnValidatorError) -> Decision {
             deny(DenyStatus::Unauthenticated, Reason::InvalidSession)
         }
         Situation::Checked(Verdict::Error(err)) => {
-            let reason = Reason::ValidatorError(err.kind());
-            match on_error {
-                OnValidatorError::Deny => deny(DenyStatus::Unavailable, reason),
-                OnValidatorError::GrpcError => Decision::GrpcUnavailable { reason },
-            }
+            deny(DenyStatus::Unavailable, Reason::ValidatorError(err.kind()))
         }
     }
 }
@@ -179,14 +159,10 @@ mod tests {
     use super::*;
     use crate::contract::ValidatorError;
 
-    fn deny_default(situation: Situation) -> Decision {
-        decide(situation, OnValidatorError::Deny)
-    }
-
     #[test]
     fn row1_auth_disabled_allows_without_identity() {
         assert_eq!(
-            deny_default(Situation::AuthDisabled),
+            decide(Situation::AuthDisabled),
             Decision::Allow {
                 identity: Identity::default(),
                 reason: Reason::AuthDisabled
@@ -197,7 +173,7 @@ mod tests {
     #[test]
     fn row2_no_credential_is_401() {
         assert_eq!(
-            deny_default(Situation::NoCredential),
+            decide(Situation::NoCredential),
             Decision::Deny {
                 status: DenyStatus::Unauthenticated,
                 reason: Reason::NoCredential
@@ -208,7 +184,7 @@ mod tests {
     #[test]
     fn row3_valid_with_user() {
         assert_eq!(
-            deny_default(Situation::Checked(Verdict::Valid(Identity::named("alice")))),
+            decide(Situation::Checked(Verdict::Valid(Identity::named("alice")))),
             Decision::Allow {
                 identity: Identity::named("alice"),
                 reason: Reason::ValidSession
@@ -219,7 +195,7 @@ mod tests {
     #[test]
     fn row4_valid_without_user() {
         assert_eq!(
-            deny_default(Situation::Checked(Verdict::Valid(Identity::default()))),
+            decide(Situation::Checked(Verdict::Valid(Identity::default()))),
             Decision::Allow {
                 identity: Identity::default(),
                 reason: Reason::ValidSession
@@ -230,7 +206,7 @@ mod tests {
     #[test]
     fn row5_invalid_is_401() {
         assert_eq!(
-            deny_default(Situation::Checked(Verdict::Invalid)),
+            decide(Situation::Checked(Verdict::Invalid)),
             Decision::Deny {
                 status: DenyStatus::Unauthenticated,
                 reason: Reason::InvalidSession
@@ -252,15 +228,9 @@ mod tests {
         for err in errors {
             let situation = Situation::Checked(Verdict::Error(err.clone()));
             assert_eq!(
-                deny_default(situation.clone()),
+                decide(situation),
                 Decision::Deny {
                     status: DenyStatus::Unavailable,
-                    reason: Reason::ValidatorError(err.kind())
-                }
-            );
-            assert_eq!(
-                decide(situation, OnValidatorError::GrpcError),
-                Decision::GrpcUnavailable {
                     reason: Reason::ValidatorError(err.kind())
                 }
             );
@@ -270,7 +240,7 @@ mod tests {
     #[test]
     fn row7_malformed_is_400() {
         assert_eq!(
-            deny_default(Situation::Malformed),
+            decide(Situation::Malformed),
             Decision::Deny {
                 status: DenyStatus::BadRequest,
                 reason: Reason::Malformed
@@ -281,7 +251,7 @@ mod tests {
     #[test]
     fn row8_cross_site_is_403() {
         assert_eq!(
-            deny_default(Situation::CrossSite),
+            decide(Situation::CrossSite),
             Decision::Deny {
                 status: DenyStatus::Forbidden,
                 reason: Reason::CrossSite
@@ -294,7 +264,7 @@ mod tests {
     #[test]
     fn row9_route_rule_refuses_a_valid_session_with_403() {
         assert_eq!(
-            deny_default(Situation::Forbidden),
+            decide(Situation::Forbidden),
             Decision::Deny {
                 status: DenyStatus::Forbidden,
                 reason: Reason::Forbidden
@@ -305,22 +275,20 @@ mod tests {
 
     #[test]
     fn row10_misconfigured_route_is_500() {
-        for on_error in [OnValidatorError::Deny, OnValidatorError::GrpcError] {
-            assert_eq!(
-                decide(Situation::MisconfiguredRoute, on_error),
-                Decision::Deny {
-                    status: DenyStatus::Misconfigured,
-                    reason: Reason::MisconfiguredRoute
-                }
-            );
-        }
+        assert_eq!(
+            decide(Situation::MisconfiguredRoute),
+            Decision::Deny {
+                status: DenyStatus::Misconfigured,
+                reason: Reason::MisconfiguredRoute
+            }
+        );
         assert_eq!(DenyStatus::Misconfigured.http_code(), 500);
         assert_eq!(Reason::MisconfiguredRoute.as_str(), "misconfigured_route");
     }
 
     #[test]
     fn ambiguity_is_401() {
-        let decision = deny_default(Situation::Ambiguous(Ambiguity::CookieHeaderMismatch));
+        let decision = decide(Situation::Ambiguous(Ambiguity::CookieHeaderMismatch));
         assert_eq!(
             decision,
             Decision::Deny {
@@ -341,9 +309,7 @@ mod tests {
             Situation::Checked(Verdict::Error(ValidatorError::Timeout)),
         ];
         for situation in situations {
-            for mode in [OnValidatorError::Deny, OnValidatorError::GrpcError] {
-                assert!(!decide(situation.clone(), mode).is_allow(), "{situation:?}");
-            }
+            assert!(!decide(situation.clone()).is_allow(), "{situation:?}");
         }
     }
 }

@@ -18,7 +18,7 @@ use session_authz::contract::{
 };
 use session_authz::credential::{find, Credential, Lookup, Names, Source};
 use session_authz::csrf::{cross_site, TrustedOrigins};
-use session_authz::decision::{Decision, OnValidatorError, Reason};
+use session_authz::decision::{Decision, Reason};
 use session_authz::metrics::Metrics;
 use session_authz::request::{Headers, RequestView};
 
@@ -306,12 +306,10 @@ proptest! {
         headers in headers(),
         answers in proptest::collection::hash_map("[a-zA-Z0-9=._-]{1,8}", answer(), 0..4),
         fallback in answer(),
-        grpc_error in any::<bool>(),
     ) {
         let table = Table { answers, fallback };
-        let on_error = if grpc_error { OnValidatorError::GrpcError } else { OnValidatorError::Deny };
         let core = Authorizer::new(
-            authorize::Settings { on_error, ..Default::default() },
+            authorize::Settings::default(),
             &table,
             Arc::new(Metrics::new(true)),
         );

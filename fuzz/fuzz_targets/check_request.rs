@@ -19,7 +19,7 @@ use session_authz::request::{Headers, RequestView};
 use session_authz::cache::{Answered, Origin};
 use session_authz::contract::{interpret, Verdict};
 use session_authz::credential::Credential;
-use session_authz::doors::grpc::CheckService;
+use session_authz::doors::grpc::{CheckService, OnValidatorError};
 use session_authz::doors::IdentityHeaders;
 use session_authz::metrics::Metrics;
 use session_authz::signin::{self, LoginUrl};
@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
         Arc::new(Metrics::new(true)),
     );
     let names = IdentityHeaders::default();
-    let service = CheckService::new(Arc::new(core), names.clone());
+    let service = CheckService::new(Arc::new(core), names.clone(), OnValidatorError::Deny);
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
         return;
     };

@@ -18,7 +18,7 @@ use reqwest::Url;
 use super::parse;
 use super::secret::Secret;
 use crate::csrf::TrustedOrigins;
-use crate::decision::OnValidatorError;
+use crate::doors::grpc::OnValidatorError;
 use crate::policy::Routes;
 use crate::signin::{LoginUrl, ReturnParam};
 use crate::telemetry::{LogFormat, SampleRatio};

@@ -21,7 +21,7 @@ use figment::{Figment, Provider};
 use reqwest::Url;
 use serde::{Serialize, Serializer};
 
-use crate::decision::OnValidatorError;
+use crate::doors::grpc::OnValidatorError;
 use crate::doors::IdentityHeaders;
 use crate::telemetry::{LogFormat, OtelConfig};
 use environment::{Environment, ENVIRONMENT};

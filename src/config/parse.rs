@@ -11,7 +11,7 @@ use reqwest::Url;
 
 use super::secret::{redact_text, Secret};
 use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
-use crate::decision::OnValidatorError;
+use crate::doors::grpc::OnValidatorError;
 use crate::policy::Routes;
 use crate::signin::{LoginUrl, ReturnParam, LOGIN_URL_EXPECTED, RETURN_PARAM_EXPECTED};
 use crate::telemetry::{LogFormat, SampleRatio};

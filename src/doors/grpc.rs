@@ -28,6 +28,19 @@ use crate::request::{Headers, RequestView};
 /// The gRPC name of the Authorization service, as health checks name it.
 pub const SERVICE_NAME: &str = authorization_server::SERVICE_NAME;
 
+/// What the gRPC door answers when the validator cannot give a trustworthy answer
+/// (`on_validator_error`); the forward-auth door has no RPC to fail and always sends the 503.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnValidatorError {
+    /// Deny with 503 (fail closed).
+    #[default]
+    Deny,
+    /// Answer the Check with gRPC UNAVAILABLE so Envoy's `failure_mode_allow` and
+    /// `status_on_error` decide.
+    GrpcError,
+}
+
 /// The Check RPC's full path.
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
@@ -37,11 +50,20 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 pub struct CheckService<V = CachedValidator> {
     core: Arc<Authorizer<V>>,
     headers: IdentityHeaders,
+    on_error: OnValidatorError,
 }
 
 impl<V> CheckService<V> {
-    pub fn new(core: Arc<Authorizer<V>>, headers: IdentityHeaders) -> Self {
-        Self { core, headers }
+    pub fn new(
+        core: Arc<Authorizer<V>>,
+        headers: IdentityHeaders,
+        on_error: OnValidatorError,
+    ) -> Self {
+        Self {
+            core,
+            headers,
+            on_error,
+        }
     }
 }
 
@@ -58,7 +80,7 @@ impl<V: Verdicts> CheckService<V> {
             }
             None => self.core.unreadable(),
         };
-        answer(&checked, &self.headers)
+        answer(&checked, &self.headers, self.on_error)
     }
 }
 
@@ -179,9 +201,14 @@ pub use super::RETRY_AFTER_SECS;
 /// Maps the core's answer to what the Check RPC returns, minding Envoy's two traps
 /// (docs/architecture.md, "Two Envoy traps"), with the dynamic metadata on every response.
 ///
-/// `Err` only for [`Decision::GrpcUnavailable`], which hands the outcome to Envoy's own
-/// `failure_mode_allow` / `status_on_error` (a failed RPC carries no metadata).
-pub fn answer(checked: &Checked, names: &IdentityHeaders) -> Result<Answer, Status> {
+/// `Err` only for a validator error's 503 with `on_validator_error = "grpc-error"`: gRPC
+/// UNAVAILABLE hands the outcome to Envoy's own `failure_mode_allow` / `status_on_error` (a
+/// failed RPC carries no metadata).
+pub fn answer(
+    checked: &Checked,
+    names: &IdentityHeaders,
+    on_error: OnValidatorError,
+) -> Result<Answer, Status> {
     let reason = checked.decision.reason().as_str();
     let cache = cache_field(checked.cache);
     let mut response = match &checked.decision {
@@ -198,11 +225,14 @@ pub fn answer(checked: &Checked, names: &IdentityHeaders) -> Result<Answer, Stat
             };
             return Ok(Answer::Allow(allowed.encode()));
         }
-        Decision::Deny { status, reason } => deny(*status, *reason, &checked.set_cookies),
-        Decision::SignIn { location, .. } => sign_in(location, &checked.set_cookies),
-        Decision::GrpcUnavailable { .. } => {
+        Decision::Deny {
+            status: DenyStatus::Unavailable,
+            reason: Reason::ValidatorError(_),
+        } if on_error == OnValidatorError::GrpcError => {
             return Err(Status::unavailable("session validator unavailable"))
         }
+        Decision::Deny { status, reason } => deny(*status, *reason, &checked.set_cookies),
+        Decision::SignIn { location, .. } => sign_in(location, &checked.set_cookies),
     };
     response.set_dynamic_metadata(Some(metadata(metadata_fields(reason, cache, None))));
     Ok(Answer::Built(Box::new(response)))
@@ -312,7 +342,8 @@ mod tests {
 
     /// The answer as Envoy reads it: encoded, then decoded with envoy-types' own message.
     fn check_response(checked: &Checked, names: &IdentityHeaders) -> Result<CheckResponse, Status> {
-        answer(checked, names).map(|answer| answer.to_check_response().expect("the answer decodes"))
+        answer(checked, names, OnValidatorError::Deny)
+            .map(|answer| answer.to_check_response().expect("the answer decodes"))
     }
 
     /// What an allow must decode to, made the long way with envoy-types' builders.
@@ -385,7 +416,7 @@ mod tests {
                             cache,
                             set_cookies: cookies.clone(),
                         };
-                        let answer = answer(&checked, &names).unwrap();
+                        let answer = answer(&checked, &names, OnValidatorError::Deny).unwrap();
                         let bytes = answer.encode_to_vec();
                         assert_eq!(bytes.len(), answer.encoded_len());
                         assert_eq!(
@@ -544,12 +575,38 @@ mod tests {
     }
 
     #[test]
-    fn grpc_error_mode_fails_the_rpc() {
-        let decision = Decision::GrpcUnavailable {
+    fn grpc_error_mode_fails_the_rpc_on_a_validator_error_only() {
+        let failed = Decision::Deny {
+            status: DenyStatus::Unavailable,
             reason: Reason::ValidatorError(ErrorKind::Timeout),
         };
-        let status = check_response(&checked(decision, Some(Origin::Miss)), &names()).unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let grpc_error = |decision: Decision| {
+            answer(
+                &checked(decision, Some(Origin::Miss)),
+                &names(),
+                OnValidatorError::GrpcError,
+            )
+        };
+        let status = grpc_error(failed.clone()).err().map(|status| status.code());
+        assert_eq!(status, Some(tonic::Code::Unavailable));
+        // The default mode denies with the 503; every other denial is the same in both.
+        let denied = check_response(&checked(failed, Some(Origin::Miss)), &names()).unwrap();
+        assert_eq!(
+            denied.status.map(|s| s.code),
+            Some(tonic::Code::Unavailable as i32)
+        );
+        for decision in [
+            Decision::Deny {
+                status: DenyStatus::Unauthenticated,
+                reason: Reason::InvalidSession,
+            },
+            Decision::Deny {
+                status: DenyStatus::Misconfigured,
+                reason: Reason::MisconfiguredRoute,
+            },
+        ] {
+            assert!(grpc_error(decision).is_ok());
+        }
     }
 
     #[test]

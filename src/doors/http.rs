@@ -287,10 +287,6 @@ pub fn response(checked: &Checked, names: &IdentityHeaders, sign_in: SignInAs) -
             build(StatusCode::OK, headers, &checked.set_cookies, String::new())
         }
         Decision::Deny { status, reason } => denied(*status, *reason, None, &checked.set_cookies),
-        // This door has no RPC to fail: the validator error is the 503 it always is here.
-        Decision::GrpcUnavailable { reason } => {
-            denied(DenyStatus::Unavailable, *reason, None, &checked.set_cookies)
-        }
         Decision::SignIn { location, reason } => match sign_in {
             SignInAs::Found => build(
                 StatusCode::FOUND,
@@ -714,18 +710,6 @@ mod tests {
             );
             assert!(response.headers().get("x-auth-user").is_none());
         }
-    }
-
-    #[test]
-    fn grpc_unavailable_is_a_503_here() {
-        let reason = Reason::NoCredential;
-        let response = response(
-            &checked(Decision::GrpcUnavailable { reason }, &[]),
-            &IdentityHeaders::default(),
-            SignInAs::Found,
-        );
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(header_values(&response, "retry-after"), ["5"]);
     }
 
     #[test]
