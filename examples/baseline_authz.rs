@@ -98,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         // Every request allowed: the body is never read, as the door never reads it.
         let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
-        session_authz::ops::serve_http(
+        session_authz::listener::serve_http(
             listener,
             router,
             session_authz::doors::http::LIMITS,

@@ -18,6 +18,7 @@ use crate::credential::Names;
 use crate::doors::grpc::{CheckServer, CheckService};
 use crate::doors::http::{self as forward_auth, ForwardAuth};
 use crate::health::ValidatorHealth;
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState, Readiness};
 use crate::probe::{self, Prober};
@@ -156,7 +157,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             grpc_incoming(grpc_listener),
             stop_requested(stopped.clone()),
         );
-    let http = ops::serve_http(
+    let http = listener::serve_http(
         http_listener,
         ops::http_router(ops_state),
         ops::OPS_LIMITS,
@@ -164,7 +165,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     );
     // Same accept loop as the ops port, with the door's own limits.
     let forward_auth = forward_auth_listener.map(|(listener, _)| {
-        ops::serve_http(
+        listener::serve_http(
             listener,
             forward_auth_door.router(),
             forward_auth::LIMITS,

@@ -24,6 +24,7 @@ pub mod csrf;
 pub mod decision;
 pub mod doors;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod policy;

@@ -1,7 +1,6 @@
 //! Operating the service: gRPC health and reflection, the `/healthz` and `/readyz` endpoints,
 //! and the readiness flag they share.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +9,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tonic_reflection::server::{v1, v1alpha};
 
 use crate::cache::DecisionCache;
 use crate::doors::grpc::SERVICE_NAME;
+use crate::listener::Limits;
 use crate::metrics::Metrics;
 
 /// Descriptors of Envoy's Authorization service and its imports, compiled by build.rs.
@@ -104,18 +103,6 @@ pub struct OpsState {
     pub cache: DecisionCache,
 }
 
-/// How a plain-HTTP listener (ops, forward-auth) protects itself from slow or idle clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Its name in logs.
-    pub name: &'static str,
-    /// Most connections served at once. The rest wait in the kernel's accept queue and hold
-    /// none of our file descriptors, which the validator's connections need.
-    pub max_connections: usize,
-    /// Longest wait for a request's headers, and so for an idle kept-alive connection too.
-    pub header_read_timeout: Duration,
-}
-
 /// Most ops connections served at once.
 pub const OPS_MAX_CONNECTIONS: usize = 64;
 /// Longest wait for a request's headers, and so for an idle kept-alive connection too: a
@@ -128,55 +115,6 @@ pub const OPS_LIMITS: Limits = Limits {
     max_connections: OPS_MAX_CONNECTIONS,
     header_read_timeout: OPS_HEADER_READ_TIMEOUT,
 };
-
-/// Serves `router` on `listener` within `limits` until `stop` completes, then lets the requests
-/// in progress finish.
-pub async fn serve_http(
-    listener: TcpListener,
-    router: Router,
-    limits: Limits,
-    stop: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(stop);
-    loop {
-        let slot = tokio::select! {
-            () = &mut stop => break,
-            slot = slots.clone().acquire_owned() => slot,
-        };
-        let Ok(slot) = slot else { break };
-        let stream = tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    // Out of descriptors, or a connection reset before it was accepted: back
-                    // off briefly rather than spin.
-                    tracing::debug!(listener = limits.name, error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Small answers, often on kept-alive connections: no Nagle delay.
-        let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(
-            hyper_util::rt::TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(router.clone()),
-        );
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(slot);
-        });
-    }
-    graceful.shutdown().await;
-    Ok(())
-}
 
 /// The ops HTTP endpoints. `/healthz` never depends on the validator or readiness.
 pub fn http_router(state: OpsState) -> Router {

@@ -194,7 +194,7 @@ impl Allowed<'_> {
             .set_cookies
             .iter()
             .map(|cookie| HeaderOption::new("set-cookie", cookie, false));
-        let metadata = super::grpc::metadata_fields(self.reason, self.cache, Some(self.identity));
+        let metadata = metadata_fields(self.reason, self.cache, Some(self.identity));
 
         let ok_len = set
             .clone()
@@ -269,4 +269,23 @@ impl Message for Answer {
     fn clear(&mut self) {
         *self = Answer::default();
     }
+}
+
+/// The flat `dynamic_metadata` Envoy files under `envoy.filters.http.ext_authz`, for its access
+/// log and rate limiter: `reason` and `cache` always; `user` and `roles` (comma-joined) only on
+/// an allow's identity that has them — left out otherwise, so that an access log shows `-`.
+/// Never a token, and not the email (logs need no address).
+pub fn metadata_fields<'a>(
+    reason: &'static str,
+    cache: &'static str,
+    identity: Option<&'a Identity>,
+) -> impl Iterator<Item = (&'static str, &'a str)> + Clone {
+    let user = identity.and_then(Identity::user).map(|user| ("user", user));
+    let roles = identity
+        .and_then(Identity::roles_value)
+        .map(|roles| ("roles", roles));
+    [("reason", reason), ("cache", cache)]
+        .into_iter()
+        .chain(user)
+        .chain(roles)
 }

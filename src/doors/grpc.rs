@@ -17,11 +17,10 @@ use tonic::codegen::{http, BoxFuture, Service};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
-use super::answer::{Allowed, Answer};
+use super::answer::{metadata_fields, Allowed, Answer};
 use super::{denial, sign_in_headers, IdentityHeaders};
 use crate::authorize::{Authorizer, CachedValidator, Checked, Verdicts};
 use crate::cache::Origin;
-use crate::contract::Identity;
 use crate::decision::{Decision, DenyStatus, Reason};
 use crate::request::{Headers, RequestView};
 
@@ -255,25 +254,6 @@ fn cache_field(origin: Option<Origin>) -> &'static str {
     origin.map_or("none", Origin::as_str)
 }
 
-/// The flat `dynamic_metadata` Envoy files under `envoy.filters.http.ext_authz`, for its access
-/// log and rate limiter: `reason` and `cache` always; `user` and `roles` (comma-joined) only on
-/// an allow's identity that has them — left out otherwise, so that an access log shows `-`.
-/// Never a token, and not the email (logs need no address).
-pub fn metadata_fields<'a>(
-    reason: &'static str,
-    cache: &'static str,
-    identity: Option<&'a Identity>,
-) -> impl Iterator<Item = (&'static str, &'a str)> + Clone {
-    let user = identity.and_then(Identity::user).map(|user| ("user", user));
-    let roles = identity
-        .and_then(Identity::roles_value)
-        .map(|roles| ("roles", roles));
-    [("reason", reason), ("cache", cache)]
-        .into_iter()
-        .chain(user)
-        .chain(roles)
-}
-
 /// Each `Set-Cookie` its own header: appended, so that several survive side by side (an
 /// overwrite would keep only the last one).
 const SET_COOKIE_ACTION: HeaderAppendAction = HeaderAppendAction::AppendIfExistsOrAdd;
@@ -330,6 +310,8 @@ mod tests {
     use envoy_types::ext_authz::v3::pb::{HeaderValueOption, HttpResponse};
     use envoy_types::ext_authz::v3::OkHttpResponseBuilder;
     use envoy_types::pb::google::protobuf::BoolValue;
+
+    use crate::contract::Identity;
     use prost::Message;
 
     use super::*;

@@ -15,7 +15,7 @@ use axum::Router;
 use super::{denial, sign_in_headers, IdentityHeaders};
 use crate::authorize::{Authorizer, CachedValidator, Checked, Verdicts};
 use crate::decision::{Decision, DenyStatus};
-use crate::ops::Limits;
+use crate::listener::Limits;
 use crate::request::{Headers, RequestView};
 
 /// The forward-auth listener's limits: a proxy holds one connection per check in flight, so

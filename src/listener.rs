@@ -1,0 +1,71 @@
+//! The accept loop the plain-HTTP listeners share (the ops port and the forward-auth door): a
+//! connection cap, a header-read timeout, no Nagle delay, and a graceful stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// How a plain-HTTP listener (ops, forward-auth) protects itself from slow or idle clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Its name in logs.
+    pub name: &'static str,
+    /// Most connections served at once. The rest wait in the kernel's accept queue and hold
+    /// none of our file descriptors, which the validator's connections need.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers, and so for an idle kept-alive connection too.
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `router` on `listener` within `limits` until `stop` completes, then lets the requests
+/// in progress finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of descriptors, or a connection reset before it was accepted: back
+                    // off briefly rather than spin.
+                    tracing::debug!(listener = limits.name, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Small answers, often on kept-alive connections: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(router.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
