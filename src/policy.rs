@@ -9,8 +9,115 @@ use std::fmt;
 
 use crate::contract::{self, Identity};
 
-/// The keys a route may set, in `context_extensions` and in `[[routes]]` alike.
-pub const KEYS: &[&str] = &["require_roles", "allow_users", "login_redirect", "csrf"];
+/// The keys a route may set, in `context_extensions` and in `[[routes]]` alike: each with its
+/// one setter. A new key is one entry here.
+const SETTERS: [(&str, Setter); 4] = [
+    ("require_roles", |policy, value| {
+        policy.require_roles = value.list(role)?;
+        Ok(())
+    }),
+    ("allow_users", |policy, value| {
+        policy.allow_users = value.list(user)?;
+        Ok(())
+    }),
+    ("login_redirect", |policy, value| {
+        policy.login_redirect = Some(value.boolean()?);
+        Ok(())
+    }),
+    ("csrf", |policy, value| {
+        policy.csrf = Some(value.boolean()?);
+        Ok(())
+    }),
+];
+
+/// Sets one key's rule from its value, or says what is wrong with the value.
+type Setter = fn(&mut RoutePolicy, RuleValue<'_>) -> Result<(), &'static str>;
+
+/// The keys a route may set.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    SETTERS.iter().map(|(key, _)| *key)
+}
+
+/// A route key's value, as either source gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleValue<'a> {
+    /// Envoy's `context_extensions` hold strings: a list comma-separated (blanks around an
+    /// item allowed), a switch `true` or `false`.
+    Text(&'a str),
+    /// A TOML array of strings.
+    List(Vec<&'a str>),
+    /// A TOML boolean.
+    Bool(bool),
+    /// Any other TOML value (a string, a number, a table, an array holding a non-string).
+    Other,
+}
+
+impl RuleValue<'_> {
+    /// A non-empty list of items `check` accepts; an empty item (`a,,b`, a trailing comma)
+    /// is an error.
+    fn list(self, check: fn(&str) -> bool) -> Result<Vec<String>, &'static str> {
+        let items = match self {
+            RuleValue::Text(text) => text.split(',').collect(),
+            RuleValue::List(items) => items,
+            RuleValue::Bool(_) | RuleValue::Other => return Err("expected an array of strings"),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let item = item.trim();
+            if item.is_empty() {
+                return Err("an empty item");
+            }
+            if !check(item) {
+                return Err("an item no validator answer could carry");
+            }
+            out.push(item.to_owned());
+        }
+        if out.is_empty() {
+            return Err("an empty list");
+        }
+        Ok(out)
+    }
+
+    fn boolean(self) -> Result<bool, &'static str> {
+        match self {
+            RuleValue::Text("true") | RuleValue::Bool(true) => Ok(true),
+            RuleValue::Text("false") | RuleValue::Bool(false) => Ok(false),
+            _ => Err("expected true or false"),
+        }
+    }
+}
+
+/// Why a route's settings cannot be used: the route (its place in `[[routes]]`; none for
+/// `context_extensions`), the key, and what is wrong — never the value, which could be
+/// anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    pub route: Option<usize>,
+    pub key: Option<String>,
+    pub why: Why,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.route, &self.key) {
+            (Some(index), Some(key)) => write!(f, "routes[{index}].{key}: {}", self.why),
+            (Some(index), None) => write!(f, "routes[{index}]: {}", self.why),
+            (None, Some(key)) => write!(f, "route key {key}: {}", self.why),
+            (None, None) => write!(f, "routes: {}", self.why),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// What is wrong with a route key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Why {
+    #[error("unknown key (known: prefix, {})", keys().collect::<Vec<_>>().join(", "))]
+    UnknownKey,
+    #[error("{0}")]
+    BadValue(&'static str),
+}
 
 /// The rules of one route (or of two sources merged).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,51 +132,30 @@ pub struct RoutePolicy {
     pub csrf: Option<bool>,
 }
 
-/// Why a route's settings cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PolicyError {
-    UnknownKey(String),
-    /// The key, and what is wrong with its value (never the value: it could be anything).
-    BadValue {
-        key: &'static str,
-        why: &'static str,
-    },
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PolicyError::UnknownKey(key) => {
-                write!(f, "unknown route key {key:?} (known: {})", KEYS.join(", "))
-            }
-            PolicyError::BadValue { key, why } => write!(f, "route key {key}: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for PolicyError {}
-
 impl RoutePolicy {
-    /// The rules in Envoy's `context_extensions`: lists comma-separated (spaces around an item
-    /// allowed), booleans `true`/`false`. Any unknown key or bad value is an error, never
+    /// Sets `key`'s rule from `value`; an unknown key or a bad value is an error, never
     /// skipped: a typo must not open a route.
+    pub fn set(&mut self, key: &str, value: RuleValue<'_>) -> Result<(), PolicyError> {
+        let error = |why| PolicyError {
+            route: None,
+            key: Some(key.to_owned()),
+            why,
+        };
+        let (_, setter) = SETTERS
+            .iter()
+            .find(|(known, _)| *known == key)
+            .ok_or_else(|| error(Why::UnknownKey))?;
+        setter(self, value).map_err(|why| error(Why::BadValue(why)))
+    }
+
+    /// The rules in Envoy's `context_extensions` ([`RuleValue::Text`] each).
     pub fn from_extensions(extensions: &HashMap<String, String>) -> Result<Self, PolicyError> {
         let mut policy = RoutePolicy::default();
         // Sorted, so that the error named is the same on every Check.
         let mut entries: Vec<_> = extensions.iter().collect();
         entries.sort();
         for (key, value) in entries {
-            match key.as_str() {
-                "require_roles" => {
-                    policy.require_roles = list("require_roles", value.split(','), role)?;
-                }
-                "allow_users" => {
-                    policy.allow_users = list("allow_users", value.split(','), user)?;
-                }
-                "login_redirect" => policy.login_redirect = Some(boolean("login_redirect", value)?),
-                "csrf" => policy.csrf = Some(boolean("csrf", value)?),
-                other => return Err(PolicyError::UnknownKey(other.to_owned())),
-            }
+            policy.set(key, RuleValue::Text(value))?;
         }
         Ok(policy)
     }
@@ -195,82 +281,6 @@ impl Routes {
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(&NONE, |(_, policy)| policy)
     }
-
-    /// The `routes` TOML value: an array of tables, each with a `prefix` (starting with `/`) and
-    /// any of [`KEYS`], lists as arrays of strings and switches as booleans. The error names the
-    /// route and the key.
-    pub fn from_toml(value: &figment::value::Value) -> Result<Self, String> {
-        use figment::value::Value;
-        let Value::Array(_, routes) = value else {
-            return Err("routes: expected an array of tables ([[routes]])".to_owned());
-        };
-        let mut out = Vec::new();
-        for (index, route) in routes.iter().enumerate() {
-            let at = format!("routes[{index}]");
-            let Value::Dict(_, table) = route else {
-                return Err(format!("{at}: expected a table"));
-            };
-            let mut prefix = None;
-            let mut policy = RoutePolicy::default();
-            let mut keys: Vec<_> = table.iter().collect();
-            keys.sort_by_key(|(key, _)| key.as_str());
-            for (key, value) in keys {
-                let bad = |why: &str| format!("{at}.{key}: {why}");
-                match key.as_str() {
-                    "prefix" => match value.as_str() {
-                        Some(p) if p.starts_with('/') => prefix = Some(p.to_owned()),
-                        _ => return Err(bad("expected a string starting with /")),
-                    },
-                    "require_roles" | "allow_users" => {
-                        let Value::Array(_, items) = value else {
-                            return Err(bad("expected an array of strings"));
-                        };
-                        let mut strings = Vec::new();
-                        for item in items {
-                            strings.push(item.as_str().ok_or_else(|| bad("expected strings"))?);
-                        }
-                        let parsed = if key == "require_roles" {
-                            list("require_roles", strings.into_iter(), role)
-                        } else {
-                            list("allow_users", strings.into_iter(), user)
-                        }
-                        .map_err(|e| format!("{at}: {e}"))?;
-                        if key == "require_roles" {
-                            policy.require_roles = parsed;
-                        } else {
-                            policy.allow_users = parsed;
-                        }
-                    }
-                    "login_redirect" | "csrf" => {
-                        let Value::Bool(_, flag) = value else {
-                            return Err(bad("expected true or false"));
-                        };
-                        if key == "csrf" {
-                            policy.csrf = Some(*flag);
-                        } else {
-                            policy.login_redirect = Some(*flag);
-                        }
-                    }
-                    other => {
-                        return Err(format!(
-                            "{at}: unknown key {other:?} (known: prefix, {})",
-                            KEYS.join(", ")
-                        ))
-                    }
-                }
-            }
-            let prefix = prefix.ok_or_else(|| format!("{at}: prefix is required"))?;
-            // Matching ignores letter case, so prefixes differing only in it would clash.
-            if out
-                .iter()
-                .any(|(p, _): &(String, RoutePolicy)| p.eq_ignore_ascii_case(&prefix))
-            {
-                return Err(format!("{at}: prefix {prefix:?} appears twice"));
-            }
-            out.push((prefix, policy));
-        }
-        Ok(Routes::new(out))
-    }
 }
 
 /// Whether `text` starts with `prefix`, letter case aside, like the shipped Envoy routes
@@ -278,38 +288,6 @@ impl Routes {
 fn starts_with(text: &str, prefix: &str) -> bool {
     text.get(..prefix.len())
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-}
-
-/// A non-empty list of checked items; an empty item (`a,,b`, a trailing comma) is an error.
-fn list<'v>(
-    key: &'static str,
-    items: impl Iterator<Item = &'v str>,
-    check: fn(&str) -> bool,
-) -> Result<Vec<String>, PolicyError> {
-    let mut out = Vec::new();
-    for item in items {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err(PolicyError::BadValue {
-                key,
-                why: "an empty item",
-            });
-        }
-        if !check(item) {
-            return Err(PolicyError::BadValue {
-                key,
-                why: "an item no validator answer could carry",
-            });
-        }
-        out.push(item.to_owned());
-    }
-    if out.is_empty() {
-        return Err(PolicyError::BadValue {
-            key,
-            why: "an empty list",
-        });
-    }
-    Ok(out)
 }
 
 /// A role as the contract accepts it from the validator, so that a rule can match.
@@ -320,17 +298,6 @@ fn role(text: &str) -> bool {
 /// A user as the contract accepts it (no comma, so the list form is unambiguous).
 fn user(text: &str) -> bool {
     contract::screen_user(text).is_ok()
-}
-
-fn boolean(key: &'static str, value: &str) -> Result<bool, PolicyError> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(PolicyError::BadValue {
-            key,
-            why: "expected true or false",
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -382,8 +349,12 @@ mod tests {
         ] {
             let err = parse(&[(key, value)]).unwrap_err();
             assert!(
-                matches!(err, PolicyError::BadValue { key: k, .. } if k == key),
+                err.key.as_deref() == Some(key) && matches!(err.why, Why::BadValue(_)),
                 "{key}={value:?}: {err:?}"
+            );
+            assert!(
+                err.to_string().starts_with(&format!("route key {key}: ")),
+                "{err}"
             );
         }
         let long = "r".repeat(65);
@@ -395,7 +366,11 @@ mod tests {
         for key in ["require_role", "Require_Roles", "roles", ""] {
             assert_eq!(
                 parse(&[(key, "admin")]),
-                Err(PolicyError::UnknownKey(key.to_owned()))
+                Err(PolicyError {
+                    route: None,
+                    key: Some(key.to_owned()),
+                    why: Why::UnknownKey
+                })
             );
         }
         // A good key beside a bad one is no excuse.
@@ -439,141 +414,5 @@ mod tests {
         assert!(merged.permits(&Identity::named("alice").with_roles(["admin"])));
         assert!(!merged.permits(&Identity::named("alice").with_roles(["viewer"])));
         assert!(!merged.permits(&Identity::named("bob").with_roles(["admin"])));
-    }
-
-    fn toml_routes(text: &str) -> Result<Routes, String> {
-        let doc: figment::value::Value = figment::Figment::from(
-            <figment::providers::Toml as figment::providers::Format>::string(text),
-        )
-        .extract_inner("routes")
-        .unwrap();
-        Routes::from_toml(&doc)
-    }
-
-    #[test]
-    fn longest_prefix_wins_without_query() {
-        let routes = toml_routes(
-            r#"
-            [[routes]]
-            prefix = "/admin"
-            require_roles = ["staff"]
-            [[routes]]
-            prefix = "/admin/settings"
-            require_roles = ["admin"]
-            csrf = false
-            login_redirect = true
-            [[routes]]
-            prefix = "/"
-            allow_users = ["alice", "bob"]
-            "#,
-        )
-        .unwrap();
-        assert_eq!(routes.select("/admin/settings/x").require_roles, ["admin"]);
-        assert_eq!(routes.select("/admin/settings").csrf, Some(false));
-        assert_eq!(routes.select("/admin/users").require_roles, ["staff"]);
-        assert_eq!(routes.select("/ADMIN/Settings").require_roles, ["admin"]);
-        assert_eq!(routes.select("/admin/sé").require_roles, ["staff"]);
-        assert_eq!(
-            routes.select("/admin?/admin/settings").require_roles,
-            ["staff"]
-        );
-        assert_eq!(routes.select("/other").allow_users, ["alice", "bob"]);
-        assert_eq!(Routes::default().select("/x"), &RoutePolicy::default());
-    }
-
-    /// A longer prefix keeps every rule of a shorter one it does not restate: adding
-    /// `/admin/api` for its `login_redirect` must not let a viewer into `/admin/api/...`.
-    #[test]
-    fn longer_prefixes_inherit_the_rules_they_do_not_restate() {
-        let routes = toml_routes(
-            r#"
-            [[routes]]
-            prefix = "/admin/api"
-            login_redirect = false
-            [[routes]]
-            prefix = "/admin"
-            require_roles = ["admin"]
-            allow_users = ["alice", "bob"]
-            csrf = false
-            [[routes]]
-            prefix = "/admin/api/audit"
-            allow_users = ["alice"]
-            [[routes]]
-            prefix = "/ADMIN/api/open"
-            require_roles = ["viewer", "admin"]
-            csrf = true
-            [[routes]]
-            prefix = "/administrators"
-            [[routes]]
-            prefix = "/public"
-            login_redirect = false
-            "#,
-        )
-        .unwrap();
-        let api = routes.select("/admin/api/users");
-        assert_eq!(api.require_roles, ["admin"]);
-        assert_eq!(api.allow_users, ["alice", "bob"]);
-        assert_eq!((api.login_redirect, api.csrf), (Some(false), Some(false)));
-        // Through two levels; a restated key replaces the inherited one, whatever its order.
-        let audit = routes.select("/admin/api/audit/log");
-        assert_eq!(audit.require_roles, ["admin"]);
-        assert_eq!(audit.allow_users, ["alice"]);
-        assert_eq!(audit.login_redirect, Some(false));
-        let open = routes.select("/admin/api/open/x");
-        assert_eq!(open.require_roles, ["viewer", "admin"]);
-        assert_eq!((open.login_redirect, open.csrf), (Some(false), Some(true)));
-        // A prefix is a prefix of the text, as the match is: /administrators is under /admin.
-        assert_eq!(routes.select("/administrators").require_roles, ["admin"]);
-        assert_eq!(
-            routes.select("/public/x").require_roles,
-            Vec::<String>::new()
-        );
-        assert_eq!(routes.select("/public/x").login_redirect, Some(false));
-    }
-
-    #[test]
-    fn toml_errors_name_route_and_key() {
-        for (text, wanted) in [
-            (
-                "[[routes]]\nprefix = \"/a\"\nrequire_role = [\"x\"]",
-                "routes[0]: unknown key \"require_role\"",
-            ),
-            (
-                "[[routes]]\nprefix = \"/a\"\ncsrf = \"no\"",
-                "routes[0].csrf",
-            ),
-            (
-                "[[routes]]\nprefix = \"/a\"\nlogin_redirect = \"maybe\"",
-                "routes[0].login_redirect",
-            ),
-            (
-                "[[routes]]\nprefix = \"/a\"\nrequire_roles = \"admin\"",
-                "routes[0].require_roles",
-            ),
-            (
-                "[[routes]]\nprefix = \"/a\"\nrequire_roles = [\"\"]",
-                "require_roles: an empty item",
-            ),
-            (
-                "[[routes]]\nprefix = \"/a\"\nrequire_roles = []",
-                "require_roles: an empty list",
-            ),
-            (
-                "[[routes]]\nrequire_roles = [\"a\"]",
-                "routes[0]: prefix is required",
-            ),
-            ("[[routes]]\nprefix = \"a\"", "routes[0].prefix"),
-            (
-                "[[routes]]\nprefix = \"/a\"\n[[routes]]\nprefix = \"/a\"",
-                "appears twice",
-            ),
-            (
-                "[[routes]]\nprefix = \"/a\"\n[[routes]]\nprefix = \"/A\"",
-                "appears twice",
-            ),
-        ] {
-            let err = toml_routes(text).unwrap_err();
-            assert!(err.contains(wanted), "{text}: {err}");
-        }
     }
 }

@@ -691,7 +691,7 @@ login_redirect = false
         for (text, wanted) in [
             (
                 "[[routes]]\nprefix = \"/a\"\nrequire_role = [\"admin\"]\n",
-                "unknown key \"require_role\"",
+                "routes[0].require_role: unknown key",
             ),
             (
                 "[[routes]]\nprefix = \"/a\"\nlogin_redirect = \"maybe\"\n",

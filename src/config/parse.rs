@@ -12,7 +12,7 @@ use reqwest::Url;
 use super::secret::{redact_text, Secret};
 use crate::csrf::{TrustedOrigins, TRUSTED_ORIGINS_EXPECTED};
 use crate::doors::grpc::OnValidatorError;
-use crate::policy::Routes;
+use crate::policy::{PolicyError, RoutePolicy, Routes, RuleValue, Why};
 use crate::signin::{LoginUrl, ReturnParam, LOGIN_URL_EXPECTED, RETURN_PARAM_EXPECTED};
 use crate::telemetry::{LogFormat, SampleRatio};
 
@@ -215,14 +215,81 @@ impl Setting for Routes {
 }
 
 pub(super) fn routes(value: &Value) -> Result<Routes, &'static str> {
-    Routes::from_toml(value).map_err(|_| "expected [[routes]] tables")
+    route_tables(value).map_err(|_| "expected [[routes]] tables")
 }
 
 /// What is wrong with a `routes` value, naming the route and the key.
 pub(super) fn routes_explained(value: &Value) -> String {
-    match Routes::from_toml(value) {
+    match route_tables(value) {
         Ok(_) => "expected [[routes]] tables".to_owned(),
-        Err(why) => why,
+        Err(err) => err.to_string(),
+    }
+}
+
+/// The `routes` TOML value: an array of tables, each with a `prefix` (starting with `/`) and
+/// any route key ([`RoutePolicy::set`]): lists as arrays of strings, switches as booleans.
+fn route_tables(value: &Value) -> Result<Routes, PolicyError> {
+    let error = |route, key: Option<&str>, why| PolicyError {
+        route,
+        key: key.map(str::to_owned),
+        why: Why::BadValue(why),
+    };
+    let Value::Array(_, routes) = value else {
+        return Err(error(
+            None,
+            None,
+            "expected an array of tables ([[routes]])",
+        ));
+    };
+    let mut out: Vec<(String, RoutePolicy)> = Vec::with_capacity(routes.len());
+    for (index, route) in routes.iter().enumerate() {
+        let Value::Dict(_, table) = route else {
+            return Err(error(Some(index), None, "expected a table"));
+        };
+        let mut prefix = None;
+        let mut policy = RoutePolicy::default();
+        // Sorted, so that the error named does not depend on the map's order.
+        let mut keys: Vec<_> = table.iter().collect();
+        keys.sort_by_key(|(key, _)| key.as_str());
+        for (key, value) in keys {
+            if key == "prefix" {
+                match value.as_str() {
+                    Some(text) if text.starts_with('/') => prefix = Some(text.to_owned()),
+                    _ => {
+                        let why = "expected a string starting with /";
+                        return Err(error(Some(index), Some(key), why));
+                    }
+                }
+                continue;
+            }
+            policy
+                .set(key, rule_value(value))
+                .map_err(|err| PolicyError {
+                    route: Some(index),
+                    ..err
+                })?;
+        }
+        let prefix = prefix.ok_or_else(|| error(Some(index), Some("prefix"), "required"))?;
+        // Matching ignores letter case, so prefixes differing only in it would clash.
+        if out.iter().any(|(p, _)| p.eq_ignore_ascii_case(&prefix)) {
+            let why = "appears twice (letter case aside)";
+            return Err(error(Some(index), Some("prefix"), why));
+        }
+        out.push((prefix, policy));
+    }
+    Ok(Routes::new(out))
+}
+
+/// A TOML value as a route key's value: an array of strings, a boolean, or something else.
+fn rule_value(value: &Value) -> RuleValue<'_> {
+    match value {
+        Value::Bool(_, flag) => RuleValue::Bool(*flag),
+        Value::Array(_, items) => items
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<_>>>()
+            .map_or(RuleValue::Other, RuleValue::List),
+        _ => RuleValue::Other,
     }
 }
 
@@ -520,4 +587,145 @@ pub(super) fn on_validator_error(value: &Value) -> Result<OnValidatorError, &'st
 
 pub(super) fn log_format(value: &Value) -> Result<LogFormat, &'static str> {
     word(LOG_FORMAT_WORDS, value, "expected text or json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml_routes(text: &str) -> Result<Routes, String> {
+        let doc: figment::value::Value = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(text),
+        )
+        .extract_inner("routes")
+        .unwrap();
+        route_tables(&doc).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn longest_prefix_wins_without_query() {
+        let routes = toml_routes(
+            r#"
+            [[routes]]
+            prefix = "/admin"
+            require_roles = ["staff"]
+            [[routes]]
+            prefix = "/admin/settings"
+            require_roles = ["admin"]
+            csrf = false
+            login_redirect = true
+            [[routes]]
+            prefix = "/"
+            allow_users = ["alice", "bob"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(routes.select("/admin/settings/x").require_roles, ["admin"]);
+        assert_eq!(routes.select("/admin/settings").csrf, Some(false));
+        assert_eq!(routes.select("/admin/users").require_roles, ["staff"]);
+        assert_eq!(routes.select("/ADMIN/Settings").require_roles, ["admin"]);
+        assert_eq!(routes.select("/admin/sé").require_roles, ["staff"]);
+        assert_eq!(
+            routes.select("/admin?/admin/settings").require_roles,
+            ["staff"]
+        );
+        assert_eq!(routes.select("/other").allow_users, ["alice", "bob"]);
+        assert_eq!(Routes::default().select("/x"), &RoutePolicy::default());
+    }
+
+    /// A longer prefix keeps every rule of a shorter one it does not restate: adding
+    /// `/admin/api` for its `login_redirect` must not let a viewer into `/admin/api/...`.
+    #[test]
+    fn longer_prefixes_inherit_the_rules_they_do_not_restate() {
+        let routes = toml_routes(
+            r#"
+            [[routes]]
+            prefix = "/admin/api"
+            login_redirect = false
+            [[routes]]
+            prefix = "/admin"
+            require_roles = ["admin"]
+            allow_users = ["alice", "bob"]
+            csrf = false
+            [[routes]]
+            prefix = "/admin/api/audit"
+            allow_users = ["alice"]
+            [[routes]]
+            prefix = "/ADMIN/api/open"
+            require_roles = ["viewer", "admin"]
+            csrf = true
+            [[routes]]
+            prefix = "/administrators"
+            [[routes]]
+            prefix = "/public"
+            login_redirect = false
+            "#,
+        )
+        .unwrap();
+        let api = routes.select("/admin/api/users");
+        assert_eq!(api.require_roles, ["admin"]);
+        assert_eq!(api.allow_users, ["alice", "bob"]);
+        assert_eq!((api.login_redirect, api.csrf), (Some(false), Some(false)));
+        // Through two levels; a restated key replaces the inherited one, whatever its order.
+        let audit = routes.select("/admin/api/audit/log");
+        assert_eq!(audit.require_roles, ["admin"]);
+        assert_eq!(audit.allow_users, ["alice"]);
+        assert_eq!(audit.login_redirect, Some(false));
+        let open = routes.select("/admin/api/open/x");
+        assert_eq!(open.require_roles, ["viewer", "admin"]);
+        assert_eq!((open.login_redirect, open.csrf), (Some(false), Some(true)));
+        // A prefix is a prefix of the text, as the match is: /administrators is under /admin.
+        assert_eq!(routes.select("/administrators").require_roles, ["admin"]);
+        assert_eq!(
+            routes.select("/public/x").require_roles,
+            Vec::<String>::new()
+        );
+        assert_eq!(routes.select("/public/x").login_redirect, Some(false));
+    }
+
+    #[test]
+    fn toml_errors_name_route_and_key() {
+        for (text, wanted) in [
+            (
+                "[[routes]]\nprefix = \"/a\"\nrequire_role = [\"x\"]",
+                "routes[0].require_role: unknown key (known: prefix, require_roles, allow_users,",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\ncsrf = \"no\"",
+                "routes[0].csrf",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nlogin_redirect = \"maybe\"",
+                "routes[0].login_redirect",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nrequire_roles = \"admin\"",
+                "routes[0].require_roles",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nrequire_roles = [\"\"]",
+                "require_roles: an empty item",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nrequire_roles = []",
+                "require_roles: an empty list",
+            ),
+            (
+                "[[routes]]\nrequire_roles = [\"a\"]",
+                "routes[0].prefix: required",
+            ),
+            ("[[routes]]\nprefix = \"a\"", "routes[0].prefix"),
+            (
+                "[[routes]]\nprefix = \"/a\"\n[[routes]]\nprefix = \"/a\"",
+                "appears twice",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\n[[routes]]\nprefix = \"/A\"",
+                "appears twice",
+            ),
+        ] {
+            let err = toml_routes(text).unwrap_err();
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
+    }
 }
