@@ -65,40 +65,83 @@ pub struct Running {
     servers: JoinHandle<Result<(), AppError>>,
 }
 
+/// The core and what feeds it, built from the configuration; both doors share it.
+#[derive(Debug)]
+pub struct Core {
+    pub authorizer: Arc<Authorizer>,
+    pub validator: Validator,
+    pub cache: DecisionCache,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<ValidatorHealth>,
+}
+
+impl Core {
+    /// The validator client, cache, metrics and health, and the core over them: no listener,
+    /// no task (in-process tests drive a door on it directly).
+    pub fn new(config: &Config) -> Result<Self, AppError> {
+        let validator = Validator::new(&validator::Settings {
+            base_url: config.validator.url.expose().clone(),
+            timeout: config.validator.timeout,
+            cookie_name: config.session_cookie.clone(),
+            header_name: config.session_header.clone(),
+            max_concurrency: config.validator.max_concurrency,
+            max_queue: config.validator.max_queue,
+            extra_ca_pem: config.validator.ca.as_deref().map(read).transpose()?,
+        })?;
+        let metrics = Arc::new(Metrics::new(config.auth_enabled));
+        let health = Arc::new(ValidatorHealth::default());
+        let cache = DecisionCache::new(config.cache);
+        let authorizer = Arc::new(Authorizer::new(
+            authorize::Settings {
+                auth_enabled: config.auth_enabled,
+                names: Names {
+                    cookie: config.session_cookie.clone(),
+                    header: config.session_header.clone(),
+                },
+                csrf: config.csrf.clone(),
+                sign_in: config.sign_in.clone(),
+                routes: config.routes.clone(),
+            },
+            CachedValidator {
+                validator: validator.clone(),
+                cache: cache.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+            },
+            metrics.clone(),
+        ));
+        Ok(Self {
+            authorizer,
+            validator,
+            cache,
+            metrics,
+            health,
+        })
+    }
+
+    /// The forward-auth door on this core, as `forward_auth_addr` serves it.
+    pub fn forward_auth_door(&self, config: &Config) -> ForwardAuth {
+        ForwardAuth::new(
+            self.authorizer.clone(),
+            config.identity_headers.clone(),
+            config.forward_auth.path_prefix.clone(),
+        )
+    }
+
+    /// The gRPC door on this core.
+    pub fn check_service(&self, config: &Config) -> CheckService {
+        CheckService::new(
+            self.authorizer.clone(),
+            config.identity_headers.clone(),
+            config.validator.on_error,
+        )
+    }
+}
+
 /// Binds both listeners (port 0 allowed), starts serving and reports ready.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
-    let validator = Validator::new(&validator::Settings {
-        base_url: config.validator.url.expose().clone(),
-        timeout: config.validator.timeout,
-        cookie_name: config.session_cookie.clone(),
-        header_name: config.session_header.clone(),
-        max_concurrency: config.validator.max_concurrency,
-        max_queue: config.validator.max_queue,
-        extra_ca_pem: config.validator.ca.as_deref().map(read).transpose()?,
-    })?;
-    let metrics = Arc::new(Metrics::new(config.auth_enabled));
-    let health = Arc::new(ValidatorHealth::default());
-    let cache = DecisionCache::new(config.cache);
-    let prober = Prober::new(validator.clone(), health.clone(), probe::INTERVAL);
-    let core = Arc::new(Authorizer::new(
-        authorize::Settings {
-            auth_enabled: config.auth_enabled,
-            names: Names {
-                cookie: config.session_cookie.clone(),
-                header: config.session_header.clone(),
-            },
-            csrf: config.csrf.clone(),
-            sign_in: config.sign_in.clone(),
-            routes: config.routes.clone(),
-        },
-        CachedValidator {
-            validator,
-            cache: cache.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-        },
-        metrics.clone(),
-    ));
+    let core = Core::new(config)?;
+    let prober = Prober::new(core.validator.clone(), core.health.clone(), probe::INTERVAL);
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
     let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
@@ -114,25 +157,17 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let forward_auth_addr = forward_auth_listener.as_ref().map(|(_, addr)| *addr);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(health_reporter, health.subscribe());
+    let readiness = Readiness::new(health_reporter, core.health.subscribe());
     readiness.set(false).await;
     tokio::spawn(readiness.clone().follow_validator());
     let (reflection_v1, reflection_v1alpha) = ops::reflection_services()?;
     let ops_state = OpsState {
         readiness: readiness.clone(),
-        metrics,
-        cache,
+        metrics: core.metrics.clone(),
+        cache: core.cache.clone(),
     };
-    let forward_auth_door = ForwardAuth::new(
-        core.clone(),
-        config.identity_headers.clone(),
-        config.forward_auth.path_prefix.clone(),
-    );
-    let check = CheckServer::new(CheckService::new(
-        core,
-        config.identity_headers.clone(),
-        config.validator.on_error,
-    ));
+    let forward_auth_door = core.forward_auth_door(config);
+    let check = CheckServer::new(core.check_service(config));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
     let mut deadlines = vec![config.validator.timeout];

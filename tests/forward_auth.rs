@@ -1,13 +1,16 @@
-//! The forward-auth door as a process: the binary with `forward_auth_addr`, a fake validator,
-//! raw HTTP requests as nginx, Caddy, Traefik and Envoy's `http_service` send them. Every row
-//! of the decision table through this door, with the same bodies and headers as the gRPC door.
+//! The forward-auth door: every row of the decision table through it in-process (its router
+//! driven request by request on a core from the configuration, a fake validator on loopback),
+//! with requests as nginx, Caddy, Traefik and Envoy's `http_service` send them and the same
+//! bodies and headers as the gRPC door; and the binary with `forward_auth_addr`, for what only
+//! a real listener shows (kept-alive, idle and half-sent connections; the door off by default).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use session_authz_testkit::http::{raw_get, raw_request, RawResponse};
+use session_authz_testkit::forward_auth::InProcessDoor;
+use session_authz_testkit::http::RawResponse;
 use session_authz_testkit::service::ServiceProcess;
 use session_authz_testkit::validator::{Answer, FakeValidator};
 use session_authz_testkit::wait::eventually;
@@ -41,7 +44,7 @@ async fn validator() -> FakeValidator {
 }
 
 struct Door {
-    service: ServiceProcess,
+    _service: ServiceProcess,
     addr: SocketAddr,
     _config: tempfile::NamedTempFile,
 }
@@ -62,21 +65,34 @@ fn start(validator: &FakeValidator, extra: &[(&str, &str)]) -> Door {
         .forward_auth_addr
         .expect("the ready line names the forward-auth address");
     Door {
-        service,
+        _service: service,
         addr,
         _config: config,
     }
 }
 
+/// The door in-process on `validator`, with the routes above and `login_url = "/login"`.
+fn in_process(validator: &FakeValidator, extra: &[(&str, &str)]) -> InProcessDoor {
+    let url = validator.url();
+    let mut keys = vec![("aimenu_url", url.as_str()), ("login_url", "/login")];
+    keys.extend_from_slice(extra);
+    InProcessDoor::new(ROUTES, &keys)
+}
+
 /// As Caddy and Traefik ask: their own request line, the original in `X-Forwarded-*`.
-async fn forwarded(door: &Door, method: &str, uri: &str, headers: &[(&str, &str)]) -> RawResponse {
+async fn forwarded(
+    door: &InProcessDoor,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
     let mut all = vec![
         ("X-Forwarded-Method", method),
         ("X-Forwarded-Uri", uri),
         ("X-Forwarded-Host", "dash.example"),
     ];
     all.extend_from_slice(headers);
-    raw_get(door.addr, "/", &all).await
+    door.request("GET", "/", &all).await
 }
 
 fn assert_denied(response: &RawResponse, status: u16, error: &str) {
@@ -106,7 +122,7 @@ fn values(response: &RawResponse, name: &str) -> Vec<String> {
 #[tokio::test]
 async fn every_decision_through_the_forward_auth_door() {
     let validator = validator().await;
-    let door = start(&validator, &[]);
+    let door = in_process(&validator, &[]);
 
     // No session: 401 for an API client, a 302 to sign in for a browser's page load.
     assert_denied(
@@ -129,18 +145,20 @@ async fn every_decision_through_the_forward_auth_door() {
 
     // user1, nginx style: exactly 200, the identity in headers, the renewal cookie; the
     // client's own identity headers change nothing.
-    let allowed = raw_get(
-        door.addr,
-        "/_auth",
-        &[
-            ("X-Original-Method", "GET"),
-            ("X-Original-URI", "/admin"),
-            ("Cookie", "theme=dark; session=user1-token"),
-            ("x-auth-user", "root"),
-            ("x-auth-roles", "superuser"),
-        ],
-    )
-    .await;
+    let allowed = door
+        .request(
+            "GET",
+            "/_auth",
+            &[
+                ("Host", "dash.example"),
+                ("X-Original-Method", "GET"),
+                ("X-Original-URI", "/admin"),
+                ("Cookie", "theme=dark; session=user1-token"),
+                ("x-auth-user", "root"),
+                ("x-auth-roles", "superuser"),
+            ],
+        )
+        .await;
     assert_eq!(allowed.status, 200, "{allowed:?}");
     assert_eq!(values(&allowed, "x-auth-user"), ["user1"]);
     assert_eq!(values(&allowed, "x-auth-roles"), ["admin"]);
@@ -247,7 +265,7 @@ async fn every_decision_through_the_forward_auth_door() {
     );
 
     // The core's metrics count this door's decisions.
-    let metrics = raw_get(door.service.http_addr, "/metrics", &[]).await.body;
+    let metrics = door.metrics();
     assert!(
         metrics.contains(r#"session_authz_decisions_total{outcome="deny",reason="cross_site"} 1"#),
         "{metrics}"
@@ -273,10 +291,7 @@ async fn every_decision_through_the_forward_auth_door() {
 #[tokio::test]
 async fn unreadable_requests_are_400_and_never_reach_the_validator() {
     let validator = validator().await;
-    let door = start(
-        &validator,
-        &[("SESSION_AUTHZ_FORWARD_AUTH_PATH_PREFIX", "/authz")],
-    );
+    let door = in_process(&validator, &[("forward_auth_path_prefix", "/authz")]);
     let session = ("X-Session-Token", "user1-token");
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
     let cases: Vec<Case> = vec![
@@ -333,35 +348,42 @@ async fn unreadable_requests_are_400_and_never_reach_the_validator() {
     ];
     for (method, target, mut headers) in cases {
         headers.push(session);
-        let response = raw_request(door.addr, method, target, &headers).await;
+        headers.push(("Host", "dash.example"));
+        let response = door.request(method, target, &headers).await;
         assert_denied(&response, 400, "bad_request");
     }
     assert_eq!(validator.calls(), 0);
 
     // Under the prefix, the own line is the original request (Envoy's http_service).
-    let allowed = raw_request(door.addr, "GET", "/authz/admin/settings", &[session]).await;
+    let allowed = door
+        .request(
+            "GET",
+            "/authz/admin/settings",
+            &[session, ("Host", "dash.example")],
+        )
+        .await;
     assert_eq!(allowed.status, 200, "{allowed:?}");
     assert_eq!(allowed.header("x-auth-user"), Some("user1"));
-    let refused = raw_request(
-        door.addr,
-        "GET",
-        "/authz/admin/settings?x=1",
-        &[("X-Session-Token", "user2-token")],
-    )
-    .await;
+    let refused = door
+        .request(
+            "GET",
+            "/authz/admin/settings?x=1",
+            &[("X-Session-Token", "user2-token")],
+        )
+        .await;
     assert_denied(&refused, 403, "forbidden");
     // The own Host is what CSRF compares with when no X-Forwarded-Host is sent.
-    let same_host = raw_request(
-        door.addr,
-        "POST",
-        "/authz/admin",
-        &[
-            ("Host", "dash.example:8443"),
-            ("Cookie", "session=user1-token"),
-            ("Origin", "https://dash.example:8443"),
-        ],
-    )
-    .await;
+    let same_host = door
+        .request(
+            "POST",
+            "/authz/admin",
+            &[
+                ("Host", "dash.example:8443"),
+                ("Cookie", "session=user1-token"),
+                ("Origin", "https://dash.example:8443"),
+            ],
+        )
+        .await;
     assert_eq!(same_host.status, 200, "{same_host:?}");
 }
 

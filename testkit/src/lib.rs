@@ -12,6 +12,7 @@
 pub mod check;
 pub mod dockerfile;
 pub mod envoy;
+pub mod forward_auth;
 pub mod http;
 pub mod manifests;
 pub mod otlp;

@@ -20,6 +20,12 @@ pub async fn start_service(pairs: &[(&str, &str)]) -> Running {
 
 /// [`start_service`] with a TOML file's content under the keys (for `[[routes]]`, TOML only).
 pub async fn start_service_with_toml(toml: &str, pairs: &[(&str, &str)]) -> Running {
+    app::start(&config(toml, pairs)).await.unwrap()
+}
+
+/// The configuration of a TOML file's content with these keys over it (as flags), on loopback
+/// port 0 and without a drain delay unless the keys say otherwise.
+pub fn config(toml: &str, pairs: &[(&str, &str)]) -> Config {
     // No drain delay unless a test asks for one: most tests stop the service many times.
     let mut all = vec![
         ("grpc_addr", "127.0.0.1:0"),
@@ -33,8 +39,7 @@ pub async fn start_service_with_toml(toml: &str, pairs: &[(&str, &str)]) -> Runn
     let figment = figment::Figment::new()
         .merge(Toml::file_exact(file.path()))
         .merge(flags_from_pairs(&all));
-    let config = Config::from_figment(&figment).unwrap();
-    app::start(&config).await.unwrap()
+    Config::from_figment(&figment).unwrap()
 }
 
 /// An Authorization client of the service at `grpc_addr`.
