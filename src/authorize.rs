@@ -476,3 +476,126 @@ impl Verdicts for CachedValidator {
         answered
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Identity;
+    use crate::decision::Reason;
+    use crate::policy::RuleValue;
+
+    /// Always the same answer, however asked.
+    struct Fixed(Answered);
+
+    impl Verdicts for Fixed {
+        async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> Answered {
+            self.0.clone()
+        }
+    }
+
+    const RENEWAL: &str = "session=renewed; Max-Age=60";
+
+    fn answered(verdict: Verdict, origin: Origin) -> Answered {
+        Answered {
+            verdict,
+            origin,
+            set_cookies: vec![RENEWAL.to_owned()],
+        }
+    }
+
+    fn admin() -> Verdict {
+        Verdict::Valid(Identity::named("alice").with_roles(["admin"]))
+    }
+
+    fn viewer() -> Verdict {
+        Verdict::Valid(Identity::named("bob").with_roles(["viewer"]))
+    }
+
+    /// The core with `/admin` for admins only, answering every credential with `answer`.
+    async fn check(answer: Answered, path: &str) -> Checked {
+        let mut admins = RoutePolicy::default();
+        admins
+            .set("require_roles", RuleValue::Text("admin"))
+            .unwrap();
+        let settings = Settings {
+            routes: Routes::new(vec![("/admin".to_owned(), admins)]),
+            ..Settings::default()
+        };
+        let core = Authorizer::new(settings, Fixed(answer), Arc::new(Metrics::new(true)));
+        let headers: [(&str, &[u8]); 1] = [("cookie", b"session=t")];
+        let request = RequestView {
+            method: "GET",
+            path,
+            host: "dash.example",
+            headers: Headers::new(&headers),
+            extensions: None,
+        };
+        core.authorize(&request).await
+    }
+
+    /// Cookies pass on only from this Check's own call, and only behind its allow or its 401.
+    #[tokio::test]
+    async fn set_cookies_only_from_a_fresh_valid_or_invalid_answer() {
+        let fresh_allow = check(answered(admin(), Origin::Miss), "/admin").await;
+        assert!(fresh_allow.decision.is_allow());
+        assert_eq!(fresh_allow.set_cookies, [RENEWAL]);
+        let fresh_401 = check(answered(Verdict::Invalid, Origin::Miss), "/admin").await;
+        assert_eq!(fresh_401.decision.reason(), Reason::InvalidSession);
+        assert_eq!(fresh_401.set_cookies, [RENEWAL]);
+        for (verdict, origin) in [
+            (admin(), Origin::Hit),
+            (admin(), Origin::Coalesced),
+            (admin(), Origin::Stale),
+            (Verdict::Invalid, Origin::Hit),
+            (
+                Verdict::Error(crate::contract::ValidatorError::Timeout),
+                Origin::Miss,
+            ),
+            // A valid answer refused by the route's rule: no allow, so no renewal either.
+            (viewer(), Origin::Miss),
+        ] {
+            let checked = check(answered(verdict.clone(), origin), "/admin").await;
+            assert!(
+                checked.set_cookies.is_empty(),
+                "{verdict:?} {origin:?}: {checked:?}"
+            );
+        }
+    }
+
+    /// A route's rule applies to every valid verdict, fresh, cached or stale.
+    #[tokio::test]
+    async fn a_valid_session_failing_the_route_rule_is_forbidden() {
+        for origin in [Origin::Miss, Origin::Hit, Origin::Coalesced, Origin::Stale] {
+            let refused = check(answered(viewer(), origin), "/admin/users").await;
+            assert_eq!(
+                refused.decision,
+                Decision::Deny {
+                    status: DenyStatus::Forbidden,
+                    reason: Reason::Forbidden
+                },
+                "{origin:?}"
+            );
+            assert_eq!(refused.cache, Some(origin));
+            let elsewhere = check(answered(viewer(), origin), "/reports").await;
+            assert!(elsewhere.decision.is_allow(), "{origin:?}");
+            let let_in = check(answered(admin(), origin), "/ADMIN").await;
+            assert!(let_in.decision.is_allow(), "{origin:?}");
+        }
+    }
+
+    /// A stale answer allows as itself (its own reason, for logs and metrics), never renews.
+    #[tokio::test]
+    async fn a_stale_valid_answer_allows_as_stale() {
+        let stale = check(answered(admin(), Origin::Stale), "/admin").await;
+        assert_eq!(
+            stale.decision,
+            Decision::Allow {
+                identity: Identity::named("alice").with_roles(["admin"]),
+                reason: Reason::StaleSession
+            }
+        );
+        assert_eq!(stale.cache, Some(Origin::Stale));
+        let fresh = check(answered(admin(), Origin::Hit), "/admin").await;
+        assert_eq!(fresh.decision.reason(), Reason::ValidSession);
+    }
+}

@@ -5,68 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use session_authz::authorize::{self, Authorizer, Verdicts};
-use session_authz::cache::{Answered, Origin};
+use session_authz::authorize::{self, Authorizer};
 use session_authz::contract::{
-    interpret, CacheDirective, Identity, Reply, Verdict, MAX_EMAIL_BYTES, MAX_ROLES,
-    MAX_ROLE_BYTES, MAX_USER_BYTES,
+    interpret, Identity, Verdict, MAX_EMAIL_BYTES, MAX_ROLES, MAX_ROLE_BYTES, MAX_USER_BYTES,
 };
 use session_authz::credential::{find, Credential, Lookup, Names, Source};
 use session_authz::csrf::{cross_site, TrustedOrigins};
 use session_authz::decision::{Decision, Reason};
 use session_authz::metrics::Metrics;
 use session_authz::request::{Headers, RequestView};
-
-/// A validator that answers each token from a table, and anything else with `fallback`.
-struct Table {
-    answers: HashMap<String, (u16, Vec<u8>)>,
-    fallback: (u16, Vec<u8>),
-}
-
-impl Table {
-    fn answer(&self, token: &str) -> &(u16, Vec<u8>) {
-        self.answers.get(token).unwrap_or(&self.fallback)
-    }
-}
-
-/// The cookie every answer of a [`Table`] sets.
-const RENEWAL: &str = "session=renewed; Max-Age=60";
-
-impl Verdicts for &Table {
-    async fn verdict(&self, credential: &Credential, _: &RequestView<'_>) -> Answered {
-        let (status, body) = self.answer(credential.token());
-        let reply = Reply::from_answer(
-            *status,
-            body,
-            CacheDirective::default(),
-            [RENEWAL.as_bytes()],
-        );
-        Answered {
-            verdict: reply.verdict,
-            origin: Origin::Miss,
-            set_cookies: reply.set_cookies,
-        }
-    }
-}
-
-/// A validator that finds every session valid, and counts how often it is asked.
-struct Counting(AtomicUsize);
-
-impl Verdicts for &Counting {
-    async fn verdict(&self, _: &Credential, _: &RequestView<'_>) -> Answered {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Answered {
-            verdict: interpret(200, br#"{"valid":true,"user":"u"}"#),
-            origin: Origin::Miss,
-            set_cookies: Vec::new(),
-        }
-    }
-}
+use session_authz_testkit::verdicts::{Counting, Table, RENEWAL};
 
 /// `origin` and `sec-fetch-site`, in odd spellings, with their words, URLs and noise.
 fn fetch_headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
@@ -307,7 +258,7 @@ proptest! {
         answers in proptest::collection::hash_map("[a-zA-Z0-9=._-]{1,8}", answer(), 0..4),
         fallback in answer(),
     ) {
-        let table = Table { answers, fallback };
+        let table = Table::new(answers, fallback);
         let core = Authorizer::new(
             authorize::Settings::default(),
             &table,
@@ -348,7 +299,7 @@ proptest! {
         method in prop_oneof![Just("GET"), Just("HEAD"), Just("OPTIONS"), Just("POST"), Just("DELETE"), Just("get"), Just("")],
     ) {
         let all: Vec<(String, Vec<u8>)> = headers.into_iter().chain(fetch).collect();
-        let validator = Counting(AtomicUsize::new(0));
+        let validator = Counting::default();
         let core = Authorizer::new(
             authorize::Settings::default(),
             &validator,
@@ -367,7 +318,7 @@ proptest! {
         };
         prop_assert_eq!(refused, expected);
         if refused {
-            prop_assert_eq!(validator.0.load(Ordering::SeqCst), 0);
+            prop_assert_eq!(validator.calls(), 0);
             let Lookup::Found(credential) = lookup(&all) else { unreachable!() };
             prop_assert_eq!(credential.source(), Source::Cookie);
             prop_assert!(!["GET", "HEAD", "OPTIONS"].contains(&method));

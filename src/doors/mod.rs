@@ -142,4 +142,84 @@ mod tests {
             }
         }
     }
+
+    /// The doors cannot drift apart: for every kind of denial and the sign-in, what the gRPC
+    /// door's denied response shows the client (status, headers, body) is what the forward-auth
+    /// door answers. Only the allow's shape differs by protocol (headers to the app there, a
+    /// 200 here).
+    #[tokio::test]
+    async fn both_doors_answer_every_denial_alike() {
+        use envoy_types::ext_authz::v3::pb::HttpResponse;
+
+        use crate::authorize::Checked;
+        use crate::cache::Origin;
+        use crate::contract::ErrorKind;
+        use crate::credential::Ambiguity;
+        use crate::decision::Decision;
+
+        let deny = |status, reason| Decision::Deny { status, reason };
+        let decisions = [
+            deny(DenyStatus::BadRequest, Reason::Malformed),
+            deny(DenyStatus::Unauthenticated, Reason::NoCredential),
+            deny(DenyStatus::Unauthenticated, Reason::InvalidSession),
+            deny(
+                DenyStatus::Unauthenticated,
+                Reason::Ambiguous(Ambiguity::CookieHeaderMismatch),
+            ),
+            deny(DenyStatus::Forbidden, Reason::CrossSite),
+            deny(DenyStatus::Forbidden, Reason::Forbidden),
+            deny(
+                DenyStatus::Unavailable,
+                Reason::ValidatorError(ErrorKind::Timeout),
+            ),
+            deny(DenyStatus::Misconfigured, Reason::MisconfiguredRoute),
+            Decision::SignIn {
+                location: "/login?return_to=%2Fadmin".to_owned(),
+                reason: Reason::NoCredential,
+            },
+        ];
+        let names = IdentityHeaders::default();
+        for decision in decisions {
+            for set_cookies in [vec![], vec!["session=; Max-Age=0".to_owned()]] {
+                let checked = Checked {
+                    decision: decision.clone(),
+                    cache: Some(Origin::Miss),
+                    set_cookies,
+                };
+                let answer = grpc::answer(&checked, &names, grpc::OnValidatorError::Deny)
+                    .unwrap()
+                    .to_check_response()
+                    .unwrap();
+                let Some(HttpResponse::DeniedResponse(denied)) = answer.http_response else {
+                    panic!("{decision:?}: no denied response");
+                };
+                let mut grpc_headers: Vec<(String, String)> = denied
+                    .headers
+                    .iter()
+                    .filter_map(|option| option.header.as_ref())
+                    .map(|header| (header.key.clone(), header.value.clone()))
+                    .collect();
+                grpc_headers.sort();
+                let grpc_status = denied.status.map(|status| status.code);
+
+                let response = http::response(&checked, &names, http::SignInAs::Found);
+                let mut http_headers: Vec<(String, String)> = response
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| {
+                        (name.as_str().to_owned(), value.to_str().unwrap().to_owned())
+                    })
+                    .collect();
+                http_headers.sort();
+                let http_status = i32::from(response.status().as_u16());
+                let body = axum::body::to_bytes(response.into_body(), 4096)
+                    .await
+                    .unwrap();
+
+                assert_eq!(grpc_status, Some(http_status), "{decision:?}");
+                assert_eq!(grpc_headers, http_headers, "{decision:?}");
+                assert_eq!(denied.body.as_bytes(), &body[..], "{decision:?}");
+            }
+        }
+    }
 }

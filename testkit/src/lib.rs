@@ -21,4 +21,5 @@ pub mod procfs;
 pub mod proxies;
 pub mod service;
 pub mod validator;
+pub mod verdicts;
 pub mod wait;
