@@ -8,17 +8,16 @@
 use std::time::Duration;
 
 use session_authz_testkit::envoy::{shipped_file_config, validate_file, EnvoyProcess};
+use session_authz_testkit::forward_auth::ForwardAuthStack;
 use session_authz_testkit::http::*;
 use session_authz_testkit::manifests::yaml_file;
 use session_authz_testkit::process::root;
-use session_authz_testkit::service::ServiceProcess;
 use session_authz_testkit::validator::*;
 use session_authz_testkit::wait::eventually;
 
+/// The forward-auth stack behind the shipped Envoy.
 struct Stack {
-    validator: FakeValidator,
-    app: Upstream,
-    authz: Option<ServiceProcess>,
+    behind: ForwardAuthStack,
     envoy: EnvoyProcess,
 }
 
@@ -26,29 +25,19 @@ impl Stack {
     async fn start() -> Self {
         let mut answers = demo_answers();
         answers.push(("nouser-token", Answer::json(200, r#"{"valid":true}"#)));
-        let validator = FakeValidator::start(answers).await;
-        let app = Upstream::start().await;
-        let url = validator.url();
-        let config = root().join("envoy/session-authz-http.toml");
-        let authz = ServiceProcess::spawn(&[
-            ("AIMENU_URL", url.as_str()),
-            ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:0"),
-            ("SESSION_AUTHZ_CONFIG", config.to_str().unwrap()),
-            ("SESSION_AUTHZ_LOGIN_URL", "/login"),
-        ]);
-        let door = authz.forward_auth_addr.expect("forward-auth door");
+        let behind = ForwardAuthStack::start(
+            answers,
+            "envoy/session-authz-http.toml",
+            &[("SESSION_AUTHZ_LOGIN_URL", "/login")],
+        )
+        .await;
         let envoy = EnvoyProcess::start_with_config(&shipped_file_config(
             "envoy-http.yaml",
-            &[door],
-            app.addr,
+            &[behind.door],
+            behind.app.addr,
         ))
         .await;
-        Self {
-            validator,
-            app,
-            authz: Some(authz),
-            envoy,
-        }
+        Self { behind, envoy }
     }
 
     async fn get(&self, target: &str, headers: &[(&str, &str)]) -> RawResponse {
@@ -123,7 +112,7 @@ async fn envoy_http_service_through_the_forward_auth_door() {
         Some("/login?return_to=%2Fadmin%3Ftab%3D1")
     );
     assert_eq!(redirect.header("cache-control"), Some("no-store"));
-    assert!(stack.app.hits().is_empty());
+    assert!(stack.behind.app.hits().is_empty());
 
     // user1: the app sees its identity, never the client's; the renewal cookie reaches the
     // client (and not the app).
@@ -158,12 +147,12 @@ async fn envoy_http_service_through_the_forward_auth_door() {
         [Vec::<String>::new(), vec![], vec![]],
         "{aliased:?}"
     );
-    let hits = stack.app.hits().len();
+    let hits = stack.behind.app.hits().len();
     for target in ["/admin", "/"] {
         let refused = stack.get(target, &[("X_Auth-Roles", "admin")]).await;
         assert_eq!(refused.status, 400, "{target}: {refused:?}");
     }
-    assert_eq!(stack.app.hits().len(), hits);
+    assert_eq!(stack.behind.app.hits().len(), hits);
 
     // A session without a user: the client's identity headers are removed, not passed on.
     let mut headers = vec![("X-Session-Token", "nouser-token")];
@@ -213,7 +202,7 @@ async fn envoy_http_service_through_the_forward_auth_door() {
     assert_eq!(own.status, 200, "{own:?}");
 
     // No spelling of an admin path reaches the app without a session.
-    let before = stack.app.hits().len();
+    let before = stack.behind.app.hits().len();
     for (target, headers) in PATH_SPELLINGS {
         let response = stack.get(target, headers).await;
         assert!(
@@ -221,7 +210,12 @@ async fn envoy_http_service_through_the_forward_auth_door() {
             "{target} {headers:?}: {response:?}"
         );
     }
-    assert_eq!(stack.app.hits().len(), before, "{:?}", stack.app.hits());
+    assert_eq!(
+        stack.behind.app.hits().len(),
+        before,
+        "{:?}",
+        stack.behind.app.hits()
+    );
 
     // Public traffic: no check, no forged identity.
     let public = stack.get("/", &forged).await;
@@ -231,13 +225,13 @@ async fn envoy_http_service_through_the_forward_auth_door() {
     // A validator error: 503, never the app. Envoy takes any 5xx from an http_service for its
     // own error path (status_on_error), so the client gets Envoy's empty 503, not the door's
     // JSON and retry-after (envoy/README.md).
-    let before = stack.app.hits().len();
+    let before = stack.behind.app.hits().len();
     let broken = stack
         .get("/admin", &[("Cookie", "session=broken-token")])
         .await;
     assert_eq!(broken.status, 503, "{broken:?}");
     // session-authz itself gone: Envoy's status_on_error, 503, never the app.
-    drop(stack.authz.take());
+    drop(stack.behind.authz.take());
     let down = eventually(Duration::from_secs(20), || async {
         let response = stack
             .get("/admin", &[("Cookie", "session=user1-token")])
@@ -246,6 +240,6 @@ async fn envoy_http_service_through_the_forward_auth_door() {
     })
     .await;
     assert!(down.is_some(), "no 503 with session-authz down");
-    assert_eq!(stack.app.hits().len(), before);
-    assert!(stack.validator.calls() > 0);
+    assert_eq!(stack.behind.app.hits().len(), before);
+    assert!(stack.behind.validator.calls() > 0);
 }

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use session_authz_testkit::forward_auth::ForwardAuthStack;
 use session_authz_testkit::http::*;
-use session_authz_testkit::process::{free_addr, root};
+use session_authz_testkit::process::free_addr;
 use session_authz_testkit::proxies::{Kind, ProxyProcess};
-use session_authz_testkit::service::ServiceProcess;
 use session_authz_testkit::validator::*;
 use session_authz_testkit::wait::eventually;
 
@@ -56,20 +56,23 @@ async fn through(kind: Kind) {
                 .header("cache-control", "no-store"),
         ),
     ]);
-    let validator = FakeValidator::start(answers).await;
-    let app = Upstream::start().await;
-    let url = validator.url();
-    let config = root().join("proxies/session-authz.toml");
-    let authz = ServiceProcess::spawn(&[
-        ("AIMENU_URL", url.as_str()),
-        ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:0"),
-        ("SESSION_AUTHZ_CONFIG", config.to_str().unwrap()),
-        // Absolute: Traefik resolves a relative Location against the door's own address.
-        ("SESSION_AUTHZ_LOGIN_URL", "https://dash.example/login"),
-        // Long enough that a cached answer is still cached on the next request, however slow.
-        ("SESSION_AUTHZ_CACHE_TTL", "10m"),
-    ]);
-    let door = authz.forward_auth_addr.expect("forward-auth door");
+    let ForwardAuthStack {
+        validator,
+        app,
+        authz,
+        door,
+    } = ForwardAuthStack::start(
+        answers,
+        "proxies/session-authz.toml",
+        &[
+            // Absolute: Traefik resolves a relative Location against the door's own address.
+            ("SESSION_AUTHZ_LOGIN_URL", "https://dash.example/login"),
+            // Long enough that a cached answer is still cached on the next request, however
+            // slow.
+            ("SESSION_AUTHZ_CACHE_TTL", "10m"),
+        ],
+    )
+    .await;
     let proxy = ProxyProcess::start(kind, door, app.addr).await;
     let get = |target: &'static str, headers: Vec<(&'static str, &'static str)>| {
         let listener = proxy.listener;
@@ -315,15 +318,13 @@ http {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_minimal_config_sends_browsers_to_sign_in() {
-    let validator = FakeValidator::start(demo_answers()).await;
-    let app = Upstream::start().await;
-    let url = validator.url();
-    let authz = ServiceProcess::spawn(&[
-        ("AIMENU_URL", url.as_str()),
-        ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:0"),
-        ("SESSION_AUTHZ_LOGIN_URL", "https://dash.example/login"),
-    ]);
-    let door = authz.forward_auth_addr.expect("forward-auth door");
+    let stack = ForwardAuthStack::start(
+        demo_answers(),
+        "proxies/session-authz.toml",
+        &[("SESSION_AUTHZ_LOGIN_URL", "https://dash.example/login")],
+    )
+    .await;
+    let (door, app) = (stack.door, &stack.app);
     let listener = free_addr();
     let config = MINIMAL_NGINX
         .replace("LISTENER", &listener.to_string())

@@ -1,13 +1,18 @@
-//! The forward-auth door in-process: its router driven request by request (no socket, no
-//! binary) on a core built from a configuration, as `forward_auth_addr` would serve it.
+//! The forward-auth door in-process ([`InProcessDoor`]: its router driven request by request, no
+//! socket, no binary, on a core built from a configuration), and the stack a proxy's test puts
+//! behind the proxy ([`ForwardAuthStack`]: the binary with its door, a validator, an app).
+
+use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::http::Request;
 use session_authz::app::Core;
 use tower::ServiceExt;
 
-use crate::http::RawResponse;
-use crate::service::config;
+use crate::http::{RawResponse, Upstream};
+use crate::process::root;
+use crate::service::{config, ServiceProcess};
+use crate::validator::{Answer, FakeValidator};
 
 /// The door and the core behind it.
 pub struct InProcessDoor {
@@ -60,5 +65,41 @@ impl InProcessDoor {
     /// The core's metrics as `/metrics` renders them.
     pub fn metrics(&self) -> String {
         self.core.metrics.render(self.core.cache.entry_count())
+    }
+}
+
+/// What a proxy's forward-auth test runs behind the proxy: a fake validator with `answers`,
+/// an app that echoes what it got, and the session-authz binary with its forward-auth door on
+/// loopback, reading the shipped TOML `config` (relative to the repository) and `env` over it.
+pub struct ForwardAuthStack {
+    pub validator: FakeValidator,
+    pub app: Upstream,
+    pub authz: Option<ServiceProcess>,
+    /// The forward-auth door's address.
+    pub door: SocketAddr,
+}
+
+impl ForwardAuthStack {
+    pub async fn start(answers: Vec<(&str, Answer)>, config: &str, env: &[(&str, &str)]) -> Self {
+        let validator = FakeValidator::start(answers).await;
+        let app = Upstream::start().await;
+        let url = validator.url();
+        let config = root().join(config);
+        let mut all = vec![
+            ("AIMENU_URL", url.as_str()),
+            ("SESSION_AUTHZ_FORWARD_AUTH_ADDR", "127.0.0.1:0"),
+            ("SESSION_AUTHZ_CONFIG", config.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        let authz = ServiceProcess::spawn(&all);
+        let door = authz
+            .forward_auth_addr
+            .expect("the forward-auth door's address");
+        Self {
+            validator,
+            app,
+            authz: Some(authz),
+            door,
+        }
     }
 }
