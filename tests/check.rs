@@ -1024,11 +1024,7 @@ async fn misconfigured_route_is_500_before_the_validator() {
 
 #[tokio::test]
 async fn route_csrf_replaces_the_global_switch() {
-    let validator = FakeValidator::start(vec![(
-        "tok-1",
-        Answer::json(200, r#"{"valid":true,"user":"alice"}"#),
-    )])
-    .await;
+    let validator = FakeValidator::one_user("tok-1", "alice").await;
     let cross_site = || {
         check_request_to(
             "POST",

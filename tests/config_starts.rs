@@ -97,11 +97,7 @@ proptest! {
     fn accepted_config_starts_and_answers(settings in settings()) {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let validator = FakeValidator::start(vec![(
-                "token-1",
-                Answer::json(200, r#"{"valid":true,"user":"alice"}"#),
-            )])
-            .await;
+            let validator = FakeValidator::one_user("token-1", "alice").await;
             let url = validator.url();
             let mut pairs: Vec<(&str, &str)> =
                 settings.iter().map(|(k, v)| (*k, v.as_str())).collect();

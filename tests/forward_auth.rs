@@ -110,15 +110,6 @@ fn assert_denied(response: &RawResponse, status: u16, error: &str) {
     }
 }
 
-fn values(response: &RawResponse, name: &str) -> Vec<String> {
-    response
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn every_decision_through_the_forward_auth_door() {
     let validator = validator().await;
@@ -160,11 +151,11 @@ async fn every_decision_through_the_forward_auth_door() {
         )
         .await;
     assert_eq!(allowed.status, 200, "{allowed:?}");
-    assert_eq!(values(&allowed, "x-auth-user"), ["user1"]);
-    assert_eq!(values(&allowed, "x-auth-roles"), ["admin"]);
-    assert_eq!(values(&allowed, "x-auth-email"), ["user1@example.com"]);
+    assert_eq!(allowed.header_values("x-auth-user"), ["user1"]);
+    assert_eq!(allowed.header_values("x-auth-roles"), ["admin"]);
+    assert_eq!(allowed.header_values("x-auth-email"), ["user1@example.com"]);
     assert_eq!(
-        values(&allowed, "set-cookie"),
+        allowed.header_values("set-cookie"),
         ["session=user1-token; Max-Age=3600"]
     );
     assert_eq!(allowed.body, "");
@@ -175,7 +166,7 @@ async fn every_decision_through_the_forward_auth_door() {
     // Cached now: allowed again without a call, and without a renewal.
     let again = forwarded(&door, "GET", "/admin", &[("Cookie", "session=user1-token")]).await;
     assert_eq!(again.status, 200);
-    assert!(values(&again, "set-cookie").is_empty());
+    assert!(again.header_values("set-cookie").is_empty());
     assert_eq!(validator.calls(), 1);
 
     // A session without a user: allowed, no identity, and Envoy told to drop client copies.
@@ -214,7 +205,7 @@ async fn every_decision_through_the_forward_auth_door() {
     // An invalid session: 401, and its cookie cleared.
     let stolen = forwarded(&door, "GET", "/admin", &[("Cookie", "session=stolen")]).await;
     assert_denied(&stolen, 401, "unauthenticated");
-    assert_eq!(values(&stolen, "set-cookie"), ["session=; Max-Age=0"]);
+    assert_eq!(stolen.header_values("set-cookie"), ["session=; Max-Age=0"]);
     // Ambiguous: cookie and header disagree.
     assert_denied(
         &forwarded(

@@ -18,11 +18,7 @@ fn grpcurl(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcurl_lists_describes_health_checks_and_checks() {
-    let validator = FakeValidator::start(vec![(
-        "user1-token",
-        Answer::json(200, r#"{"valid":true,"user":"user1"}"#),
-    )])
-    .await;
+    let validator = FakeValidator::one_user("user1-token", "user1").await;
     let running = start_service(&[("aimenu_url", &validator.url())]).await;
     let addr = running.grpc_addr().to_string();
 

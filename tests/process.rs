@@ -190,11 +190,7 @@ async fn health_turns_not_serving_when_draining() {
 
 #[tokio::test]
 async fn draining_keeps_answering_for_the_drain_delay() {
-    let validator = FakeValidator::start(vec![(
-        "token-a",
-        Answer::json(200, r#"{"valid":true,"user":"alice"}"#),
-    )])
-    .await;
+    let validator = FakeValidator::one_user("token-a", "alice").await;
     // Long enough that the checks below always fall inside it; the test ends before it does.
     let running = start_service(&[("aimenu_url", &validator.url()), ("drain_delay", "60s")]).await;
     let grpc_addr = running.grpc_addr();

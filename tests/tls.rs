@@ -58,6 +58,17 @@ impl Pki {
         }
     }
 
+    /// A new CA, and the service's certificate from it in `server.crt` and `server.key`.
+    fn with_server_files() -> Self {
+        let pki = Self::new();
+        let (cert, key) = pki
+            .ca
+            .issue("session-authz", ExtendedKeyUsagePurpose::ServerAuth);
+        pki.write("server.crt", &cert.pem());
+        pki.write("server.key", &key.serialize_pem());
+        pki
+    }
+
     fn write(&self, name: &str, pem: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, pem).unwrap();
@@ -107,12 +118,7 @@ fn user1_validator() -> Vec<(&'static str, Answer)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_refuses_plaintext_and_serves_tls() {
-    let pki = Pki::new();
-    let (cert, key) = pki
-        .ca
-        .issue("session-authz", ExtendedKeyUsagePurpose::ServerAuth);
-    pki.write("server.crt", &cert.pem());
-    pki.write("server.key", &key.serialize_pem());
+    let pki = Pki::with_server_files();
     let validator = FakeValidator::start(user1_validator()).await;
     let running = start_service(&[
         ("aimenu_url", &validator.url()),
@@ -149,12 +155,7 @@ async fn tls_listener_refuses_plaintext_and_serves_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_requires_a_client_certificate_from_the_ca() {
-    let pki = Pki::new();
-    let (cert, key) = pki
-        .ca
-        .issue("session-authz", ExtendedKeyUsagePurpose::ServerAuth);
-    pki.write("server.crt", &cert.pem());
-    pki.write("server.key", &key.serialize_pem());
+    let pki = Pki::with_server_files();
     let ca_path = pki.write("ca.crt", &pki.ca.cert.pem());
     let validator = FakeValidator::start(user1_validator()).await;
     let running = start_service(&[

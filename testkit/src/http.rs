@@ -52,6 +52,18 @@ pub const PATH_SPELLINGS: &[(&str, &[(&str, &str)])] = &[
 /// The request headers session-authz sets for the app (their default names).
 pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-user", "x-auth-roles", "x-auth-email"];
 
+/// Every header a client could forge to change what is checked or whom the app believes.
+pub const FORGED: [(&str, &str); 8] = [
+    ("x-auth-user", "root"),
+    ("x-auth-roles", "superuser"),
+    ("x-auth-email", "root@evil.example"),
+    ("X-Forwarded-Method", "GET"),
+    ("X-Forwarded-Uri", "/"),
+    ("X-Original-Method", "GET"),
+    ("X-Original-URI", "/"),
+    ("X-Forwarded-Host", "evil.example"),
+];
+
 /// What CGI, WSGI (wsgiref, gunicorn < 22), PHP and nginx's `$http_` variables make of a header
 /// name: upper case, and every character but a letter or a digit read as `_`. `X_Auth_User`,
 /// `x.auth-user` and `X-AUTH-USER` are all `X_AUTH_USER`: one header to such an app.
@@ -135,6 +147,15 @@ impl RawResponse {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of the response header `name` (in any case), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// The header lines an [`Upstream`] received (its echo): (name as received, value).
     pub fn upstream_headers(&self) -> Vec<(String, String)> {
         let echo: Value = serde_json::from_str(&self.body)
@@ -178,6 +199,14 @@ impl RawResponse {
             .map(|(_, v)| v)
             .collect()
     }
+}
+
+/// A connection to `addr` that has sent `bytes` and nothing more (a half-sent request, a
+/// protocol preface), for the test to go on with.
+pub async fn connect_and_send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
 }
 
 /// Sends `GET {target}` with exactly these header lines (no normalisation of the target; a

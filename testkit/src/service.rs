@@ -165,6 +165,14 @@ impl ServiceProcess {
         nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap())
     }
 
+    /// Kills the process at once (SIGKILL: no drain, as a crash or the OOM killer would) and
+    /// waits until it is gone.
+    pub fn kill(&mut self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+        self.wait_exit(Duration::from_secs(5))
+            .expect("killed, but still running after 5 s");
+    }
+
     /// Waits up to `limit` for the process to exit by itself.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + limit;

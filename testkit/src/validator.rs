@@ -72,6 +72,12 @@ struct Script {
 }
 
 impl FakeValidator {
+    /// A validator that knows one session: `token`, valid for `user`.
+    pub async fn one_user(token: &str, user: &str) -> Self {
+        let body = format!(r#"{{"valid":true,"user":"{user}"}}"#);
+        Self::start(vec![(token, Answer::json(200, &body))]).await
+    }
+
     pub async fn start(answers: Vec<(&str, Answer)>) -> Self {
         let script = Arc::new(Mutex::new(Script {
             answers: answers
