@@ -13,8 +13,6 @@ use session_authz_testkit::manifests::*;
 use session_authz_testkit::service::start_service_with_toml;
 use session_authz_testkit::validator::{Answer, FakeValidator};
 
-/// The identity headers: only session-authz may set them, never a client.
-
 /// The fields of Istio's `EnvoyExternalAuthorizationGrpcProvider`; istiod rejects any other
 /// (the header lists exist only on the HTTP provider).
 const ISTIO_GRPC_PROVIDER_FIELDS: &[&str] = &[
