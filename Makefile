@@ -1,5 +1,6 @@
 # The README's two commands: `make demo` runs the stack, `make test` runs every test (CI too).
-.PHONY: demo test tools lint bench chaos fuzz
+# `make check` is the edit loop's tier: no external tool, a minute or two once built.
+.PHONY: demo test check tools lint bench chaos fuzz
 
 demo:
 	./scripts/demo.sh
@@ -9,6 +10,13 @@ test: tools lint
 	cargo build --locked --bins --examples
 	cargo test --locked --workspace --all-targets
 	CHAOS_SECONDS=$${CHAOS_SECONDS:-60} ./target/debug/examples/chaos
+
+# fmt, clippy, the unit tests and the tests that run the service in-process or as its own
+# binary against fakes on loopback: no Envoy, proxy, grpcurl or deploy tool.
+CHECK_TESTS := layers check properties cache faults forward_auth config_starts ops_port otel process tls
+check: lint
+	cargo test --locked --workspace --lib --bins
+	cargo test --locked $(addprefix --test ,$(CHECK_TESTS))
 
 tools:
 	./scripts/install-tools.sh

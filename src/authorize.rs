@@ -5,7 +5,6 @@
 //! and the decision log line, so that every door gets them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use crate::policy::{MergedPolicy, RoutePolicy, Routes};
 use crate::request::{Headers, RequestView};
 use crate::signin;
 use crate::telemetry;
+use crate::throttle::Throttle;
 use crate::validator::{Validator, TRACE_HEADERS};
 
 /// Where verdicts come from: [`CachedValidator`] in the service, a table in property tests and
@@ -83,10 +83,8 @@ pub struct Authorizer<V = CachedValidator> {
     settings: Settings,
     verdicts: V,
     metrics: Arc<Metrics>,
-    /// When a misconfigured route was last logged (ms since `epoch`), so that a broken route
-    /// hit by every request logs once a minute, not once a request.
-    misconfig_logged: AtomicU64,
-    epoch: Instant,
+    /// A broken route hit by every request logs once a minute, not once a request.
+    misconfig_log: Throttle,
 }
 
 /// How often a misconfigured route is logged at most.
@@ -98,8 +96,7 @@ impl<V: Verdicts> Authorizer<V> {
             settings,
             verdicts,
             metrics,
-            misconfig_logged: AtomicU64::new(u64::MAX),
-            epoch: Instant::now(),
+            misconfig_log: Throttle::new(MISCONFIG_LOG_EVERY),
         }
     }
 
@@ -274,19 +271,12 @@ impl<V: Verdicts> Authorizer<V> {
     }
 
     fn log_misconfigured(&self, path: &str, err: &crate::policy::PolicyError) {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.misconfig_logged.load(Ordering::Relaxed);
-        let every = u64::try_from(MISCONFIG_LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
-        if (last == u64::MAX || now.saturating_sub(last) >= every)
-            && self
-                .misconfig_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if let Some(suppressed) = self.misconfig_log.due() {
             let path = path.split('?').next().unwrap_or_default();
             tracing::warn!(
                 %err,
                 path,
+                suppressed,
                 "misconfigured route (context_extensions): denying every request to it with 500"
             );
         }

@@ -32,5 +32,6 @@ pub mod probe;
 pub mod request;
 pub mod signin;
 pub mod telemetry;
+pub mod throttle;
 pub mod timers;
 pub mod validator;

@@ -12,43 +12,21 @@ use reqwest::{StatusCode, Url};
 
 use crate::contract::{interpret, CacheDirective, Reply, ValidatorError, Verdict, MAX_BODY_BYTES};
 use crate::credential::{Credential, Source};
+use crate::throttle::Throttle;
 
-/// Warns of validator errors with their cause, at most once per [`ErrorLog::INTERVAL`]: an
-/// outage fails every Check, and one line per Check would drown the log.
-#[derive(Debug, Default)]
-struct ErrorLog {
-    /// When the last line was written; `None` before the first.
-    last: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Errors since then that were not written.
-    suppressed: AtomicUsize,
-}
+/// How often a failing validator is logged at most: an outage fails every Check, and one line
+/// per Check would drown the log.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 
-impl ErrorLog {
-    const INTERVAL: Duration = Duration::from_secs(5);
-
-    fn report(&self, err: &ValidatorError) {
-        let now = std::time::Instant::now();
-        let due = match self.last.lock() {
-            Ok(mut last) => {
-                let due = last.is_none_or(|at| now.duration_since(at) >= Self::INTERVAL);
-                if due {
-                    *last = Some(now);
-                }
-                due
-            }
-            Err(_) => false,
-        };
-        if due {
-            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-            // The error's text never holds a token (see ValidatorError).
-            tracing::warn!(
-                kind = err.kind().as_str(),
-                suppressed,
-                "validator call failed: {err}"
-            );
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-        }
+/// Warns of a validator error with its cause, when [`ERROR_LOG_EVERY`] lets it.
+fn report(throttle: &Throttle, err: &ValidatorError) {
+    if let Some(suppressed) = throttle.due() {
+        // The error's text never holds a token (see ValidatorError).
+        tracing::warn!(
+            kind = err.kind().as_str(),
+            suppressed,
+            "validator call failed: {err}"
+        );
     }
 }
 
@@ -94,7 +72,7 @@ pub struct Validator {
     permits: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     max_queue: usize,
-    error_log: Arc<ErrorLog>,
+    error_log: Arc<Throttle>,
 }
 
 impl Validator {
@@ -133,7 +111,7 @@ impl Validator {
             permits: Arc::new(Semaphore::new(settings.max_concurrency)),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_queue: settings.max_queue,
-            error_log: Arc::new(ErrorLog::default()),
+            error_log: Arc::new(Throttle::new(ERROR_LOG_EVERY)),
         })
     }
 
@@ -187,7 +165,7 @@ impl Validator {
             Err(_) => Verdict::Error(ValidatorError::Timeout).into(),
         };
         if let Verdict::Error(err) = &reply.verdict {
-            self.error_log.report(err);
+            report(&self.error_log, err);
         }
         reply
     }
@@ -267,7 +245,7 @@ impl Validator {
             Err(_) => Verdict::Error(ValidatorError::Timeout),
         };
         if let Verdict::Error(err) = &verdict {
-            self.error_log.report(err);
+            report(&self.error_log, err);
         }
         verdict
     }

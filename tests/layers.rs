@@ -13,8 +13,10 @@ use session_authz_testkit::process::root;
 /// Lowest first. A module may use only modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
     // Leaves: the request view, the validator contract, the validator's health, timers, the
-    // shared accept loop.
-    &["request", "contract", "health", "timers", "listener"],
+    // shared accept loop, the log throttle.
+    &[
+        "request", "contract", "health", "timers", "listener", "throttle",
+    ],
     // Pure rules over a request or an identity.
     &["credential", "policy", "signin"],
     &["csrf", "decision"],

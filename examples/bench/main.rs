@@ -20,15 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
 use session_authz_testkit::check::with_extensions;
 use session_authz_testkit::envoy::EnvoyProcess;
+use session_authz_testkit::http::serve;
 use session_authz_testkit::process::{binary, free_addr, session_authz, Proc};
 use session_authz_testkit::procfs::{children, cpu_us, rss_kib};
 use session_authz_testkit::proxies::{Kind, ProxyProcess};
+use session_authz_testkit::validator::{Answer, FakeValidator};
 use session_authz_testkit::wait::{eventually, listening};
 
 mod instructions;
@@ -160,9 +161,9 @@ async fn start_nginx(door: SocketAddr, app: SocketAddr) -> (ProxyProcess, u32) {
     (nginx, worker)
 }
 
-/// The fake validator (valid for every `bench-` token), the same answering after 2 ms (a real
+/// The fake validator (testkit's, every token valid), the same answering after 2 ms (a real
 /// auth service's pace, for the realistic mix) and the app behind Envoy, on a runtime of their
-/// own.
+/// own (not the load client's).
 fn start_fakes() -> (SocketAddr, SocketAddr, SocketAddr) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -172,60 +173,36 @@ fn start_fakes() -> (SocketAddr, SocketAddr, SocketAddr) {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let validator = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send((
-                validator.local_addr().unwrap(),
-                slow.local_addr().unwrap(),
-                app.local_addr().unwrap(),
-            ))
-            .unwrap();
-            let answer = |headers: axum::http::HeaderMap| async move {
-                let known = headers
-                    .get("cookie")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("session=bench-"));
-                if known {
-                    (axum::http::StatusCode::OK, VALID.as_str())
-                } else {
-                    (axum::http::StatusCode::UNAUTHORIZED, r#"{"valid":false}"#)
-                }
-            };
-            let validate =
-                axum::Router::new().route("/session/validate", axum::routing::get(answer));
-            let slowly = axum::Router::new().route(
-                "/session/validate",
-                axum::routing::get(move |headers: axum::http::HeaderMap| async move {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    answer(headers).await
-                }),
-            );
-            let page = axum::Router::new().fallback(|| async { "ok" });
-            // Replies go out at once, as any tuned HTTP server's do (no Nagle delay).
-            let nodelay = |io: &mut tokio::net::TcpStream| {
-                let _ = io.set_nodelay(true);
-            };
-            let validator = axum::serve(validator.tap_io(nodelay), validate);
-            let slow = axum::serve(slow.tap_io(nodelay), slowly);
-            let app = axum::serve(app.tap_io(nodelay), page);
-            let _ = tokio::join!(validator, slow, app);
+            let valid = Answer::json(200, VALID.as_str());
+            let validator = FakeValidator::for_load(valid.clone()).await;
+            let slow = FakeValidator::for_load(valid.delayed(Duration::from_millis(2))).await;
+            let (app, _stop) = serve(axum::Router::new().fallback(|| async { "ok" })).await;
+            tx.send((validator.addr, slow.addr, app)).unwrap();
+            // Serving until the benchmark exits.
+            std::future::pending::<()>().await;
         });
     });
     rx.recv().unwrap()
 }
 
+/// Which Checks a gRPC load sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checks {
+    /// One session over and over: a cache hit after the first.
+    Hit,
+    /// The same with the route rule `require_roles: admin` in `context_extensions`, as Envoy
+    /// sends for `/admin/settings`.
+    HitWithRule,
+    /// Every call its own token: always a cache miss.
+    Miss,
+    /// One of [`MIX_SESSIONS`] with Zipf-like popularity.
+    Mix,
+}
+
 #[derive(Clone, Copy)]
 enum Load {
-    /// Check calls; `unique` gives every call its own token (always a cache miss), `mix` one of
-    /// [`MIX_SESSIONS`] with Zipf-like popularity; `rule` sends the route rule
-    /// `require_roles: admin` in `context_extensions`, as Envoy does for `/admin/settings`.
-    Grpc {
-        addr: SocketAddr,
-        unique: bool,
-        rule: bool,
-        mix: bool,
-    },
+    /// Check calls.
+    Grpc { addr: SocketAddr, checks: Checks },
     /// HTTP GETs with the session cookie, through a proxy; with `forwarded`, straight to a
     /// forward-auth endpoint instead, naming the original request as Caddy and Traefik do
     /// (`X-Forwarded-Method`/`Uri`/`Host`).
@@ -385,21 +362,17 @@ impl StatusClient {
 
 async fn one_call(load: Load, grpc: &mut Option<StatusClient>, http: &reqwest::Client) -> bool {
     match load {
-        Load::Grpc {
-            unique, rule, mix, ..
-        } => {
-            let token = if unique {
-                format!("bench-{}", UNIQUE.fetch_add(1, Ordering::Relaxed))
-            } else if mix {
-                format!("bench-mix-{}", mix_session())
-            } else {
-                SESSION.to_owned()
+        Load::Grpc { checks, .. } => {
+            let token = match checks {
+                Checks::Hit | Checks::HitWithRule => SESSION.to_owned(),
+                Checks::Miss => format!("bench-{}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
+                Checks::Mix => format!("bench-mix-{}", mix_session()),
             };
             let Some(client) = grpc.as_mut() else {
                 return false;
             };
             let mut request = check_request(&token);
-            if rule {
+            if checks == Checks::HitWithRule {
                 request = with_extensions(request, &[("require_roles", "admin")]);
             }
             client.check(request).await
@@ -445,7 +418,14 @@ async fn clients(load: Load, concurrency: usize) -> (Option<StatusClient>, reqwe
 
 async fn run_load(load: Load, server: u32, concurrency: usize, length: Duration) -> Stats {
     let (grpc, http) = clients(load, concurrency).await;
-    if let (Load::Grpc { mix: true, .. }, Some(client)) = (load, &grpc) {
+    if let (
+        Load::Grpc {
+            checks: Checks::Mix,
+            ..
+        },
+        Some(client),
+    ) = (load, &grpc)
+    {
         warm_mix(client).await;
     }
     let cpu_before = cpu_us(server);
@@ -688,12 +668,7 @@ struct Count {
 /// Instructions per request of every gRPC scenario and of the forward-auth door, each server
 /// under callgrind in turn ([`instructions`]).
 async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Count> {
-    let grpc = |addr, unique, rule| Load::Grpc {
-        addr,
-        unique,
-        rule,
-        mix: false,
-    };
+    let grpc = |addr, checks| Load::Grpc { addr, checks };
     let forwarded = |addr| Load::Http {
         addr,
         path: "/",
@@ -710,25 +685,25 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     let server = Counted::start(Counted::wrap(&command), addr).await;
     counts.push(count(
         NOTHING,
-        server.per_request(grpc(addr, false, false)).await,
+        server.per_request(grpc(addr, Checks::Hit)).await,
         None,
     ));
     counts.push(count(
         NOTHING_RULE,
-        server.per_request(grpc(addr, false, true)).await,
+        server.per_request(grpc(addr, Checks::HitWithRule)).await,
         None,
     ));
     drop(server);
 
     counts.push(count(
         MUTATIONS,
-        count_baseline(&WITH_MUTATIONS, |addr| grpc(addr, false, false)).await,
+        count_baseline(&WITH_MUTATIONS, |addr| grpc(addr, Checks::Hit)).await,
         None,
     ));
 
     counts.push(count(
         CALLING,
-        count_baseline(&["--call", validate_url], |addr| grpc(addr, true, false)).await,
+        count_baseline(&["--call", validate_url], |addr| grpc(addr, Checks::Miss)).await,
         None,
     ));
 
@@ -741,9 +716,9 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     let (command, addr, door) = authz_command(validator, &[]);
     let server = Counted::start(Counted::wrap(&command), addr).await;
     listening(door).await;
-    let hit = server.per_request(grpc(addr, false, false)).await;
+    let hit = server.per_request(grpc(addr, Checks::Hit)).await;
     counts.push(count("gRPC: session-authz, cache hit", hit, Some(NOTHING)));
-    let rule = server.per_request(grpc(addr, false, true)).await;
+    let rule = server.per_request(grpc(addr, Checks::HitWithRule)).await;
     counts.push(count(
         "gRPC: session-authz, cache hit, route rule",
         rule,
@@ -762,7 +737,7 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
         &[("SESSION_AUTHZ_OTEL_ENDPOINT", endpoint.as_str())],
     );
     let server = Counted::start(Counted::wrap(&command), addr).await;
-    let traced = server.per_request(grpc(addr, false, false)).await;
+    let traced = server.per_request(grpc(addr, Checks::Hit)).await;
     counts.push(count(
         "gRPC: session-authz, cache hit, OpenTelemetry on",
         traced,
@@ -774,7 +749,7 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     let (command, addr, _) =
         authz_command(validator, &[("SESSION_AUTHZ_CACHE_MAX_ENTRIES", "1000")]);
     let server = Counted::start(Counted::wrap(&command), addr).await;
-    let miss = server.per_request(grpc(addr, true, false)).await;
+    let miss = server.per_request(grpc(addr, Checks::Miss)).await;
     counts.push(count(MISS_EVICTING, miss, Some(CALLING)));
     counts
 }
@@ -847,55 +822,73 @@ async fn measure_rows(
     rows
 }
 
-#[tokio::main]
-async fn main() {
-    let length = Duration::from_secs_f64(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| *s > 0.0)
-            .unwrap_or(DEFAULT_SECONDS),
-    );
-    let repeats = std::env::var("BENCH_REPEATS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_REPEATS)
-        .max(1);
+/// Every server the scenarios load, running for the whole benchmark.
+struct Setup {
+    validator: SocketAddr,
+    validate_url: String,
+    baseline: (Proc, SocketAddr),
+    _mutations: Proc,
+    calling: (Proc, SocketAddr),
+    door_base: (Proc, SocketAddr),
+    /// session-authz: its process, gRPC and forward-auth addresses.
+    authz: (Proc, SocketAddr, SocketAddr),
+    /// session-authz for the realistic mix (the default 10 s cache_ttl, an auth service
+    /// answering in 2 ms).
+    mix: (Proc, SocketAddr),
+    envoy_base: EnvoyProcess,
+    envoy_authz: EnvoyProcess,
+    nginx_base: (ProxyProcess, u32),
+    nginx_authz: (ProxyProcess, u32),
+}
+
+/// Starts the fakes, the baselines, session-authz and the proxies in front of each, and checks
+/// that session-authz and the fair baseline answer alike.
+async fn setup() -> Setup {
     // Before any other thread or process starts: they all inherit it.
     pin(std::process::id(), LOAD_CPU);
     let (validator, slow_validator, app) = start_fakes();
     let validate_url = format!("http://{validator}/session/validate");
-
-    let (baseline_proc, baseline) = start_baseline(&[]).await;
-    let (_mutations_proc, mutations) = start_baseline(&WITH_MUTATIONS).await;
-    let (calling_proc, calling) = start_baseline(&["--call", &validate_url]).await;
-    let (door_base_proc, door_base) = start_baseline(&["--http"]).await;
-    let (authz_proc, authz, door) = start_authz(validator, &[]).await;
-    // The realistic mix: the default 10 s cache_ttl, an auth service answering in 2 ms.
+    let baseline = start_baseline(&[]).await;
+    let (mutations_proc, mutations) = start_baseline(&WITH_MUTATIONS).await;
+    let calling = start_baseline(&["--call", &validate_url]).await;
+    let door_base = start_baseline(&["--http"]).await;
+    let authz = start_authz(validator, &[]).await;
     let (mix_proc, mix_addr, _) = start_authz(slow_validator, &[]).await;
-    same_answer(authz, mutations).await;
+    same_answer(authz.1, mutations).await;
     let envoy_base = EnvoyProcess::start(mutations, app).await;
-    let envoy_authz = EnvoyProcess::start(authz, app).await;
-    let (nginx_base, nginx_base_worker) = start_nginx(door_base, app).await;
-    let (nginx_authz, nginx_authz_worker) = start_nginx(door, app).await;
-    let grpc = |addr, unique| Load::Grpc {
-        addr,
-        unique,
-        rule: false,
-        mix: false,
-    };
-    let with_rule = |addr| Load::Grpc {
-        addr,
-        unique: false,
-        rule: true,
-        mix: false,
-    };
-    let mixed = |addr| Load::Grpc {
-        addr,
-        unique: false,
-        rule: false,
-        mix: true,
-    };
+    let envoy_authz = EnvoyProcess::start(authz.1, app).await;
+    let nginx_base = start_nginx(door_base.1, app).await;
+    let nginx_authz = start_nginx(authz.2, app).await;
+    Setup {
+        validator,
+        validate_url,
+        baseline,
+        _mutations: mutations_proc,
+        calling,
+        door_base,
+        authz,
+        mix: (mix_proc, mix_addr),
+        envoy_base,
+        envoy_authz,
+        nginx_base,
+        nginx_authz,
+    }
+}
+
+/// A scenario: its name, its load, the process whose CPU is counted, its baseline's name.
+type Scenario = (&'static str, Load, u32, Option<&'static str>);
+
+/// Every scenario, each baseline before the rows compared with it.
+fn scenarios(setup: &Setup) -> Vec<Scenario> {
+    let (baseline_proc, baseline) = (&setup.baseline.0, setup.baseline.1);
+    let (calling_proc, calling) = (&setup.calling.0, setup.calling.1);
+    let (door_base_proc, door_base) = (&setup.door_base.0, setup.door_base.1);
+    let (authz_proc, authz, door) = (&setup.authz.0, setup.authz.1, setup.authz.2);
+    let (mix_proc, mix_addr) = (&setup.mix.0, setup.mix.1);
+    let (envoy_base, envoy_authz) = (&setup.envoy_base, &setup.envoy_authz);
+    let (nginx_base, nginx_base_worker) = (&setup.nginx_base.0, setup.nginx_base.1);
+    let (nginx_authz, nginx_authz_worker) = (&setup.nginx_authz.0, setup.nginx_authz.1);
+    let grpc = |addr, checks| Load::Grpc { addr, checks };
     let http = |addr, path| Load::Http {
         addr,
         path,
@@ -907,28 +900,42 @@ async fn main() {
         forwarded: true,
     };
 
-    // (name, load, process whose CPU is counted, row of its baseline)
-    let scenarios: [(&str, Load, u32, Option<&str>); 15] = [
-        (NOTHING, grpc(baseline, false), baseline_proc.id(), None),
+    vec![
+        (
+            NOTHING,
+            grpc(baseline, Checks::Hit),
+            baseline_proc.id(),
+            None,
+        ),
         (
             "gRPC: session-authz, cache hit",
-            grpc(authz, false),
+            grpc(authz, Checks::Hit),
             authz_proc.id(),
             Some(NOTHING),
         ),
         // In its baseline's group, which the rounds alternate.
-        (MIX, mixed(mix_addr), mix_proc.id(), Some(NOTHING)),
-        (NOTHING_RULE, with_rule(baseline), baseline_proc.id(), None),
+        (
+            MIX,
+            grpc(mix_addr, Checks::Mix),
+            mix_proc.id(),
+            Some(NOTHING),
+        ),
+        (
+            NOTHING_RULE,
+            grpc(baseline, Checks::HitWithRule),
+            baseline_proc.id(),
+            None,
+        ),
         (
             "gRPC: session-authz, cache hit, route rule",
-            with_rule(authz),
+            grpc(authz, Checks::HitWithRule),
             authz_proc.id(),
             Some(NOTHING_RULE),
         ),
-        (CALLING, grpc(calling, false), calling_proc.id(), None),
+        (CALLING, grpc(calling, Checks::Hit), calling_proc.id(), None),
         (
             "gRPC: session-authz, cache miss",
-            grpc(authz, true),
+            grpc(authz, Checks::Miss),
             authz_proc.id(),
             Some(CALLING),
         ),
@@ -980,14 +987,32 @@ async fn main() {
             nginx_authz_worker,
             Some(NGINX_NOTHING),
         ),
-    ];
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let length = Duration::from_secs_f64(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .unwrap_or(DEFAULT_SECONDS),
+    );
+    let repeats = std::env::var("BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_REPEATS)
+        .max(1);
+    let setup = setup().await;
+    let scenarios = scenarios(&setup);
     // BENCH_ONLY=instructions counts instructions only; BENCH_ONLY=<words> measures just the
     // matching scenarios (e.g. `gRPC`, for profiling or a quicker reading), with the ratios of
     // those whose baseline matches too.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("instructions") {
         println!(
             "{}",
-            render_counts(&count_instructions(validator, &validate_url).await)
+            render_counts(&count_instructions(setup.validator, &setup.validate_url).await)
         );
         return;
     }
@@ -1001,8 +1026,14 @@ async fn main() {
         return;
     }
     let rows = measure_rows(&scenarios.iter().collect::<Vec<_>>(), length, repeats).await;
+    let memory = cached_memory(setup.validator).await;
+    eprintln!("counting instructions per request under callgrind");
+    let counts = count_instructions(setup.validator, &setup.validate_url).await;
+    println!("{}", report(&rows, &counts, memory, length, repeats));
+}
 
-    // Memory with 100 000 distinct sessions cached.
+/// session-authz's RSS in KiB, empty and with [`CACHED_SESSIONS`] distinct sessions cached.
+async fn cached_memory(validator: SocketAddr) -> (u64, u64) {
     eprintln!("filling a fresh session-authz with {CACHED_SESSIONS} sessions");
     let (filled, filled_addr, _) = start_authz(
         validator,
@@ -1034,11 +1065,19 @@ async fn main() {
     client.check(check_request("bench-fill-0")).await.unwrap();
     let after = rss_kib(filled.id());
 
-    eprintln!("counting instructions per request under callgrind");
-    let counts = count_instructions(validator, &validate_url).await;
+    (before, after)
+}
 
-    let mut report = render(&rows, length, repeats);
-    report.push_str(&render_counts(&counts));
+/// The report: the rows, the instruction counts, and each target's figure.
+fn report(
+    rows: &[Row],
+    counts: &[Count],
+    (before, after): (u64, u64),
+    length: Duration,
+    repeats: usize,
+) -> String {
+    let mut report = render(rows, length, repeats);
+    report.push_str(&render_counts(counts));
     // Rows by name, so that adding a scenario moves no figure.
     let row = |name: &str| {
         rows.iter()
@@ -1124,7 +1163,7 @@ async fn main() {
         counted("gRPC: session-authz, cache hit"),
         counted(MISS_EVICTING),
     ));
-    println!("{report}");
+    report
 }
 
 #[cfg(test)]

@@ -67,6 +67,8 @@ pub struct FakeValidator {
 struct Script {
     answers: HashMap<String, Answer>,
     default: Answer,
+    /// Whether requests are kept for [`FakeValidator::seen`] (not under a load's millions).
+    record: bool,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -79,15 +81,35 @@ impl FakeValidator {
     }
 
     pub async fn start(answers: Vec<(&str, Answer)>) -> Self {
-        let script = Arc::new(Mutex::new(Script {
-            answers: answers
-                .into_iter()
-                .map(|(token, answer)| (token.to_owned(), answer))
-                .collect(),
+        let answers = answers
+            .into_iter()
+            .map(|(token, answer)| (token.to_owned(), answer))
+            .collect();
+        Self::with_script(Script {
+            answers,
             default: Answer::json(401, r#"{"valid":false}"#),
+            record: true,
             in_flight: 0,
             max_in_flight: 0,
-        }));
+        })
+        .await
+    }
+
+    /// A validator for load (the benchmark): every token gets `answer`, and no request is
+    /// kept ([`seen`](Self::seen) and [`calls`](Self::calls) stay empty).
+    pub async fn for_load(answer: Answer) -> Self {
+        Self::with_script(Script {
+            answers: HashMap::new(),
+            default: answer,
+            record: false,
+            in_flight: 0,
+            max_in_flight: 0,
+        })
+        .await
+    }
+
+    async fn with_script(script: Script) -> Self {
+        let script = Arc::new(Mutex::new(script));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let app = axum::Router::new().fallback({
             let seen = seen.clone();
@@ -178,12 +200,14 @@ async fn answer(
     script: &Mutex<Script>,
     seen: &Mutex<Vec<Seen>>,
 ) -> Response<Body> {
-    seen.lock().unwrap().push(Seen {
-        path: request.uri().path().to_owned(),
-        headers: request.headers().clone(),
-    });
     let answer = {
         let mut script = script.lock().unwrap();
+        if script.record {
+            seen.lock().unwrap().push(Seen {
+                path: request.uri().path().to_owned(),
+                headers: request.headers().clone(),
+            });
+        }
         script.in_flight += 1;
         script.max_in_flight = script.max_in_flight.max(script.in_flight);
         let token = token_of(request.headers());
