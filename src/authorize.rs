@@ -2,7 +2,8 @@
 //!
 //! It runs the credential lookup, refuses cross-site requests ([`csrf`](crate::csrf)), asks for a
 //! verdict (the cache in front of the validator), applies the decision table, and records metrics
-//! and the decision log line, so that every door gets them alike. It knows nothing of protobuf or HTTP frameworks (docs/architecture.md).
+//! and the decision log line, so that every door gets them alike. It knows nothing of protobuf
+//! or HTTP frameworks (docs/architecture.md, "Layers").
 
 use std::future::Future;
 use std::sync::Arc;

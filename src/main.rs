@@ -6,8 +6,8 @@ use session_authz::{app, cli::Cli, config::Config, telemetry};
 
 // mimalloc rather than glibc's malloc: with the decision cache full (100 000 entries, evicting),
 // glibc's scattered free lists made a cache miss ~20 % and a later hit ~15 % dearer in CPU;
-// mimalloc keeps each size class's blocks together (docs/benchmarks.md, "Issue 13, third
-// steps").
+// mimalloc keeps each size class's blocks together (docs/benchmarks.md, "What the time-based
+// figures were measuring", 4).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,5 @@
-//! Per-route rules (docs/architecture.md, "Per-route rules"): who may use a route, and per-route switches,
-//! from Envoy's per-route `context_extensions` and from the TOML `[[routes]]` table. Pure.
+//! Per-route rules (docs/architecture.md, "Per-route rules"): who may use a route, and
+//! per-route switches, from Envoy's `context_extensions` and the TOML `[[routes]]` table. Pure.
 //!
 //! Both sources apply: a request must satisfy the rules of both. A rule never changes what is
 //! cached; it is applied to the (possibly cached) verdict's identity on every Check.

@@ -4,8 +4,9 @@
 //! tokio wakes its parked I/O driver (an eventfd write, then a thread switch on the other core)
 //! whenever a new timer falls due before every pending one. On a quiet replica each cache miss
 //! set such a timer: one extra wakeup per miss, about 8 % of a miss's CPU at one Check at a
-//! time (docs/benchmarks.md, "Issue 13, third steps"). A timer that is always due within the
-//! shortest of those deadlines keeps every new deadline behind it, for one wakeup per period.
+//! time (docs/benchmarks.md, "What the time-based figures were measuring", 2). A timer that is
+//! always due within the shortest of those deadlines keeps every new deadline behind it, for one
+//! wakeup per period.
 
 use std::time::Duration;
 

@@ -154,6 +154,57 @@ fn every_module_uses_only_lower_layers() {
     }
 }
 
+/// The framework crates only a door, the edges that bind or call out, or the config may name.
+const FRAMEWORKS: &[&str] = &[
+    "tonic",
+    "axum",
+    "hyper",
+    "hyper_util",
+    "prost",
+    "envoy_types",
+    "reqwest",
+    "figment",
+];
+
+/// Below the doors, the one module that may name each framework crate: the validator's HTTP
+/// client and the shared accept loop. Every other module there is transport-free.
+const FRAMEWORK_EDGES: &[(&str, &[&str])] = &[
+    ("validator", &["reqwest"]),
+    ("listener", &["axum", "hyper", "hyper_util"]),
+];
+
+#[test]
+fn nothing_below_a_door_names_a_framework() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut problems = Vec::new();
+    for file in &files {
+        let Some(module) = module_of(file) else {
+            continue;
+        };
+        if layer(&module) >= layer("doors") {
+            continue;
+        }
+        let allowed: &[&str] = FRAMEWORK_EDGES
+            .iter()
+            .find(|(edge, _)| *edge == module)
+            .map_or(&[], |(_, crates)| crates);
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for krate in FRAMEWORKS.iter().filter(|k| !allowed.contains(k)) {
+                let named = line.match_indices(&format!("{krate}::")).any(|(at, _)| {
+                    !line[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                });
+                if named {
+                    problems.push(format!("{module} names {krate}: {}", line.trim()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 #[test]
 fn the_check_sees_imports() {
     let code = "use crate::authorize::RequestView;\nuse super::answer::Allowed;\nlet x = crate::doors::grpc::SERVICE_NAME;";
