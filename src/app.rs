@@ -101,6 +101,7 @@ impl Core {
                 csrf: config.csrf.clone(),
                 sign_in: config.sign_in.clone(),
                 routes: config.routes.clone(),
+                assertion: config.assertion.clone(),
             },
             CachedValidator {
                 validator: validator.clone(),
@@ -165,6 +166,10 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         readiness: readiness.clone(),
         metrics: core.metrics.clone(),
         cache: core.cache.clone(),
+        jwks: config
+            .assertion
+            .as_ref()
+            .map(|assertion| assertion.keys.jwks().into()),
     };
     let forward_auth_door = core.forward_auth_door(config);
     let check = CheckServer::new(core.check_service(config));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::assertion::{self, Signer};
 use crate::cache::{Answered, DecisionCache, Origin};
 use crate::contract::{Reply, ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
@@ -50,6 +51,9 @@ pub struct Checked {
     /// from a fresh valid answer behind an allow or a fresh invalid one behind the 401, never
     /// on any other decision.
     pub set_cookies: Vec<String>,
+    /// The signed identity assertion behind an allow of a valid session, when `assertion_key`
+    /// is set; `None` on every other decision.
+    pub assertion: Option<Arc<str>>,
 }
 
 /// What the core needs to know of the configuration.
@@ -62,6 +66,8 @@ pub struct Settings {
     pub routes: Routes,
     /// Where browsers without a session are sent (`login_url`), if anywhere.
     pub sign_in: signin::Settings,
+    /// The signed identity assertion (`assertion_key`), if on.
+    pub assertion: Option<assertion::Settings>,
 }
 
 /// The configuration's defaults: auth on (never a derived `false`), `session` /
@@ -74,6 +80,7 @@ impl Default for Settings {
             csrf: csrf::Settings::default(),
             routes: Routes::default(),
             sign_in: signin::Settings::default(),
+            assertion: None,
         }
     }
 }
@@ -84,19 +91,29 @@ pub struct Authorizer<V = CachedValidator> {
     settings: Settings,
     verdicts: V,
     metrics: Arc<Metrics>,
+    /// Signs the identity assertions, when they are on.
+    signer: Option<Signer>,
     /// A broken route hit by every request logs once a minute, not once a request.
     misconfig_log: Throttle,
 }
+
+/// How many signed assertions are kept for reuse: one per session identity and audience.
+const ASSERTIONS_KEPT: usize = 65_536;
 
 /// How often a misconfigured route is logged at most.
 const MISCONFIG_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl<V: Verdicts> Authorizer<V> {
     pub fn new(settings: Settings, verdicts: V, metrics: Arc<Metrics>) -> Self {
+        let signer = settings
+            .assertion
+            .clone()
+            .map(|assertion| Signer::new(assertion, ASSERTIONS_KEPT));
         Self {
             settings,
             verdicts,
             metrics,
+            signer,
             misconfig_log: Throttle::new(MISCONFIG_LOG_EVERY),
         }
     }
@@ -130,6 +147,7 @@ impl<V: Verdicts> Authorizer<V> {
             decision,
             cache: gathered.cache,
             set_cookies: gathered.set_cookies,
+            assertion: gathered.assertion,
         }
     }
 
@@ -142,6 +160,7 @@ impl<V: Verdicts> Authorizer<V> {
             decision,
             cache: None,
             set_cookies: Vec::new(),
+            assertion: None,
         };
         if !span.is_disabled() {
             record_check(&span, &checked);
@@ -191,6 +210,7 @@ impl<V: Verdicts> Authorizer<V> {
             cache: None,
             set_cookies: Vec::new(),
             login_redirect: policy.login_redirect,
+            assertion: None,
         };
         match credential::find(request.headers, &self.settings.names) {
             Lookup::Absent => gathered(Situation::NoCredential),
@@ -244,13 +264,41 @@ impl<V: Verdicts> Authorizer<V> {
                 if !span.is_disabled() {
                     record_route_rules(span, &situation, &policy);
                 }
+                let (situation, assertion) = self.signed(situation, &policy);
+                if situation == Situation::Unsigned {
+                    set_cookies.clear();
+                }
                 Gathered {
                     situation,
                     credential: Some(credential),
                     cache: Some(origin),
                     set_cookies,
                     login_redirect: policy.login_redirect,
+                    assertion,
                 }
+            }
+        }
+    }
+
+    /// A valid session's situation with its signed assertion, when assertions are on; a
+    /// signature that fails turns the allow into [`Situation::Unsigned`].
+    fn signed(
+        &self,
+        situation: Situation,
+        policy: &MergedPolicy<'_>,
+    ) -> (Situation, Option<Arc<str>>) {
+        let (
+            Some(signer),
+            Situation::Checked(Verdict::Valid(identity)) | Situation::StaleValid(identity),
+        ) = (&self.signer, &situation)
+        else {
+            return (situation, None);
+        };
+        match signer.assertion(identity, policy.assertion_audience()) {
+            Ok(token) => (situation, Some(token)),
+            Err(err) => {
+                tracing::error!(%err, "denying a valid session: its identity assertion cannot be signed");
+                (Situation::Unsigned, None)
             }
         }
     }
@@ -379,6 +427,8 @@ struct Gathered {
     set_cookies: Vec<String>,
     /// The route's `login_redirect`, if it sets one.
     login_redirect: Option<bool>,
+    /// The valid session's signed assertion, when assertions are on.
+    assertion: Option<Arc<str>>,
 }
 
 impl Gathered {
@@ -390,6 +440,7 @@ impl Gathered {
             cache: None,
             set_cookies: Vec::new(),
             login_redirect: None,
+            assertion: None,
         }
     }
 }
@@ -513,6 +564,11 @@ mod tests {
             ..Settings::default()
         };
         let core = Authorizer::new(settings, Fixed(answer), Arc::new(Metrics::new(true)));
+        ask(&core, path).await
+    }
+
+    /// `core`'s answer to a GET of `path` with a session cookie.
+    async fn ask(core: &Authorizer<Fixed>, path: &str) -> Checked {
         let headers: [(&str, &[u8]); 1] = [("cookie", b"session=t")];
         let request = RequestView {
             method: "GET",
@@ -572,6 +628,78 @@ mod tests {
             let let_in = check(answered(admin(), origin), "/ADMIN").await;
             assert!(let_in.decision.is_allow(), "{origin:?}");
         }
+    }
+
+    /// The claims of an assertion, unverified (the signature is `assertion`'s own tests').
+    fn claims(token: &str) -> serde_json::Value {
+        let mut validation = jsonwebtoken::Validation::default();
+        validation.insecure_disable_signature_validation();
+        validation.validate_aud = false;
+        let key = jsonwebtoken::DecodingKey::from_secret(b"");
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+            .unwrap()
+            .claims
+    }
+
+    /// With assertions on, an allow of a valid session (fresh, cached or stale) carries one
+    /// for the route's audience; nothing else does.
+    #[tokio::test]
+    async fn valid_allows_carry_an_assertion_for_the_routes_audience() {
+        let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .unwrap();
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref()));
+        let keys = assertion::KeySet::from_pems([pem.as_bytes()]).unwrap();
+        let mut billing = RoutePolicy::default();
+        billing
+            .set("assertion_audience", RuleValue::Text("billing"))
+            .unwrap();
+        let mut admins = RoutePolicy::default();
+        admins
+            .set("require_roles", RuleValue::Text("admin"))
+            .unwrap();
+        let settings = Settings {
+            routes: Routes::new(vec![
+                ("/billing".to_owned(), billing),
+                ("/admin".to_owned(), admins),
+            ]),
+            assertion: Some(assertion::Settings {
+                keys: Arc::new(keys),
+                issuer: "gate".to_owned(),
+                audience: "dashboard".to_owned(),
+                ttl: Duration::from_secs(60),
+            }),
+            ..Settings::default()
+        };
+        let core = |answer| {
+            Authorizer::new(
+                settings.clone(),
+                Fixed(answer),
+                Arc::new(Metrics::new(true)),
+            )
+        };
+        for origin in [Origin::Miss, Origin::Hit, Origin::Stale] {
+            let valid = core(answered(viewer(), origin));
+            let home = ask(&valid, "/").await;
+            let said = claims(home.assertion.as_deref().unwrap());
+            assert_eq!(said["aud"], "dashboard", "{origin:?}");
+            assert_eq!(said["iss"], "gate");
+            assert_eq!(said["sub"], "bob");
+            assert_eq!(said["roles"], serde_json::json!(["viewer"]));
+            let billing = ask(&valid, "/billing/x").await;
+            assert_eq!(
+                claims(billing.assertion.as_deref().unwrap())["aud"],
+                "billing"
+            );
+            let refused = ask(&valid, "/admin").await;
+            assert_eq!(refused.decision.reason(), Reason::Forbidden);
+            assert_eq!(refused.assertion, None);
+        }
+        let invalid = ask(&core(answered(Verdict::Invalid, Origin::Miss)), "/").await;
+        assert_eq!(invalid.assertion, None);
+        // Without assertion settings, no allow carries one.
+        let plain = check(answered(admin(), Origin::Miss), "/admin").await;
+        assert!(plain.decision.is_allow());
+        assert_eq!(plain.assertion, None);
     }
 
     /// A stale answer allows as itself (its own reason, for logs and metrics), never renews.

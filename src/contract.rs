@@ -29,7 +29,7 @@ pub const MAX_SET_COOKIE_BYTES: usize = 4096;
 /// Its three fields live in one shared allocation (`user`, the comma-joined roles and `email`,
 /// separated by a control character none of them may hold): a cache hit clones a pointer, and a
 /// cached session costs one small allocation. An absent field and an empty one are the same.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Identity {
     /// `user␟roles␟email`; `None` when all three are absent.
     text: Option<Arc<str>>,

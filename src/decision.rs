@@ -22,6 +22,8 @@ pub enum Situation {
     Forbidden,
     /// The route's `context_extensions` hold an unknown key or a bad value.
     MisconfiguredRoute,
+    /// A valid session whose signed identity assertion could not be made (`assertion_key`).
+    Unsigned,
 }
 
 /// The HTTP status a denial shows the client.
@@ -66,6 +68,8 @@ pub enum Reason {
     MisconfiguredRoute,
     InvalidSession,
     ValidatorError(ErrorKind),
+    /// The signed assertion an allow must carry could not be made.
+    AssertionFailed,
 }
 
 impl Reason {
@@ -82,6 +86,7 @@ impl Reason {
             Reason::MisconfiguredRoute => "misconfigured_route",
             Reason::InvalidSession => "invalid_session",
             Reason::ValidatorError(kind) => kind.as_str(),
+            Reason::AssertionFailed => "assertion_failed",
         }
     }
 }
@@ -137,6 +142,9 @@ pub fn decide(situation: Situation) -> Decision {
         Situation::MisconfiguredRoute => {
             deny(DenyStatus::Misconfigured, Reason::MisconfiguredRoute)
         }
+        // Never an allow without the assertion the app expects; a failed signature is the
+        // service's fault, and may pass (the RNG of a P-256 signature): 503.
+        Situation::Unsigned => deny(DenyStatus::Unavailable, Reason::AssertionFailed),
         Situation::Checked(Verdict::Valid(identity)) => Decision::Allow {
             identity,
             reason: Reason::ValidSession,
@@ -158,6 +166,17 @@ pub fn decide(situation: Situation) -> Decision {
 mod tests {
     use super::*;
     use crate::contract::ValidatorError;
+
+    #[test]
+    fn a_valid_session_without_its_assertion_is_a_503() {
+        assert_eq!(
+            decide(Situation::Unsigned),
+            Decision::Deny {
+                status: DenyStatus::Unavailable,
+                reason: Reason::AssertionFailed
+            }
+        );
+    }
 
     #[test]
     fn row1_auth_disabled_allows_without_identity() {

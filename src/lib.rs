@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod assertion;
 pub mod authorize;
 pub mod cache;
 pub mod cli;

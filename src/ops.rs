@@ -101,6 +101,8 @@ pub struct OpsState {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub cache: DecisionCache,
+    /// The signed assertions' public keys as a JWKS document; `None`: assertions are off.
+    pub jwks: Option<Arc<str>>,
 }
 
 /// Most ops connections served at once.
@@ -122,6 +124,7 @@ pub fn http_router(state: OpsState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
 }
 
@@ -133,6 +136,27 @@ async fn metrics(State(state): State<OpsState>) -> impl axum::response::IntoResp
         )],
         state.metrics.render(state.cache.entry_count()),
     )
+}
+
+/// The public keys verifiers check the signed assertion with; 404 while assertions are off.
+async fn jwks(State(state): State<OpsState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.jwks {
+        Some(jwks) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/jwk-set+json"),
+                // Short: a verifier sees a key added for rotation within a minute.
+                (axum::http::header::CACHE_CONTROL, "max-age=60"),
+            ],
+            jwks.to_string(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "signed assertions are off (assertion_key)\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(state): State<OpsState>) -> (StatusCode, &'static str) {

@@ -11,7 +11,7 @@ use crate::contract::{self, Identity};
 
 /// The keys a route may set, in `context_extensions` and in `[[routes]]` alike: each with its
 /// one setter. A new key is one entry here.
-const SETTERS: [(&str, Setter); 4] = [
+const SETTERS: [(&str, Setter); 5] = [
     ("require_roles", |policy, value| {
         policy.require_roles = value.list(role)?;
         Ok(())
@@ -26,6 +26,10 @@ const SETTERS: [(&str, Setter); 4] = [
     }),
     ("csrf", |policy, value| {
         policy.csrf = Some(value.boolean()?);
+        Ok(())
+    }),
+    ("assertion_audience", |policy, value| {
+        policy.assertion_audience = Some(value.text(is_audience)?);
         Ok(())
     }),
 ];
@@ -48,6 +52,8 @@ pub enum RuleValue<'a> {
     List(Vec<&'a str>),
     /// A TOML boolean.
     Bool(bool),
+    /// A TOML string: a single value (a TOML list is an array, never a comma-separated string).
+    String(&'a str),
     /// Any other TOML value (a string, a number, a table, an array holding a non-string).
     Other,
 }
@@ -59,7 +65,9 @@ impl RuleValue<'_> {
         let items = match self {
             RuleValue::Text(text) => text.split(',').collect(),
             RuleValue::List(items) => items,
-            RuleValue::Bool(_) | RuleValue::Other => return Err("expected an array of strings"),
+            RuleValue::Bool(_) | RuleValue::String(_) | RuleValue::Other => {
+                return Err("expected an array of strings")
+            }
         };
         let mut out = Vec::with_capacity(items.len());
         for item in items {
@@ -76,6 +84,17 @@ impl RuleValue<'_> {
             return Err("an empty list");
         }
         Ok(out)
+    }
+
+    /// One item `check` accepts, written as text (either source).
+    fn text(self, check: fn(&str) -> bool) -> Result<String, &'static str> {
+        match self {
+            RuleValue::Text(text) | RuleValue::String(text) if check(text) => Ok(text.to_owned()),
+            RuleValue::Text(_) | RuleValue::String(_) => {
+                Err("expected 1 to 256 visible ASCII characters, no comma")
+            }
+            _ => Err("expected a string"),
+        }
     }
 
     fn boolean(self) -> Result<bool, &'static str> {
@@ -130,6 +149,8 @@ pub struct RoutePolicy {
     pub login_redirect: Option<bool>,
     /// Replaces the service-wide `csrf` switch for this route.
     pub csrf: Option<bool>,
+    /// The signed assertion's `aud` here, in place of `assertion_audience`.
+    pub assertion_audience: Option<String>,
 }
 
 impl RoutePolicy {
@@ -186,6 +207,10 @@ impl RoutePolicy {
             allow_users: list(self.allow_users, &nearer.allow_users),
             login_redirect: nearer.login_redirect.or(self.login_redirect),
             csrf: nearer.csrf.or(self.csrf),
+            assertion_audience: nearer
+                .assertion_audience
+                .clone()
+                .or(self.assertion_audience),
         }
     }
 
@@ -217,6 +242,15 @@ impl MergedPolicy<'_> {
     /// Whether `identity` satisfies the rules of both sources.
     pub fn permits(&self, identity: &Identity) -> bool {
         self.proxy.permits(identity) && self.table.permits(identity)
+    }
+
+    /// The signed assertion's audience on this route, if either source names one
+    /// (`context_extensions` wins, as for a switch).
+    pub fn assertion_audience(&self) -> Option<&str> {
+        self.proxy
+            .assertion_audience
+            .as_deref()
+            .or(self.table.assertion_audience.as_deref())
     }
 
     /// Whether either source has a role or user rule (for the Check's trace span).
@@ -273,6 +307,7 @@ impl Routes {
             allow_users: Vec::new(),
             login_redirect: None,
             csrf: None,
+            assertion_audience: None,
         };
         let path = path.split(['?', '#']).next().unwrap_or_default();
         self.0
@@ -288,6 +323,12 @@ impl Routes {
 fn starts_with(text: &str, prefix: &str) -> bool {
     text.get(..prefix.len())
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// Whether `text` may be an assertion's `aud`: 1 to 256 visible ASCII characters, no comma
+/// (so that it reads the same from `context_extensions` and TOML).
+pub fn is_audience(text: &str) -> bool {
+    (1..=256).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 
 /// A role as the contract accepts it from the validator, so that a rule can match.
@@ -322,8 +363,13 @@ mod tests {
             ("allow_users", "alice,42"),
             ("login_redirect", "false"),
             ("csrf", "true"),
+            ("assertion_audience", "https://dash.example"),
         ])
         .unwrap();
+        assert_eq!(
+            policy.assertion_audience.as_deref(),
+            Some("https://dash.example")
+        );
         assert_eq!(policy.require_roles, ["admin", "ops:write"]);
         assert_eq!(policy.allow_users, ["alice", "42"]);
         assert_eq!(policy.login_redirect, Some(false));
@@ -346,6 +392,9 @@ mod tests {
             ("login_redirect", "TRUE"),
             ("login_redirect", ""),
             ("csrf", "1"),
+            ("assertion_audience", ""),
+            ("assertion_audience", "a,b"),
+            ("assertion_audience", "a b"),
         ] {
             let err = parse(&[(key, value)]).unwrap_err();
             assert!(
@@ -408,11 +457,22 @@ mod tests {
             login_redirect: Some(true),
             ..RoutePolicy::default()
         };
-        let merged = ext.merge(&toml);
+        let merged = ext.clone().merge(&toml);
+        assert_eq!(merged.assertion_audience(), None);
         assert_eq!(merged.csrf, Some(false));
         assert_eq!(merged.login_redirect, Some(true));
         assert!(merged.permits(&Identity::named("alice").with_roles(["admin"])));
         assert!(!merged.permits(&Identity::named("alice").with_roles(["viewer"])));
         assert!(!merged.permits(&Identity::named("bob").with_roles(["admin"])));
+        let table = RoutePolicy {
+            assertion_audience: Some("table".into()),
+            ..RoutePolicy::default()
+        };
+        assert_eq!(
+            ext.clone().merge(&table).assertion_audience(),
+            Some("table")
+        );
+        let proxy = parse(&[("assertion_audience", "proxy")]).unwrap();
+        assert_eq!(proxy.merge(&table).assertion_audience(), Some("proxy"));
     }
 }

@@ -20,8 +20,8 @@ const LAYERS: &[&[&str]] = &[
     // Pure rules over a request or an identity.
     &["credential", "policy", "signin"],
     &["csrf", "decision"],
-    // Verdicts and what operators see.
-    &["cache", "validator", "telemetry"],
+    // Verdicts, what operators see, the signed identity assertion.
+    &["cache", "validator", "telemetry", "assertion"],
     &["metrics", "probe"],
     // The core.
     &["authorize"],

@@ -226,6 +226,46 @@ pub static EMAIL_HEADER: Key<String> = key(
     "Email header set upstream",
 );
 
+pub static ASSERTION_KEY: Key<Vec<PathBuf>> = key(
+    "assertion_key",
+    "FILES",
+    None,
+    parse::paths,
+    "PEM private keys (PKCS#8, Ed25519 or P-256), comma-separated: an allow also sends a signed JWT of the identity; the first signs, all are in /.well-known/jwks.json; off unless set",
+);
+
+pub static ASSERTION_HEADER: Key<String> = key(
+    "assertion_header",
+    "NAME",
+    Some("x-auth-assertion"),
+    parse::header_name,
+    "Header the signed identity assertion is set upstream in (removed when off)",
+);
+
+pub static ASSERTION_AUDIENCE: Key<Option<String>> = key(
+    "assertion_audience",
+    "AUD",
+    None,
+    parse::optional_audience,
+    "The assertion's aud where a route names none ([[routes]] or context_extensions assertion_audience); required with assertion_key",
+);
+
+pub static ASSERTION_ISSUER: Key<String> = key(
+    "assertion_issuer",
+    "ISS",
+    Some("session-authz"),
+    parse::audience,
+    "The assertion's iss",
+);
+
+pub static ASSERTION_TTL: Key<Duration> = key(
+    "assertion_ttl",
+    "DURATION",
+    Some("60s"),
+    parse::assertion_ttl,
+    "Life of a signed assertion (2s to 10m); one is reused while more than half of it is left",
+);
+
 pub static VALIDATOR_TIMEOUT: Key<Duration> = key(
     "validator_timeout",
     "DURATION",
@@ -264,7 +304,7 @@ pub static ROUTES: Key<Routes> = key(
     "TABLES",
     None,
     parse::routes,
-    "Per-route rules: [[routes]] tables with prefix and require_roles, allow_users, login_redirect, csrf",
+    "Per-route rules: [[routes]] tables with prefix and require_roles, allow_users, login_redirect, csrf, assertion_audience",
 )
 .toml_only(parse::routes_explained);
 
@@ -430,6 +470,11 @@ pub static KEYS: &[&KeySpec] = &[
     &USER_HEADER.spec,
     &ROLES_HEADER.spec,
     &EMAIL_HEADER.spec,
+    &ASSERTION_KEY.spec,
+    &ASSERTION_HEADER.spec,
+    &ASSERTION_AUDIENCE.spec,
+    &ASSERTION_ISSUER.spec,
+    &ASSERTION_TTL.spec,
     &VALIDATOR_TIMEOUT.spec,
     &ON_VALIDATOR_ERROR.spec,
     &CSRF.spec,

@@ -58,6 +58,8 @@ pub struct Config {
     pub drain_delay: Duration,
     /// OpenTelemetry span export; `None` (no `otel_endpoint`): off.
     pub otel: Option<OtelConfig>,
+    /// The signed identity assertion (`assertion_*`); `None` (no `assertion_key`): off.
+    pub assertion: Option<crate::assertion::Settings>,
 }
 
 /// How to reach the auth service (the validator) and how much to ask of it at once.
@@ -204,6 +206,7 @@ impl Config {
                 user: read.get(&keys::USER_HEADER)?,
                 roles: read.get(&keys::ROLES_HEADER)?,
                 email: read.get(&keys::EMAIL_HEADER)?,
+                assertion: read.get(&keys::ASSERTION_HEADER)?,
             },
             csrf: crate::csrf::Settings {
                 enabled: read.get(&keys::CSRF)?,
@@ -236,6 +239,7 @@ impl Config {
                 read.get(&keys::OTEL_SERVICE_NAME)?,
                 read.get(&keys::OTEL_SAMPLE_RATIO)?,
             ),
+            assertion: assertion_settings(&mut read)?,
         };
         config.check_consistency(&read)?;
         Ok((config, read.effective))
@@ -250,6 +254,7 @@ impl Config {
             (&keys::USER_HEADER, &self.identity_headers.user),
             (&keys::ROLES_HEADER, &self.identity_headers.roles),
             (&keys::EMAIL_HEADER, &self.identity_headers.email),
+            (&keys::ASSERTION_HEADER, &self.identity_headers.assertion),
         ];
         for (i, (first, first_name)) in names.iter().enumerate() {
             for (second, second_name) in &names[i + 1..] {
@@ -299,6 +304,48 @@ impl Config {
         }
         warnings
     }
+}
+
+/// The signed assertion's settings, its keys read from their files: `None` without
+/// `assertion_key`. A file that cannot sign, or keys without an audience, is an error naming
+/// the key and where it was set.
+fn assertion_settings(
+    read: &mut Reader<'_>,
+) -> Result<Option<crate::assertion::Settings>, ConfigError> {
+    let files = read.get(&keys::ASSERTION_KEY)?;
+    let audience = read.get(&keys::ASSERTION_AUDIENCE)?;
+    let issuer = read.get(&keys::ASSERTION_ISSUER)?;
+    let ttl = read.get(&keys::ASSERTION_TTL)?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let key = keys::ASSERTION_KEY.spec.name;
+    let conflict = |why: String| ConfigError::Conflict {
+        key,
+        origin: read.origin(key),
+        why,
+    };
+    let texts = files
+        .iter()
+        .map(|path| {
+            std::fs::read(path)
+                .map_err(|err| conflict(format!("cannot read {}: {err}", path.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = crate::assertion::KeySet::from_pems(texts.iter().map(Vec::as_slice))
+        .map_err(|(index, err)| conflict(format!("{}: {err}", files[index].display())))?;
+    let Some(audience) = audience else {
+        return Err(conflict(
+            "is set but assertion_audience is not: every assertion needs an aud its verifier checks"
+                .to_owned(),
+        ));
+    };
+    Ok(Some(crate::assertion::Settings {
+        keys: std::sync::Arc::new(keys),
+        issuer,
+        audience,
+        ttl,
+    }))
 }
 
 /// Why header `key` may not have the same name as header `other`.
@@ -516,6 +563,7 @@ mod tests {
                 user: "x-auth-user".to_owned(),
                 roles: "x-auth-roles".to_owned(),
                 email: "x-auth-email".to_owned(),
+                assertion: "x-auth-assertion".to_owned(),
             },
             csrf: crate::csrf::Settings {
                 enabled: true,
@@ -541,6 +589,7 @@ mod tests {
             shutdown_grace: Duration::from_secs(10),
             drain_delay: Duration::from_secs(5),
             otel: None,
+            assertion: None,
         };
         assert_eq!(config, expected);
         // The cache's own defaults (for callers without a config) are the same.
@@ -549,6 +598,93 @@ mod tests {
         assert_eq!(config.identity_headers, IdentityHeaders::default());
         assert_eq!(config.log_format, LogFormat::default());
         assert_eq!(config.csrf, crate::csrf::Settings::default());
+    }
+
+    /// A PKCS#8 PEM file of a new Ed25519 key in `dir`.
+    fn ed25519_key_file(dir: &Path, name: &str) -> PathBuf {
+        use ring::signature::Ed25519KeyPair;
+        let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref())),
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn assertions_are_on_with_keys_and_an_audience() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            ed25519_key_file(dir.path(), "a.pem"),
+            ed25519_key_file(dir.path(), "b.pem"),
+        );
+        assert_eq!(load(&[], &[]).unwrap().assertion, None);
+        let files = format!("{},{}", first.display(), second.display());
+        let config = load(
+            &[],
+            &[
+                ("assertion_key", &files),
+                ("assertion_audience", "https://dash.example"),
+                ("assertion_ttl", "2m"),
+            ],
+        )
+        .unwrap();
+        let assertion = config.assertion.unwrap();
+        assert_eq!(assertion.keys.kids().count(), 2);
+        assert_eq!(assertion.audience, "https://dash.example");
+        assert_eq!(assertion.issuer, "session-authz");
+        assert_eq!(assertion.ttl, Duration::from_secs(120));
+
+        let without_audience = error_line(&[], &[("assertion_key", &files)]);
+        assert!(
+            without_audience.contains("assertion_key (from the --assertion-key flag) is set but assertion_audience is not"),
+            "{without_audience}"
+        );
+        let not_a_key = dir.path().join("cert.pem");
+        std::fs::write(
+            &not_a_key,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = error_line(
+            &[],
+            &[
+                ("assertion_key", &not_a_key.display().to_string()),
+                ("assertion_audience", "dash"),
+            ],
+        );
+        assert!(
+            err.contains("cert.pem: holds a \"CERTIFICATE\" PEM block"),
+            "{err}"
+        );
+        let missing = error_line(
+            &[],
+            &[
+                ("assertion_key", "/nonexistent/key.pem"),
+                ("assertion_audience", "dash"),
+            ],
+        );
+        assert!(
+            missing.contains("cannot read /nonexistent/key.pem"),
+            "{missing}"
+        );
+        for (key, value) in [
+            ("assertion_ttl", "1s"),
+            ("assertion_ttl", "11m"),
+            ("assertion_ttl", "1500ms"),
+            ("assertion_audience", "a,b"),
+            ("assertion_issuer", ""),
+            ("assertion_key", ""),
+            ("assertion_header", "x-auth-user"),
+        ] {
+            let err = error_line(&[], &[(key, value)]);
+            assert!(
+                err.starts_with(&format!("config {key}")),
+                "{key}={value}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -737,6 +873,9 @@ login_redirect = false
              user_header = \"x-auth-user\"\n\
              roles_header = \"x-auth-roles\"\n\
              email_header = \"x-auth-email\"\n\
+             assertion_header = \"x-auth-assertion\"\n\
+             assertion_issuer = \"session-authz\"\n\
+             assertion_ttl = \"1m\"\n\
              validator_timeout = \"5s\"\n\
              on_validator_error = \"deny\"\n\
              csrf = true\n\
@@ -1421,6 +1560,7 @@ login_redirect = false
                 user: "x-dashboard-user".to_owned(),
                 roles: "x-dashboard-roles".to_owned(),
                 email: "x-dashboard-email".to_owned(),
+                assertion: "x-auth-assertion".to_owned(),
             }
         );
         let config = load(&[], &[("roles_header", "x-r"), ("email_header", "x-e")]).unwrap();

@@ -78,6 +78,18 @@ impl Setting for PathBuf {
     }
 }
 
+/// Files (`assertion_key`): none unless set, and then left out of `--check-config`.
+impl Setting for Vec<PathBuf> {
+    fn shown(&self) -> Option<toml::Value> {
+        let paths: Vec<_> = self.iter().filter_map(Setting::shown).collect();
+        (!paths.is_empty()).then_some(toml::Value::Array(paths))
+    }
+
+    fn unset() -> Option<Self> {
+        Some(Vec::new())
+    }
+}
+
 /// An optional key: unset unless a layer sets it, and then left out of `--check-config`.
 impl<T: Setting> Setting for Option<T> {
     fn shown(&self) -> Option<toml::Value> {
@@ -203,6 +215,12 @@ impl Setting for Routes {
                 if let Some(flag) = policy.csrf {
                     table.insert("csrf".into(), toml::Value::Boolean(flag));
                 }
+                if let Some(audience) = &policy.assertion_audience {
+                    table.insert(
+                        "assertion_audience".into(),
+                        toml::Value::String(audience.clone()),
+                    );
+                }
                 toml::Value::Table(table)
             })
             .collect();
@@ -280,10 +298,12 @@ fn route_tables(value: &Value) -> Result<Routes, PolicyError> {
     Ok(Routes::new(out))
 }
 
-/// A TOML value as a route key's value: an array of strings, a boolean, or something else.
+/// A TOML value as a route key's value: an array of strings, a boolean, a string, or something
+/// else.
 fn rule_value(value: &Value) -> RuleValue<'_> {
     match value {
         Value::Bool(_, flag) => RuleValue::Bool(*flag),
+        Value::String(_, text) => RuleValue::String(text),
         Value::Array(_, items) => items
             .iter()
             .map(Value::as_str)
@@ -469,6 +489,58 @@ pub(super) fn queue(value: &Value) -> Result<usize, &'static str> {
         1_000_000,
         "expected a whole number from 1 to 1000000",
     )
+}
+
+/// Files, as a TOML array of strings or a comma-separated text; empty unless set.
+pub(super) fn paths(value: &Value) -> Result<Vec<PathBuf>, &'static str> {
+    const EXPECTED: &str = "expected file paths, comma-separated or a TOML array of strings";
+    let texts: Vec<String> = match value {
+        Value::Array(_, items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or(EXPECTED))
+            .collect::<Result<_, _>>()?,
+        _ => as_text(value)
+            .ok_or(EXPECTED)?
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+    };
+    let paths: Vec<PathBuf> = texts
+        .iter()
+        .map(|text| match text.trim() {
+            "" => Err(EXPECTED),
+            path => Ok(PathBuf::from(path)),
+        })
+        .collect::<Result<_, _>>()?;
+    if paths.is_empty() {
+        return Err(EXPECTED);
+    }
+    Ok(paths)
+}
+
+/// The `aud` (and `iss`) of the signed assertion.
+pub(super) fn audience(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected 1 to 256 visible ASCII characters, no comma";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let text = text.trim();
+    if !crate::policy::is_audience(text) {
+        return Err(EXPECTED);
+    }
+    Ok(text.to_owned())
+}
+
+pub(super) fn optional_audience(value: &Value) -> Result<Option<String>, &'static str> {
+    audience(value).map(Some)
+}
+
+pub(super) fn assertion_ttl(value: &Value) -> Result<Duration, &'static str> {
+    const EXPECTED: &str = "expected a duration from 2s to 10m, like 60s";
+    let ttl = bounded_duration(as_text(value), false, 10 * MINUTE, EXPECTED)?;
+    // Whole seconds (JWT times are), and at least 2 so that half of it is one.
+    if ttl < Duration::from_secs(2) || ttl.subsec_nanos() != 0 {
+        return Err(EXPECTED);
+    }
+    Ok(ttl)
 }
 
 pub(super) fn path(value: &Value) -> Result<Option<PathBuf>, &'static str> {

@@ -31,6 +31,8 @@ pub enum Answer {
 #[derive(Debug)]
 pub struct Allowed<'a> {
     pub identity: &'a Identity,
+    /// The signed identity assertion, when assertions are on.
+    pub assertion: Option<&'a str>,
     pub names: &'a IdentityHeaders,
     /// Renewal cookies for the client, one `Set-Cookie` apiece.
     pub set_cookies: &'a [String],
@@ -182,7 +184,7 @@ impl Allowed<'_> {
     /// dynamic metadata. Each accessor runs once and the bytes go to one exact-size buffer:
     /// writing through tonic's buffer byte by byte costs more than the copy.
     pub fn encode(&self) -> Vec<u8> {
-        let identity = self.names.fields(self.identity);
+        let identity = self.names.fields(self.identity, self.assertion);
         let set =
             identity.map(|(key, value)| value.map(|value| HeaderOption::new(key, value, true)));
         let set = set.iter().flatten();

@@ -217,6 +217,7 @@ pub fn answer(
         Decision::Allow { identity, .. } => {
             let allowed = Allowed {
                 identity,
+                assertion: checked.assertion.as_deref(),
                 names,
                 set_cookies: &checked.set_cookies,
                 reason,
@@ -332,6 +333,7 @@ mod tests {
     fn built_allow(
         identity: &Identity,
         names: &IdentityHeaders,
+        assertion: Option<&str>,
         cookies: &[String],
         cache: Option<Origin>,
     ) -> CheckResponse {
@@ -339,7 +341,7 @@ mod tests {
         for cookie in cookies {
             ok.add_response_header("set-cookie", cookie, Some(SET_COOKIE_ACTION), false);
         }
-        for (name, value) in names.fields(identity) {
+        for (name, value) in names.fields(identity, assertion) {
             match value {
                 Some(value) => {
                     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
@@ -379,7 +381,9 @@ mod tests {
             user: "x-user".to_owned(),
             roles: "x-groups".to_owned(),
             email: "x-mail".to_owned(),
+            assertion: "x-jwt".to_owned(),
         };
+        let assertion = format!("eyJhbGciOiJFZERTQSJ9.{long}.c2ln");
         let cookie_sets = [
             vec![],
             vec!["session=new; Path=/; HttpOnly".to_owned()],
@@ -389,23 +393,26 @@ mod tests {
             for names in [names(), renamed.clone()] {
                 for cookies in &cookie_sets {
                     for cache in [Some(Origin::Hit), Some(Origin::Miss), None] {
-                        let decision = Decision::Allow {
-                            identity: identity.clone(),
-                            reason: Reason::ValidSession,
-                        };
-                        let checked = Checked {
-                            decision,
-                            cache,
-                            set_cookies: cookies.clone(),
-                        };
-                        let answer = answer(&checked, &names, OnValidatorError::Deny).unwrap();
-                        let bytes = answer.encode_to_vec();
-                        assert_eq!(bytes.len(), answer.encoded_len());
-                        assert_eq!(
-                            CheckResponse::decode(bytes.as_slice()).unwrap(),
-                            built_allow(identity, &names, cookies, cache),
-                            "{identity:?} {cookies:?} {cache:?}"
-                        );
+                        for signed in [None, Some(assertion.as_str())] {
+                            let decision = Decision::Allow {
+                                identity: identity.clone(),
+                                reason: Reason::ValidSession,
+                            };
+                            let checked = Checked {
+                                decision,
+                                cache,
+                                set_cookies: cookies.clone(),
+                                assertion: signed.map(Into::into),
+                            };
+                            let answer = answer(&checked, &names, OnValidatorError::Deny).unwrap();
+                            let bytes = answer.encode_to_vec();
+                            assert_eq!(bytes.len(), answer.encoded_len());
+                            assert_eq!(
+                                CheckResponse::decode(bytes.as_slice()).unwrap(),
+                                built_allow(identity, &names, signed, cookies, cache),
+                                "{identity:?} {cookies:?} {cache:?} {signed:?}"
+                            );
+                        }
                     }
                 }
             }
@@ -424,6 +431,7 @@ mod tests {
             decision,
             cache,
             set_cookies: Vec::new(),
+            assertion: None,
         }
     }
 
@@ -600,7 +608,11 @@ mod tests {
             identity,
             reason: Reason::ValidSession,
         };
-        let response = check_response(&checked(decision, Some(Origin::Hit)), &names()).unwrap();
+        let signed = Checked {
+            assertion: Some("h.c.s".into()),
+            ..checked(decision, Some(Origin::Hit))
+        };
+        let response = check_response(&signed, &names()).unwrap();
         assert_eq!(response.status.as_ref().map(|s| s.code), Some(0));
         let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
             panic!("no ok_response");
@@ -612,6 +624,7 @@ mod tests {
                 ("x-auth-user", "alice"),
                 ("x-auth-roles", "admin,viewer"),
                 ("x-auth-email", "alice@example.com"),
+                ("x-auth-assertion", "h.c.s"),
             ]
         );
         for option in &ok.headers {
@@ -641,27 +654,29 @@ mod tests {
             user: "x-user".to_owned(),
             roles: "x-roles".to_owned(),
             email: "x-email".to_owned(),
+            assertion: "x-jwt".to_owned(),
         };
+        // Without assertions (`checked` makes none), a client's own copy is removed too.
         let cases = [
             (
                 Identity::default(),
                 vec![],
-                vec!["x-user", "x-roles", "x-email"],
+                vec!["x-user", "x-roles", "x-email", "x-jwt"],
             ),
             (
                 Identity::named("bob"),
                 vec![("x-user", "bob")],
-                vec!["x-roles", "x-email"],
+                vec!["x-roles", "x-email", "x-jwt"],
             ),
             (
                 Identity::named("bob").with_roles(["viewer"]),
                 vec![("x-user", "bob"), ("x-roles", "viewer")],
-                vec!["x-email"],
+                vec!["x-email", "x-jwt"],
             ),
             (
                 Identity::default().with_email("ops@example.com"),
                 vec![("x-email", "ops@example.com")],
-                vec!["x-user", "x-roles"],
+                vec!["x-user", "x-roles", "x-jwt"],
             ),
         ];
         for (identity, set, removed) in cases {
@@ -698,7 +713,12 @@ mod tests {
             assert!(ok.headers.is_empty());
             assert_eq!(
                 ok.headers_to_remove,
-                ["x-auth-user", "x-auth-roles", "x-auth-email"]
+                [
+                    "x-auth-user",
+                    "x-auth-roles",
+                    "x-auth-email",
+                    "x-auth-assertion"
+                ]
             );
             assert_eq!(
                 fields(&response),

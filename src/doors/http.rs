@@ -273,7 +273,7 @@ pub fn response(checked: &Checked, names: &IdentityHeaders, sign_in: SignInAs) -
         Decision::Allow { identity, .. } => {
             let mut headers = Vec::new();
             let mut absent = Vec::new();
-            for (name, value) in names.fields(identity) {
+            for (name, value) in names.fields(identity, checked.assertion.as_deref()) {
                 match value {
                     Some(value) => headers.push((name, value.to_owned())),
                     None => absent.push(name),
@@ -627,6 +627,7 @@ mod tests {
             decision,
             cache: None,
             set_cookies: set_cookies.iter().map(|c| (*c).to_owned()).collect(),
+            assertion: None,
         }
     }
 
@@ -639,12 +640,13 @@ mod tests {
             identity,
             reason: Reason::ValidSession,
         };
-        let response = response(
-            &checked(decision, &["session=a; Max-Age=60", "theme=dark"]),
-            &IdentityHeaders::default(),
-            SignInAs::Found,
-        );
+        let signed = Checked {
+            assertion: Some("h.c.s".into()),
+            ..checked(decision, &["session=a; Max-Age=60", "theme=dark"])
+        };
+        let response = response(&signed, &IdentityHeaders::default(), SignInAs::Found);
         assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_values(&response, "x-auth-assertion"), ["h.c.s"]);
         assert_eq!(header_values(&response, "x-auth-user"), ["alice"]);
         assert_eq!(header_values(&response, "x-auth-roles"), ["admin,ops"]);
         assert_eq!(
@@ -667,20 +669,32 @@ mod tests {
             user: "x-user".to_owned(),
             roles: "x-roles".to_owned(),
             email: "x-email".to_owned(),
+            assertion: "x-jwt".to_owned(),
         };
         let decision = Decision::Allow {
             identity: Identity::named("bob"),
             reason: Reason::ValidSession,
         };
-        let response = response(&checked(decision, &[]), &names, SignInAs::Found);
+        let unsigned = checked(decision, &[]);
+        let response = response(&unsigned, &names, SignInAs::Found);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header_values(&response, "x-user"), ["bob"]);
         assert!(response.headers().get("x-roles").is_none());
         assert_eq!(
             header_values(&response, "x-envoy-auth-headers-to-remove"),
-            ["x-roles,x-email"]
+            ["x-roles,x-email,x-jwt"]
         );
         assert!(response.headers().get("set-cookie").is_none());
+        let signed = Checked {
+            assertion: Some("a.b.c".into()),
+            ..unsigned
+        };
+        let response = super::response(&signed, &names, SignInAs::Found);
+        assert_eq!(header_values(&response, "x-jwt"), ["a.b.c"]);
+        assert_eq!(
+            header_values(&response, "x-envoy-auth-headers-to-remove"),
+            ["x-roles,x-email"]
+        );
     }
 
     #[test]

@@ -12,12 +12,14 @@ use crate::contract::Identity;
 use crate::decision::{DenyStatus, Reason};
 
 /// The request headers that carry a valid session's identity to the app: set with overwrite
-/// when the validator named the field, removed when it did not.
+/// when the validator named the field, removed when it did not; likewise the signed assertion,
+/// removed when assertions are off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityHeaders {
     pub user: String,
     pub roles: String,
     pub email: String,
+    pub assertion: String,
 }
 
 impl Default for IdentityHeaders {
@@ -27,18 +29,24 @@ impl Default for IdentityHeaders {
             user: "x-auth-user".to_owned(),
             roles: "x-auth-roles".to_owned(),
             email: "x-auth-email".to_owned(),
+            assertion: crate::assertion::DEFAULT_HEADER.to_owned(),
         }
     }
 }
 
 impl IdentityHeaders {
-    /// Each header with the identity's value for it; `None`: the validator named no such
-    /// field, so the header is removed.
-    pub fn fields<'a>(&'a self, identity: &'a Identity) -> [(&'a str, Option<&'a str>); 3] {
+    /// Each header with its value: the identity's fields and the signed assertion. `None`:
+    /// the validator named no such field, or assertions are off, so the header is removed.
+    pub fn fields<'a>(
+        &'a self,
+        identity: &'a Identity,
+        assertion: Option<&'a str>,
+    ) -> [(&'a str, Option<&'a str>); 4] {
         [
             (self.user.as_str(), identity.user()),
             (self.roles.as_str(), identity.roles_value()),
             (self.email.as_str(), identity.email()),
+            (self.assertion.as_str(), assertion),
         ]
     }
 }
@@ -185,6 +193,7 @@ mod tests {
                     decision: decision.clone(),
                     cache: Some(Origin::Miss),
                     set_cookies,
+                    assertion: None,
                 };
                 let answer = grpc::answer(&checked, &names, grpc::OnValidatorError::Deny)
                     .unwrap()
