@@ -29,12 +29,21 @@ wait_for() { # url
   exit 1
 }
 
+# The signed identity assertion: a new Ed25519 key each run (scripts/assertion-key.py, with the
+# tools' Python; `openssl genpkey -algorithm ed25519` writes the same), and the dashboard
+# verifying every admin page's assertion against session-authz's JWKS.
+mkdir -p target/demo
+.tools/venv/bin/python scripts/assertion-key.py ed25519 target/demo/assertion.pem
+
 target/release/examples/sample_validator 127.0.0.1:5000 &
 pids+=($!)
-target/release/examples/sample_dashboard 127.0.0.1:8000 &
+target/release/examples/sample_dashboard 127.0.0.1:8000 \
+  --jwks http://127.0.0.1:9002/.well-known/jwks.json --audience dashboard &
 pids+=($!)
 AIMENU_URL=http://127.0.0.1:5000 \
 SESSION_AUTHZ_LOGIN_URL=/login \
+SESSION_AUTHZ_ASSERTION_KEY=target/demo/assertion.pem \
+SESSION_AUTHZ_ASSERTION_AUDIENCE=dashboard \
 SESSION_AUTHZ_GRPC_ADDR=127.0.0.1:9001 \
 SESSION_AUTHZ_HTTP_ADDR=127.0.0.1:9002 \
 SESSION_AUTHZ_DRAIN_DELAY=0 \
@@ -56,7 +65,9 @@ browser (sign in as user1, an admin, or user2, a viewer), or try:
 
   curl -i localhost:8080/admin                                   # 401, no session
   curl -i -H 'Accept: text/html' localhost:8080/admin/settings   # 302 to the sign-in page
-  curl -i -b session=user1-token localhost:8080/admin            # 200, "hello, user1! ... admin", set-cookie renews
+  curl -i -b session=user1-token localhost:8080/admin            # 200, "hello, user1! ... admin", assertion verified, set-cookie renews
+  curl -i -H 'x-auth-user: root' -H 'x-auth-roles: admin' localhost:8000/admin   # 401: past Envoy, no signed assertion
+  curl -s localhost:9002/.well-known/jwks.json                   # the keys the dashboard verifies with
   curl -i -H 'X-Session-Token: user2-token' -H 'x-auth-roles: admin' \
     localhost:8080/api/admin/stats                               # 200, user2, roles: viewer
   curl -i -b session=stolen localhost:8080/admin                 # 401, invalid session, cookie cleared

@@ -118,6 +118,32 @@ async fn start_authz(
     (child, grpc, door)
 }
 
+/// The settings that turn signed assertions on, with a new Ed25519 key written under target/.
+fn assertion_settings() -> [(&'static str, String); 2] {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .expect("an Ed25519 key");
+        let path = session_authz_testkit::process::root().join("target/tmp/bench-assertion.pem");
+        std::fs::create_dir_all(path.parent().expect("target/tmp")).expect("target/tmp");
+        std::fs::write(
+            &path,
+            pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref())),
+        )
+        .expect("the bench's assertion key");
+        path.display().to_string()
+    });
+    [
+        ("SESSION_AUTHZ_ASSERTION_KEY", key.clone()),
+        ("SESSION_AUTHZ_ASSERTION_AUDIENCE", "dashboard".to_owned()),
+    ]
+}
+
+/// [`assertion_settings`] as `extra` for [`start_authz`] and [`authz_command`].
+fn with_assertions<'a>(settings: &'a [(&'static str, String); 2]) -> [(&'static str, &'a str); 2] {
+    settings.each_ref().map(|(k, v)| (*k, v.as_str()))
+}
+
 /// The command [`start_authz`] runs, and its gRPC and forward-auth addresses.
 fn authz_command(
     validator: SocketAddr,
@@ -264,6 +290,8 @@ async fn same_answer(authz: SocketAddr, ceiling: SocketAddr) {
 }
 const DOOR_NOTHING: &str = "HTTP: do-nothing forward-auth endpoint (baseline)";
 const DOOR_HIT: &str = "HTTP door direct, cache hit";
+const HIT: &str = "gRPC: session-authz, cache hit";
+const SIGNED_HIT: &str = "gRPC: session-authz, cache hit, signed assertion";
 const NGINX_PUBLIC: &str = "nginx: public path, no auth_request";
 const NGINX_NOTHING: &str = "nginx auth_request → do-nothing endpoint (baseline)";
 const NGINX_HIT: &str = "nginx auth_request → session-authz door, cache hit";
@@ -717,7 +745,7 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     let server = Counted::start(Counted::wrap(&command), addr).await;
     listening(door).await;
     let hit = server.per_request(grpc(addr, Checks::Hit)).await;
-    counts.push(count("gRPC: session-authz, cache hit", hit, Some(NOTHING)));
+    counts.push(count(HIT, hit, Some(NOTHING)));
     let rule = server.per_request(grpc(addr, Checks::HitWithRule)).await;
     counts.push(count(
         "gRPC: session-authz, cache hit, route rule",
@@ -726,6 +754,14 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     ));
     let door_hit = server.per_request(forwarded(door)).await;
     counts.push(count(DOOR_HIT, door_hit, Some(DOOR_NOTHING)));
+    drop(server);
+
+    // Signed assertions on: a hit reuses the assertion made on the first Check.
+    let assertions = assertion_settings();
+    let (command, addr, _) = authz_command(validator, &with_assertions(&assertions));
+    let server = Counted::start(Counted::wrap(&command), addr).await;
+    let signed = server.per_request(grpc(addr, Checks::Hit)).await;
+    counts.push(count(SIGNED_HIT, signed, Some(HIT)));
     drop(server);
 
     // OpenTelemetry on: a span per Check exported to a receiver on loopback (off, the rows
@@ -741,7 +777,7 @@ async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Co
     counts.push(count(
         "gRPC: session-authz, cache hit, OpenTelemetry on",
         traced,
-        Some("gRPC: session-authz, cache hit"),
+        Some(HIT),
     ));
     drop(server);
 
@@ -832,6 +868,8 @@ struct Setup {
     door_base: (Proc, SocketAddr),
     /// session-authz: its process, gRPC and forward-auth addresses.
     authz: (Proc, SocketAddr, SocketAddr),
+    /// session-authz with signed assertions on.
+    signed: (Proc, SocketAddr),
     /// session-authz for the realistic mix (the default 10 s cache_ttl, an auth service
     /// answering in 2 ms).
     mix: (Proc, SocketAddr),
@@ -853,6 +891,8 @@ async fn setup() -> Setup {
     let calling = start_baseline(&["--call", &validate_url]).await;
     let door_base = start_baseline(&["--http"]).await;
     let authz = start_authz(validator, &[]).await;
+    let (signed_proc, signed_addr, _) =
+        start_authz(validator, &with_assertions(&assertion_settings())).await;
     let (mix_proc, mix_addr, _) = start_authz(slow_validator, &[]).await;
     same_answer(authz.1, mutations).await;
     let envoy_base = EnvoyProcess::start(mutations, app).await;
@@ -867,6 +907,7 @@ async fn setup() -> Setup {
         calling,
         door_base,
         authz,
+        signed: (signed_proc, signed_addr),
         mix: (mix_proc, mix_addr),
         envoy_base,
         envoy_authz,
@@ -885,6 +926,7 @@ fn scenarios(setup: &Setup) -> Vec<Scenario> {
     let (door_base_proc, door_base) = (&setup.door_base.0, setup.door_base.1);
     let (authz_proc, authz, door) = (&setup.authz.0, setup.authz.1, setup.authz.2);
     let (mix_proc, mix_addr) = (&setup.mix.0, setup.mix.1);
+    let (signed_proc, signed) = (&setup.signed.0, setup.signed.1);
     let (envoy_base, envoy_authz) = (&setup.envoy_base, &setup.envoy_authz);
     let (nginx_base, nginx_base_worker) = (&setup.nginx_base.0, setup.nginx_base.1);
     let (nginx_authz, nginx_authz_worker) = (&setup.nginx_authz.0, setup.nginx_authz.1);
@@ -908,10 +950,17 @@ fn scenarios(setup: &Setup) -> Vec<Scenario> {
             None,
         ),
         (
-            "gRPC: session-authz, cache hit",
+            HIT,
             grpc(authz, Checks::Hit),
             authz_proc.id(),
             Some(NOTHING),
+        ),
+        // In the same group: the cost of signing, against the hit without it.
+        (
+            SIGNED_HIT,
+            grpc(signed, Checks::Hit),
+            signed_proc.id(),
+            Some(HIT),
         ),
         // In its baseline's group, which the rounds alternate.
         (
@@ -1118,14 +1167,15 @@ fn report(
          - through Envoy, session-authz vs do-nothing server, at c=1/16/64: {} (target ≥ 0.95)\n\
          - HTTP door direct, cache hit vs do-nothing endpoint, at c=1/16/64: {} (no target set)\n\
          - through nginx auth_request, session-authz's door vs do-nothing endpoint, at c=1/16/64: {} (no target set)\n\
+         - cache hit with signed assertions vs without, throughput at c=1/16/64: {} (reported: the cost of the assertion)\n\
          - RSS with {CACHED_SESSIONS} cached sessions: {:.1} MiB (empty: {:.1} MiB; target ≤ 64 MiB)\n",
-        ratios("gRPC: session-authz, cache hit", NOTHING),
+        ratios(HIT, NOTHING),
         ratios(
             "gRPC: session-authz, cache hit, route rule",
             NOTHING_RULE
         ),
-        cpu_ratios("gRPC: session-authz, cache hit", NOTHING),
-        pick("gRPC: session-authz, cache hit", 0).p99_us - pick(NOTHING, 0).p99_us,
+        cpu_ratios(HIT, NOTHING),
+        pick(HIT, 0).p99_us - pick(NOTHING, 0).p99_us,
         ratio(MIX, NOTHING, 1).median,
         pick(MIX, 1).p99_us - pick(NOTHING, 1).p99_us,
         ratios("gRPC: session-authz, cache miss", CALLING),
@@ -1133,6 +1183,7 @@ fn report(
         ratios("Envoy: ext_authz → session-authz, cache hit", ENVOY_NOTHING),
         ratios(DOOR_HIT, DOOR_NOTHING),
         ratios(NGINX_HIT, NGINX_NOTHING),
+        ratios(SIGNED_HIT, HIT),
         after as f64 / 1024.0,
         before as f64 / 1024.0,
     ));
@@ -1159,9 +1210,11 @@ fn report(
     };
     report.push_str(&format!(
         "- instructions, cache hit vs do-nothing: {} (target ≥ 0.90)\n\
-         - instructions, cache miss with eviction running vs do-nothing + one HTTP call: {} (target ≥ 0.92)\n",
-        counted("gRPC: session-authz, cache hit"),
+         - instructions, cache miss with eviction running vs do-nothing + one HTTP call: {} (target ≥ 0.92)\n\
+         - instructions, cache hit with signed assertions vs without: {} (reported)\n",
+        counted(HIT),
         counted(MISS_EVICTING),
+        counted(SIGNED_HIT),
     ));
     report
 }

@@ -23,6 +23,17 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
+/// The Python of `.tools/venv` (PyJWT and cryptography, pinned by scripts/install-tools.sh).
+pub fn python() -> PathBuf {
+    let path = root().join(".tools/venv/bin/python");
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/install-tools.sh (make test does)",
+        path.display()
+    );
+    path
+}
+
 /// Runs `command` to success and returns its stdout.
 pub fn run(command: &mut Command) -> String {
     let out = command.output().unwrap();
