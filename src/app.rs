@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,9 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::authorize::{self, Authorizer, CachedValidator};
+use crate::authorize::{Authorizer, CachedValidator};
 use crate::cache::DecisionCache;
-use crate::config::{Config, TlsFiles};
-use crate::credential::Names;
+use crate::config::{Config, Effective, TlsFiles};
 use crate::doors::grpc::{CheckServer, CheckService};
 use crate::doors::http::{self as forward_auth, ForwardAuth};
 use crate::health::ValidatorHealth;
@@ -22,6 +22,7 @@ use crate::listener;
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState, Readiness};
 use crate::probe::{self, Prober};
+use crate::reload::{self, Reloader};
 use crate::timers;
 use crate::validator::{self, Validator};
 
@@ -92,17 +93,7 @@ impl Core {
         let health = Arc::new(ValidatorHealth::default());
         let cache = DecisionCache::new(config.cache);
         let authorizer = Arc::new(Authorizer::new(
-            authorize::Settings {
-                auth_enabled: config.auth_enabled,
-                names: Names {
-                    cookie: config.session_cookie.clone(),
-                    header: config.session_header.clone(),
-                },
-                csrf: config.csrf.clone(),
-                sign_in: config.sign_in.clone(),
-                routes: config.routes.clone(),
-                assertion: config.assertion.clone(),
-            },
+            config.core_settings(),
             CachedValidator {
                 validator: validator.clone(),
                 cache: cache.clone(),
@@ -124,23 +115,44 @@ impl Core {
     pub fn forward_auth_door(&self, config: &Config) -> ForwardAuth {
         ForwardAuth::new(
             self.authorizer.clone(),
-            config.identity_headers.clone(),
             config.forward_auth.path_prefix.clone(),
         )
     }
 
     /// The gRPC door on this core.
     pub fn check_service(&self, config: &Config) -> CheckService {
-        CheckService::new(
-            self.authorizer.clone(),
-            config.identity_headers.clone(),
-            config.validator.on_error,
-        )
+        CheckService::new(self.authorizer.clone(), config.validator.on_error)
     }
 }
 
-/// Binds both listeners (port 0 allowed), starts serving and reports ready.
+/// How the running service reads its configuration again (`reload`): SIGHUP, and changes of
+/// `file` when there is one.
+pub struct Reloading {
+    pub load: reload::Load,
+    /// How the start-up configuration showed each key.
+    pub effective: Effective,
+    pub file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Reloading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds both listeners (port 0 allowed), starts serving and reports ready; no reloads.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
+    start_reloading(config, None).await
+}
+
+/// [`start`], and with `reloading` the configuration is read again on SIGHUP and when its
+/// file changes (`reload`).
+pub async fn start_reloading(
+    config: &Config,
+    reloading: Option<Reloading>,
+) -> Result<Running, AppError> {
     let core = Core::new(config)?;
     let prober = Prober::new(core.validator.clone(), core.health.clone(), probe::INTERVAL);
     let grpc_listener = bind(config.grpc_addr).await?;
@@ -166,15 +178,27 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         readiness: readiness.clone(),
         metrics: core.metrics.clone(),
         cache: core.cache.clone(),
-        jwks: config
-            .assertion
-            .as_ref()
-            .map(|assertion| assertion.keys.jwks().into()),
+        authorizer: core.authorizer.clone(),
     };
     let forward_auth_door = core.forward_auth_door(config);
     let check = CheckServer::new(core.check_service(config));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
+    if let Some(Reloading {
+        load,
+        effective,
+        file,
+    }) = reloading
+    {
+        let reloader = Reloader::new(
+            load,
+            (config.clone(), effective),
+            core.authorizer.clone(),
+            core.cache.clone(),
+            core.metrics.clone(),
+        );
+        tokio::spawn(reloader.run(file, stop_requested(stopped.clone())));
+    }
     let mut deadlines = vec![config.validator.timeout];
     if forward_auth_listener.is_some() {
         deadlines.push(forward_auth::LIMITS.header_read_timeout);

@@ -9,11 +9,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tracing::Instrument;
 
 use crate::assertion::{self, Signer};
 use crate::cache::{Answered, DecisionCache, Origin};
-use crate::contract::{Reply, ValidatorError, Verdict};
+use crate::contract::{Identity, Reply, ValidatorError, Verdict};
 use crate::credential::{self, Credential, Lookup, Names};
 use crate::csrf;
 use crate::decision::{decide, Decision, DenyStatus, Situation};
@@ -56,6 +57,46 @@ pub struct Checked {
     pub assertion: Option<Arc<str>>,
 }
 
+/// The request headers that carry a valid session's identity to the app: set with overwrite
+/// when the validator named the field, removed when it did not; likewise the signed assertion,
+/// removed when assertions are off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user: String,
+    pub roles: String,
+    pub email: String,
+    pub assertion: String,
+}
+
+impl Default for IdentityHeaders {
+    /// The `*_header` keys' defaults.
+    fn default() -> Self {
+        Self {
+            user: "x-auth-user".to_owned(),
+            roles: "x-auth-roles".to_owned(),
+            email: "x-auth-email".to_owned(),
+            assertion: assertion::DEFAULT_HEADER.to_owned(),
+        }
+    }
+}
+
+impl IdentityHeaders {
+    /// Each header with its value: the identity's fields and the signed assertion. `None`:
+    /// the validator named no such field, or assertions are off, so the header is removed.
+    pub fn fields<'a>(
+        &'a self,
+        identity: &'a Identity,
+        assertion: Option<&'a str>,
+    ) -> [(&'a str, Option<&'a str>); 4] {
+        [
+            (self.user.as_str(), identity.user()),
+            (self.roles.as_str(), identity.roles_value()),
+            (self.email.as_str(), identity.email()),
+            (self.assertion.as_str(), assertion),
+        ]
+    }
+}
+
 /// What the core needs to know of the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -68,6 +109,8 @@ pub struct Settings {
     pub sign_in: signin::Settings,
     /// The signed identity assertion (`assertion_key`), if on.
     pub assertion: Option<assertion::Settings>,
+    /// The headers the doors set the identity in.
+    pub identity_headers: IdentityHeaders,
 }
 
 /// The configuration's defaults: auth on (never a derived `false`), `session` /
@@ -81,6 +124,7 @@ impl Default for Settings {
             routes: Routes::default(),
             sign_in: signin::Settings::default(),
             assertion: None,
+            identity_headers: IdentityHeaders::default(),
         }
     }
 }
@@ -88,13 +132,48 @@ impl Default for Settings {
 /// Decides requests; shared by every door.
 #[derive(Debug)]
 pub struct Authorizer<V = CachedValidator> {
-    settings: Settings,
+    /// Replaced whole by a config reload: a Check reads one [`Live`] from start to end.
+    live: ArcSwap<Live>,
     verdicts: V,
     metrics: Arc<Metrics>,
-    /// Signs the identity assertions, when they are on.
-    signer: Option<Signer>,
     /// A broken route hit by every request logs once a minute, not once a request.
     misconfig_log: Throttle,
+}
+
+/// The settings a Check is decided by, and what is built from them (the assertion signer): one
+/// configuration's, never a mix of two.
+#[derive(Debug)]
+pub struct Live {
+    settings: Settings,
+    /// Signs the identity assertions, when they are on.
+    signer: Option<Signer>,
+}
+
+impl Live {
+    pub fn new(settings: Settings) -> Self {
+        let signer = settings
+            .assertion
+            .clone()
+            .map(|assertion| Signer::new(assertion, ASSERTIONS_KEPT));
+        Self { settings, signer }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The headers the doors set the identity in.
+    pub fn identity_headers(&self) -> &IdentityHeaders {
+        &self.settings.identity_headers
+    }
+
+    /// The assertion keys' public halves as a JWKS; `None` while assertions are off.
+    pub fn jwks(&self) -> Option<String> {
+        self.settings
+            .assertion
+            .as_ref()
+            .map(|assertion| assertion.keys.jwks())
+    }
 }
 
 /// How many signed assertions are kept for reuse: one per session identity and audience.
@@ -105,38 +184,58 @@ const MISCONFIG_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl<V: Verdicts> Authorizer<V> {
     pub fn new(settings: Settings, verdicts: V, metrics: Arc<Metrics>) -> Self {
-        let signer = settings
-            .assertion
-            .clone()
-            .map(|assertion| Signer::new(assertion, ASSERTIONS_KEPT));
         Self {
-            settings,
+            live: ArcSwap::from_pointee(Live::new(settings)),
             verdicts,
             metrics,
-            signer,
             misconfig_log: Throttle::new(MISCONFIG_LOG_EVERY),
         }
     }
 
-    /// Decides one request; with tracing on, in a span of its own (see [`telemetry`]).
+    /// The settings Checks are decided by now; a door answers a Check with the same ones.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Checks that start from now on are decided by `settings` (a config reload); those in
+    /// flight finish with the ones they started with.
+    pub fn replace(&self, settings: Settings) {
+        self.live.store(Arc::new(Live::new(settings)));
+    }
+
+    /// Decides one request by the current settings.
     pub async fn authorize(&self, request: &RequestView<'_>) -> Checked {
+        self.authorize_by(&self.live(), request).await
+    }
+
+    /// Decides one request by `live`; with tracing on, in a span of its own (see
+    /// [`telemetry`]).
+    pub async fn authorize_by(&self, live: &Live, request: &RequestView<'_>) -> Checked {
         let span = check_span();
         if span.is_disabled() {
             // Tracing off: no span was built, and nothing more is done for one.
-            return self.decide(request, &span).await;
+            return self.decide(live, request, &span).await;
         }
         telemetry::continue_trace(&span, request.headers);
-        let checked = self.decide(request, &span).instrument(span.clone()).await;
+        let checked = self
+            .decide(live, request, &span)
+            .instrument(span.clone())
+            .await;
         record_check(&span, &checked);
         checked
     }
 
-    async fn decide(&self, request: &RequestView<'_>, span: &tracing::Span) -> Checked {
+    async fn decide(
+        &self,
+        live: &Live,
+        request: &RequestView<'_>,
+        span: &tracing::Span,
+    ) -> Checked {
         let started = Instant::now();
         let _in_flight = self.metrics.check_started();
-        let gathered = self.situation(request, span).await;
+        let gathered = self.situation(live, request, span).await;
         let decision = decide(gathered.situation);
-        let decision = self.sign_in(decision, request, gathered.login_redirect);
+        let decision = sign_in(&live.settings, decision, request, gathered.login_redirect);
         self.record(
             &decision,
             gathered.credential.as_ref(),
@@ -168,40 +267,20 @@ impl<V: Verdicts> Authorizer<V> {
         checked
     }
 
-    /// A 401 for a browser navigation becomes a redirect to the sign-in page, when
-    /// [`signin::redirect`] says so; every other decision stands.
-    fn sign_in(
-        &self,
-        decision: Decision,
-        request: &RequestView<'_>,
-        route_allows: Option<bool>,
-    ) -> Decision {
-        let settings = &self.settings;
-        match decision {
-            Decision::Deny {
-                status: DenyStatus::Unauthenticated,
-                reason,
-            } => match signin::redirect(
-                &settings.sign_in,
-                request,
-                &settings.names.header,
-                route_allows,
-            ) {
-                Some(location) => Decision::SignIn { location, reason },
-                None => decision,
-            },
-            other => other,
-        }
-    }
-
     /// What the decision depends on, gathered from the request, the route and the verdict.
     /// `span` is the Check's (disabled with tracing off): the route rules' result goes on it.
-    async fn situation(&self, request: &RequestView<'_>, span: &tracing::Span) -> Gathered {
-        if !self.settings.auth_enabled {
+    async fn situation(
+        &self,
+        live: &Live,
+        request: &RequestView<'_>,
+        span: &tracing::Span,
+    ) -> Gathered {
+        let settings = &live.settings;
+        if !settings.auth_enabled {
             return Gathered::before_lookup(Situation::AuthDisabled);
         }
         // Before anything else: a route nobody can read is closed, and costs no validator call.
-        let Some(policy) = self.policy(request) else {
+        let Some(policy) = self.policy(settings, request) else {
             return Gathered::before_lookup(Situation::MisconfiguredRoute);
         };
         let gathered = |situation| Gathered {
@@ -212,12 +291,12 @@ impl<V: Verdicts> Authorizer<V> {
             login_redirect: policy.login_redirect,
             assertion: None,
         };
-        match credential::find(request.headers, &self.settings.names) {
+        match credential::find(request.headers, &settings.names) {
             Lookup::Absent => gathered(Situation::NoCredential),
             Lookup::Ambiguous(why) => gathered(Situation::Ambiguous(why)),
             Lookup::Found(credential) => {
                 // Before the verdict: a forged request must not cost a validator call.
-                if let Some(why) = self.cross_site(request, &credential, policy.csrf) {
+                if let Some(why) = cross_site(&settings.csrf, request, &credential, policy.csrf) {
                     tracing::debug!(
                         why = why.as_str(),
                         method = request.method,
@@ -264,7 +343,7 @@ impl<V: Verdicts> Authorizer<V> {
                 if !span.is_disabled() {
                     record_route_rules(span, &situation, &policy);
                 }
-                let (situation, assertion) = self.signed(situation, &policy);
+                let (situation, assertion) = signed(live.signer.as_ref(), situation, &policy);
                 if situation == Situation::Unsigned {
                     set_cookies.clear();
                 }
@@ -280,32 +359,13 @@ impl<V: Verdicts> Authorizer<V> {
         }
     }
 
-    /// A valid session's situation with its signed assertion, when assertions are on; a
-    /// signature that fails turns the allow into [`Situation::Unsigned`].
-    fn signed(
-        &self,
-        situation: Situation,
-        policy: &MergedPolicy<'_>,
-    ) -> (Situation, Option<Arc<str>>) {
-        let (
-            Some(signer),
-            Situation::Checked(Verdict::Valid(identity)) | Situation::StaleValid(identity),
-        ) = (&self.signer, &situation)
-        else {
-            return (situation, None);
-        };
-        match signer.assertion(identity, policy.assertion_audience()) {
-            Ok(token) => (situation, Some(token)),
-            Err(err) => {
-                tracing::error!(%err, "denying a valid session: its identity assertion cannot be signed");
-                (Situation::Unsigned, None)
-            }
-        }
-    }
-
     /// The rules of both sources for `request`; `None` when its `context_extensions` cannot be
     /// read (logged, at most once a minute).
-    fn policy(&self, request: &RequestView<'_>) -> Option<MergedPolicy<'_>> {
+    fn policy<'a>(
+        &self,
+        settings: &'a Settings,
+        request: &RequestView<'_>,
+    ) -> Option<MergedPolicy<'a>> {
         let from_proxy = match request.extensions {
             None => RoutePolicy::default(),
             Some(extensions) => match RoutePolicy::from_extensions(extensions) {
@@ -316,7 +376,7 @@ impl<V: Verdicts> Authorizer<V> {
                 }
             },
         };
-        Some(from_proxy.merge(self.settings.routes.select(request.path)))
+        Some(from_proxy.merge(settings.routes.select(request.path)))
     }
 
     fn log_misconfigured(&self, path: &str, err: &crate::policy::PolicyError) {
@@ -329,21 +389,6 @@ impl<V: Verdicts> Authorizer<V> {
                 "misconfigured route (context_extensions): denying every request to it with 500"
             );
         }
-    }
-
-    /// Why `request` is refused as a cross-site request, if it is. The route's `csrf` setting,
-    /// when it has one, replaces the service-wide switch.
-    fn cross_site(
-        &self,
-        request: &RequestView<'_>,
-        credential: &Credential,
-        route: Option<bool>,
-    ) -> Option<csrf::CrossSite> {
-        let csrf = &self.settings.csrf;
-        if !route.unwrap_or(csrf.enabled) {
-            return None;
-        }
-        csrf::cross_site(request, credential.source(), &csrf.trusted_origins)
     }
 
     fn record(
@@ -371,6 +416,68 @@ impl<V: Verdicts> Authorizer<V> {
             "check decided"
         );
     }
+}
+
+/// A 401 for a browser navigation becomes a redirect to the sign-in page, when
+/// [`signin::redirect`] says so; every other decision stands.
+fn sign_in(
+    settings: &Settings,
+    decision: Decision,
+    request: &RequestView<'_>,
+    route_allows: Option<bool>,
+) -> Decision {
+    match decision {
+        Decision::Deny {
+            status: DenyStatus::Unauthenticated,
+            reason,
+        } => match signin::redirect(
+            &settings.sign_in,
+            request,
+            &settings.names.header,
+            route_allows,
+        ) {
+            Some(location) => Decision::SignIn { location, reason },
+            None => decision,
+        },
+        other => other,
+    }
+}
+
+/// A valid session's situation with its signed assertion, when assertions are on (`signer`);
+/// a signature that fails turns the allow into [`Situation::Unsigned`].
+fn signed(
+    signer: Option<&Signer>,
+    situation: Situation,
+    policy: &MergedPolicy<'_>,
+) -> (Situation, Option<Arc<str>>) {
+    let (
+        Some(signer),
+        Situation::Checked(Verdict::Valid(identity)) | Situation::StaleValid(identity),
+    ) = (signer, &situation)
+    else {
+        return (situation, None);
+    };
+    match signer.assertion(identity, policy.assertion_audience()) {
+        Ok(token) => (situation, Some(token)),
+        Err(err) => {
+            tracing::error!(%err, "denying a valid session: its identity assertion cannot be signed");
+            (Situation::Unsigned, None)
+        }
+    }
+}
+
+/// Why `request` is refused as a cross-site request, if it is. The route's `csrf` setting,
+/// when it has one, replaces the service-wide switch.
+fn cross_site(
+    csrf: &csrf::Settings,
+    request: &RequestView<'_>,
+    credential: &Credential,
+    route: Option<bool>,
+) -> Option<csrf::CrossSite> {
+    if !route.unwrap_or(csrf.enabled) {
+        return None;
+    }
+    csrf::cross_site(request, credential.source(), &csrf.trusted_origins)
 }
 
 /// The span of one Check, for OpenTelemetry; disabled (`Span::none()`, nothing built) unless

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
+use arc_swap::ArcSwap;
+
 use crate::contract::{CacheDirective, Identity, Reply, ValidatorError, Verdict};
 use crate::credential::{Credential, Source};
 
@@ -113,7 +115,8 @@ type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// The cache. Cheap to clone.
 #[derive(Clone)]
 pub struct DecisionCache {
-    settings: Settings,
+    /// Replaced whole by a reload ([`DecisionCache::set_lifetimes`]); read on a miss only.
+    settings: Arc<ArcSwap<Settings>>,
     now: Clock,
     entries: Arc<Cache<Key, Entry>>,
     /// Counts finished validator calls; an entry carries its call's number, so that a Check
@@ -129,7 +132,7 @@ pub struct DecisionCache {
 impl std::fmt::Debug for DecisionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecisionCache")
-            .field("settings", &self.settings)
+            .field("settings", &**self.settings.load())
             .field("entries", &self.entries.len())
             .finish()
     }
@@ -155,13 +158,24 @@ impl DecisionCache {
         let last_valid =
             (!settings.stale_if_error.is_zero()).then(|| Arc::new(Cache::new(capacity)));
         Self {
-            settings,
+            settings: Arc::new(ArcSwap::from_pointee(settings)),
             now,
             entries: Arc::new(Cache::new(capacity)),
             calls: Arc::new(AtomicU64::new(0)),
             last_valid,
             secret: secret(),
         }
+    }
+
+    /// New answers live by `ttl` and `negative_ttl` from now on (a config reload); answers held
+    /// keep the deadline they got. The size and `stale_if_error` are fixed at start-up.
+    pub fn set_lifetimes(&self, ttl: Duration, negative_ttl: Duration) {
+        let settings = Settings {
+            ttl,
+            negative_ttl,
+            ..**self.settings.load()
+        };
+        self.settings.store(Arc::new(settings));
     }
 
     /// Entries currently held, failed calls and expired answers not yet evicted included.
@@ -230,7 +244,7 @@ impl DecisionCache {
             }
             verdict => {
                 if let Some(guard) = guard {
-                    let ttl = ttl_for(&self.settings, &verdict, reply.cache);
+                    let ttl = ttl_for(&self.settings.load(), &verdict, reply.cache);
                     let _ = guard.insert(Entry::Answer {
                         verdict: verdict.clone(),
                         expires: (self.now)() + ttl,
@@ -263,7 +277,7 @@ impl DecisionCache {
     fn on_error(&self, key: Key, err: ValidatorError) -> Answered {
         if let Some(last_valid) = &self.last_valid {
             if let Some((identity, confirmed)) = last_valid.get(&key) {
-                if confirmed + self.settings.stale_if_error > (self.now)() {
+                if confirmed + self.settings.load().stale_if_error > (self.now)() {
                     return Answered::without_cookies(Verdict::Valid(identity), Origin::Stale);
                 }
             }
@@ -424,6 +438,23 @@ mod tests {
             DecisionCache::with_clock(settings, Arc::new(move || start + *read.lock().unwrap()));
         let advance = move |by: u64| *elapsed.lock().unwrap() += Duration::from_secs(by);
         (cache, advance)
+    }
+
+    /// A reload's new lifetimes hold for answers from then on; one held keeps its deadline.
+    #[tokio::test]
+    async fn new_lifetimes_apply_to_new_answers_only() {
+        let (cache, advance) = clocked(Settings {
+            ttl: Duration::from_secs(100),
+            ..Settings::default()
+        });
+        let ok = || async { Reply::from(valid("alice")) };
+        let revoked = || async { Reply::from(Verdict::Invalid) };
+        assert_eq!(cache.verdict(&cookie("old"), ok).await.1, Origin::Miss);
+        cache.set_lifetimes(Duration::from_secs(10), Duration::from_secs(1));
+        assert_eq!(cache.verdict(&cookie("new"), ok).await.1, Origin::Miss);
+        advance(10);
+        assert_eq!(cache.verdict(&cookie("new"), revoked).await.1, Origin::Miss);
+        assert_eq!(cache.verdict(&cookie("old"), revoked).await.1, Origin::Hit);
     }
 
     #[tokio::test]

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod probe;
+pub mod reload;
 pub mod request;
 pub mod signin;
 pub mod telemetry;

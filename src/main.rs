@@ -41,7 +41,13 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit();
-    let served = serve(&config);
+    let reloading = app::Reloading {
+        effective,
+        file: cli.config.clone(),
+        // The same layers as at start-up: the file, the environment, the same flags.
+        load: Box::new(move || cli.load()),
+    };
+    let served = serve(&config, reloading);
     // After the runtime has stopped (the Checks are drained): send the spans still queued.
     telemetry.shutdown();
     match served {
@@ -54,7 +60,7 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(config: &Config) -> anyhow::Result<()> {
+async fn serve(config: &Config, reloading: app::Reloading) -> anyhow::Result<()> {
     if !config.auth_enabled {
         tracing::warn!(
             "AUTH_ENABLED=false: EVERY REQUEST IS ALLOWED WITHOUT A SESSION; the identity header is only stripped"
@@ -66,7 +72,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     // Before the listeners and the "ready" line: a SIGTERM right after must never meet the
     // default action (an exit without draining).
     let shutdown = shutdown_signal();
-    let running = app::start(config).await?;
+    let running = app::start_reloading(config, Some(reloading)).await?;
     running.run_until(shutdown).await?;
     tracing::info!("stopped");
     Ok(())

@@ -32,6 +32,15 @@ enum CallOutcome {
     Error(ErrorKind),
 }
 
+/// How a config reload went, as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new settings are in force.
+    Ok,
+    /// The file could not be read or did not validate: the old settings stay.
+    Error,
+}
+
 /// Writes a fixed word: labels never carry a token, a cookie or a user.
 macro_rules! label_words {
     ($($ty:ty => |$value:ident| $word:expr;)*) => {$(
@@ -56,6 +65,15 @@ label_words! {
     };
     Reason => |reason| reason.as_str();
     Origin => |origin| origin.as_str();
+    ReloadResult => |result| match result {
+        ReloadResult::Ok => "ok",
+        ReloadResult::Error => "error",
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +110,7 @@ pub struct Metrics {
     validator_shed: Counter,
     cache_lookups: Family<CacheLabels, Counter>,
     cache_entries: Gauge<u64, AtomicU64>,
+    config_reloads: Family<ReloadLabels, Counter>,
     /// The series every cache hit counts, each resolved from its family once, at its first use
     /// (so /metrics shows it only from then on, as before): a family lookup hashes the labels
     /// and takes a lock on every Check.
@@ -161,6 +180,16 @@ impl Metrics {
             "Entries in the decision cache",
             cache_entries.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        // Both series from the start, so that an alert on errors sees a 0 before the first.
+        for result in [ReloadResult::Ok, ReloadResult::Error] {
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
+        registry.register(
+            "config_reload",
+            "Config reloads (SIGHUP or the --config file changed) by result: ok, or error (the old config stays)",
+            config_reloads.clone(),
+        );
         let enabled = Gauge::<i64>::default();
         enabled.set(i64::from(auth_enabled));
         registry.register(
@@ -187,9 +216,16 @@ impl Metrics {
             validator_shed,
             cache_lookups,
             cache_entries,
+            config_reloads,
             valid_allows: OnceLock::new(),
             hits: OnceLock::new(),
         }
+    }
+
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     pub fn decision(&self, decision: &Decision, took: Duration) {

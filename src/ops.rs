@@ -14,6 +14,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tonic_reflection::server::{v1, v1alpha};
 
+use crate::authorize::Authorizer;
 use crate::cache::DecisionCache;
 use crate::doors::grpc::SERVICE_NAME;
 use crate::listener::Limits;
@@ -101,8 +102,8 @@ pub struct OpsState {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub cache: DecisionCache,
-    /// The signed assertions' public keys as a JWKS document; `None`: assertions are off.
-    pub jwks: Option<Arc<str>>,
+    /// The core, whose current settings hold the signed assertions' keys (`/.well-known/jwks.json`).
+    pub authorizer: Arc<Authorizer>,
 }
 
 /// Most ops connections served at once.
@@ -141,14 +142,14 @@ async fn metrics(State(state): State<OpsState>) -> impl axum::response::IntoResp
 /// The public keys verifiers check the signed assertion with; 404 while assertions are off.
 async fn jwks(State(state): State<OpsState>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match state.jwks {
+    match state.authorizer.live().jwks() {
         Some(jwks) => (
             [
                 (axum::http::header::CONTENT_TYPE, "application/jwk-set+json"),
                 // Short: a verifier sees a key added for rotation within a minute.
                 (axum::http::header::CACHE_CONTROL, "max-age=60"),
             ],
-            jwks.to_string(),
+            jwks,
         )
             .into_response(),
         None => (

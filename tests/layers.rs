@@ -33,7 +33,7 @@ const LAYERS: &[&[&str]] = &[
     &["ops"],
     // Every module's settings assembled and validated; the command line built from its keys.
     &["config"],
-    &["cli"],
+    &["cli", "reload"],
     // Binding, wiring, serving.
     &["app"],
 ];

@@ -285,6 +285,23 @@ impl Config {
         Ok(())
     }
 
+    /// What the core decides by: the part of the configuration a reload may replace, and the
+    /// switch and names it shares with the validator client.
+    pub fn core_settings(&self) -> crate::authorize::Settings {
+        crate::authorize::Settings {
+            auth_enabled: self.auth_enabled,
+            names: crate::credential::Names {
+                cookie: self.session_cookie.clone(),
+                header: self.session_header.clone(),
+            },
+            csrf: self.csrf.clone(),
+            routes: self.routes.clone(),
+            sign_in: self.sign_in.clone(),
+            assertion: self.assertion.clone(),
+            identity_headers: self.identity_headers.clone(),
+        }
+    }
+
     /// What an operator should hear about at start-up, although the configuration is usable.
     pub fn warnings(&self) -> Vec<&'static str> {
         let mut warnings = Vec::new();
@@ -383,6 +400,14 @@ impl Effective {
             .collect();
         toml::to_string(&Ordered(shown))
             .unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+    }
+
+    /// How `--check-config` shows `name`'s value; `None` when it has none (or was not read).
+    pub fn value(&self, name: &str) -> Option<&toml::Value> {
+        self.0
+            .iter()
+            .find(|(spec, _)| spec.name == name)
+            .and_then(|(_, value)| value.as_ref())
     }
 
     /// The names of the keys that were read, in the order they were.

@@ -48,38 +48,30 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 #[derive(Debug)]
 pub struct CheckService<V = CachedValidator> {
     core: Arc<Authorizer<V>>,
-    headers: IdentityHeaders,
     on_error: OnValidatorError,
 }
 
 impl<V> CheckService<V> {
-    pub fn new(
-        core: Arc<Authorizer<V>>,
-        headers: IdentityHeaders,
-        on_error: OnValidatorError,
-    ) -> Self {
-        Self {
-            core,
-            headers,
-            on_error,
-        }
+    pub fn new(core: Arc<Authorizer<V>>, on_error: OnValidatorError) -> Self {
+        Self { core, on_error }
     }
 }
 
 impl<V: Verdicts> CheckService<V> {
     /// One Check: the core's decision as the RPC's answer.
     pub async fn check(&self, request: &CheckRequest) -> Result<Answer, Status> {
+        // One configuration decides and names the headers, even across a reload.
+        let live = self.core.live();
         let checked = match http_request(request) {
             Some(http) => {
                 let headers = request_headers(http);
                 let extensions = context_extensions(request);
-                self.core
-                    .authorize(&request_view(http, &headers, extensions))
-                    .await
+                let view = request_view(http, &headers, extensions);
+                self.core.authorize_by(&live, &view).await
             }
             None => self.core.unreadable(),
         };
-        answer(&checked, &self.headers, self.on_error)
+        answer(&checked, live.identity_headers(), self.on_error)
     }
 }
 

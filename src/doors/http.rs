@@ -31,19 +31,14 @@ pub const LIMITS: Limits = Limits {
 #[derive(Debug)]
 pub struct ForwardAuth<V = CachedValidator> {
     core: Arc<Authorizer<V>>,
-    headers: IdentityHeaders,
     /// What the proxy puts before the original path when it sends that as the request's own
     /// (Envoy's `path_prefix`); `None`: the whole path is the original one.
     prefix: Option<String>,
 }
 
 impl<V: Verdicts + 'static> ForwardAuth<V> {
-    pub fn new(core: Arc<Authorizer<V>>, headers: IdentityHeaders, prefix: Option<String>) -> Self {
-        Self {
-            core,
-            headers,
-            prefix,
-        }
+    pub fn new(core: Arc<Authorizer<V>>, prefix: Option<String>) -> Self {
+        Self { core, prefix }
     }
 
     /// Every path and method is a check.
@@ -70,6 +65,8 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
         };
         let mut sign_in = SignInAs::Found;
         let headers = Headers::new(&headers);
+        // One configuration decides and names the headers, even across a reload.
+        let live = self.core.live();
         let checked = match original(&own, headers, self.prefix.as_deref()) {
             Ok(original) => {
                 sign_in = original.sign_in;
@@ -81,7 +78,7 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
                     // Per-route rules come from the `[[routes]]` table only.
                     extensions: None,
                 };
-                self.core.authorize(&view).await
+                self.core.authorize_by(&live, &view).await
             }
             Err(why) => {
                 // A proxy that sends these wrongly is misconfigured, or a client forged them
@@ -90,7 +87,7 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
                 self.core.unreadable()
             }
         };
-        response(&checked, &self.headers, sign_in)
+        response(&checked, live.identity_headers(), sign_in)
     }
 }
 

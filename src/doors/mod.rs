@@ -8,48 +8,11 @@ pub mod answer;
 pub mod grpc;
 pub mod http;
 
-use crate::contract::Identity;
 use crate::decision::{DenyStatus, Reason};
 
-/// The request headers that carry a valid session's identity to the app: set with overwrite
-/// when the validator named the field, removed when it did not; likewise the signed assertion,
-/// removed when assertions are off.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdentityHeaders {
-    pub user: String,
-    pub roles: String,
-    pub email: String,
-    pub assertion: String,
-}
-
-impl Default for IdentityHeaders {
-    /// The `*_header` keys' defaults.
-    fn default() -> Self {
-        Self {
-            user: "x-auth-user".to_owned(),
-            roles: "x-auth-roles".to_owned(),
-            email: "x-auth-email".to_owned(),
-            assertion: crate::assertion::DEFAULT_HEADER.to_owned(),
-        }
-    }
-}
-
-impl IdentityHeaders {
-    /// Each header with its value: the identity's fields and the signed assertion. `None`:
-    /// the validator named no such field, or assertions are off, so the header is removed.
-    pub fn fields<'a>(
-        &'a self,
-        identity: &'a Identity,
-        assertion: Option<&'a str>,
-    ) -> [(&'a str, Option<&'a str>); 4] {
-        [
-            (self.user.as_str(), identity.user()),
-            (self.roles.as_str(), identity.roles_value()),
-            (self.email.as_str(), identity.email()),
-            (self.assertion.as_str(), assertion),
-        ]
-    }
-}
+/// The header names every door sets the identity in: the core's, so that a reload swaps them
+/// with the rules they go with.
+pub use crate::authorize::IdentityHeaders;
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;
