@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::ops::{self, OpsState, Readiness};
 use crate::probe::{self, Prober};
 use crate::reload::{self, Reloader};
+use crate::revoke::Revocations;
 use crate::timers;
 use crate::validator::{self, Validator};
 
@@ -47,6 +48,8 @@ pub enum AppError {
     Grpc(#[from] tonic::transport::Error),
     #[error("ops or forward-auth HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("{0}")]
+    Bus(#[from] crate::revoke::BusError),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("a server stopped on its own")]
@@ -74,6 +77,8 @@ pub struct Core {
     pub cache: DecisionCache,
     pub metrics: Arc<Metrics>,
     pub health: Arc<ValidatorHealth>,
+    /// `POST /v1/revoke` and the revocation bus, when `revoke_secret_file` is set.
+    pub revocations: Option<Revocations>,
 }
 
 impl Core {
@@ -91,7 +96,18 @@ impl Core {
         })?;
         let metrics = Arc::new(Metrics::new(config.auth_enabled));
         let health = Arc::new(ValidatorHealth::default());
-        let cache = DecisionCache::new(config.cache);
+        // Replicas that share revocations make their cache keys under one secret.
+        let cache = match &config.revocation {
+            Some(revocation) => {
+                DecisionCache::with_secret(config.cache, revocation.secret.cache_secret())
+            }
+            None => DecisionCache::new(config.cache),
+        };
+        let revocations = config
+            .revocation
+            .clone()
+            .map(|settings| Revocations::new(settings, cache.clone(), metrics.clone()))
+            .transpose()?;
         let authorizer = Arc::new(Authorizer::new(
             config.core_settings(),
             CachedValidator {
@@ -108,6 +124,7 @@ impl Core {
             cache,
             metrics,
             health,
+            revocations,
         })
     }
 
@@ -179,11 +196,15 @@ pub async fn start_reloading(
         metrics: core.metrics.clone(),
         cache: core.cache.clone(),
         authorizer: core.authorizer.clone(),
+        revocations: core.revocations.clone(),
     };
     let forward_auth_door = core.forward_auth_door(config);
     let check = CheckServer::new(core.check_service(config));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(prober.run(stopped.clone()));
+    if let Some(revocations) = core.revocations.clone() {
+        tokio::spawn(revocations.follow(stop_requested(stopped.clone())));
+    }
     if let Some(Reloading {
         load,
         effective,

@@ -84,7 +84,7 @@ impl Answered {
 
 /// A keyed 128-bit SipHash of the source and the whole token under this cache's secret: the raw
 /// token is never stored, and without the secret nobody can choose tokens whose keys collide.
-type Key = u128;
+pub type Key = u128;
 
 #[derive(Clone, Debug)]
 enum Entry {
@@ -147,6 +147,33 @@ enum Joined {
 impl DecisionCache {
     pub fn new(settings: Settings) -> Self {
         Self::with_clock(settings, Arc::new(Instant::now))
+    }
+
+    /// A cache whose keys are made under `secret` rather than a secret of its own: replicas
+    /// that share it compute the same key for a session, so that a revocation can name it
+    /// without naming the token ([`crate::revoke`]).
+    pub fn with_secret(settings: Settings, secret: [u8; 16]) -> Self {
+        Self {
+            secret,
+            ..Self::new(settings)
+        }
+    }
+
+    /// The keys `token` has in this cache, sent as a cookie and as the header.
+    pub fn keys_of(&self, token: &str) -> [Key; 2] {
+        [Source::Cookie, Source::Header]
+            .map(|source| key(&self.secret, &Credential::new(source, token)))
+    }
+
+    /// Forgets the answers under `keys`, and what `stale_if_error` remembers of them: the next
+    /// Check of such a session asks the validator.
+    pub fn forget(&self, keys: &[Key]) {
+        for key in keys {
+            self.entries.remove(key);
+            if let Some(last_valid) = &self.last_valid {
+                last_valid.remove(key);
+            }
+        }
     }
 
     fn with_clock(settings: Settings, now: Clock) -> Self {

@@ -35,6 +35,7 @@ pub mod policy;
 pub mod probe;
 pub mod reload;
 pub mod request;
+pub mod revoke;
 pub mod signin;
 pub mod telemetry;
 pub mod throttle;

@@ -65,10 +65,26 @@ label_words! {
     };
     Reason => |reason| reason.as_str();
     Origin => |origin| origin.as_str();
+    Reached => |reach| match reach {
+        Reached::Shared => "shared",
+        Reached::Local => "local",
+    };
     ReloadResult => |result| match result {
         ReloadResult::Ok => "ok",
         ReloadResult::Error => "error",
     };
+}
+
+/// How far a revocation reached, as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Reached {
+    Shared,
+    Local,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevocationLabels {
+    reach: Reached,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +127,9 @@ pub struct Metrics {
     cache_lookups: Family<CacheLabels, Counter>,
     cache_entries: Gauge<u64, AtomicU64>,
     config_reloads: Family<ReloadLabels, Counter>,
+    revocations: Family<RevocationLabels, Counter>,
+    revocations_received: Counter,
+    revocation_bus_up: Gauge,
     /// The series every cache hit counts, each resolved from its family once, at its first use
     /// (so /metrics shows it only from then on, as before): a family lookup hashes the labels
     /// and takes a lock on every Check.
@@ -190,6 +209,27 @@ impl Metrics {
             "Config reloads (SIGHUP or the --config file changed) by result: ok, or error (the old config stays)",
             config_reloads.clone(),
         );
+        let revocations = Family::<RevocationLabels, Counter>::default();
+        for reach in [Reached::Shared, Reached::Local] {
+            let _ = revocations.get_or_create(&RevocationLabels { reach });
+        }
+        registry.register(
+            "revocations",
+            "Sessions revoked through POST /v1/revoke by reach: shared (published to every replica) or local (this replica only: no bus, or the bus is down)",
+            revocations.clone(),
+        );
+        let revocations_received = Counter::default();
+        registry.register(
+            "revocations_received",
+            "Revocations applied from the bus (this replica's own included)",
+            revocations_received.clone(),
+        );
+        let revocation_bus_up = Gauge::default();
+        registry.register(
+            "revocation_bus_up",
+            "1 while subscribed to the revocation bus; 0 when it is down or not configured (revocations are not being shared)",
+            revocation_bus_up.clone(),
+        );
         let enabled = Gauge::<i64>::default();
         enabled.set(i64::from(auth_enabled));
         registry.register(
@@ -217,6 +257,9 @@ impl Metrics {
             cache_lookups,
             cache_entries,
             config_reloads,
+            revocations,
+            revocations_received,
+            revocation_bus_up,
             valid_allows: OnceLock::new(),
             hits: OnceLock::new(),
         }
@@ -226,6 +269,26 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+
+    /// A revocation, and whether the bus took it.
+    pub fn revocation(&self, shared: bool) {
+        let reach = if shared {
+            Reached::Shared
+        } else {
+            Reached::Local
+        };
+        self.revocations
+            .get_or_create(&RevocationLabels { reach })
+            .inc();
+    }
+
+    pub fn revocation_received(&self) {
+        self.revocations_received.inc();
+    }
+
+    pub fn revocation_bus_up(&self, up: bool) {
+        self.revocation_bus_up.set(i64::from(up));
     }
 
     pub fn decision(&self, decision: &Decision, took: Duration) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
@@ -19,6 +19,7 @@ use crate::cache::DecisionCache;
 use crate::doors::grpc::SERVICE_NAME;
 use crate::listener::Limits;
 use crate::metrics::Metrics;
+use crate::revoke::{Reach, Revocations};
 
 /// Descriptors of Envoy's Authorization service and its imports, compiled by build.rs.
 pub const AUTHZ_FILE_DESCRIPTOR_SET: &[u8] =
@@ -104,6 +105,8 @@ pub struct OpsState {
     pub cache: DecisionCache,
     /// The core, whose current settings hold the signed assertions' keys (`/.well-known/jwks.json`).
     pub authorizer: Arc<Authorizer>,
+    /// `POST /v1/revoke`, when `revoke_secret_file` is set.
+    pub revocations: Option<Revocations>,
 }
 
 /// Most ops connections served at once.
@@ -126,6 +129,10 @@ pub fn http_router(state: OpsState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/v1/revoke",
+            post(revoke).layer(axum::extract::DefaultBodyLimit::max(REVOKE_BODY_LIMIT)),
+        )
         .with_state(state)
 }
 
@@ -136,6 +143,74 @@ async fn metrics(State(state): State<OpsState>) -> impl axum::response::IntoResp
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(state.cache.entry_count()),
+    )
+}
+
+/// The largest `POST /v1/revoke` body read.
+const REVOKE_BODY_LIMIT: usize = 8 * 1024;
+
+/// The longest session token a revocation names.
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// `POST /v1/revoke` with `Authorization: Bearer <revoke secret>` and `{"session": "<token>"}`:
+/// the session's cached answers are forgotten here and, through the bus, on every replica.
+async fn revoke(
+    State(state): State<OpsState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Revoke {
+        session: String,
+    }
+    let json = |status: StatusCode, body: String| {
+        (
+            status,
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    let Some(revocations) = state.revocations else {
+        return json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"revocation is off (revoke_secret_file)"}"#.to_owned(),
+        );
+    };
+    let authorized = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .is_some_and(|value| revocations.secret().authorizes(value.as_bytes()));
+    if !authorized {
+        let mut response = json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"unauthorized"}"#.to_owned(),
+        );
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    let session = match serde_json::from_slice::<Revoke>(&body) {
+        Ok(Revoke { session }) if !session.is_empty() && session.len() <= MAX_TOKEN_LEN => session,
+        _ => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"expected {\"session\": \"<token>\"}"}"#.to_owned(),
+            )
+        }
+    };
+    let reach = revocations.revoke(&session).await;
+    let shared = reach == Reach::Shared;
+    tracing::info!(shared, "session revoked");
+    json(
+        StatusCode::OK,
+        format!(r#"{{"revoked":true,"shared":{shared}}}"#),
     )
 }
 

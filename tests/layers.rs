@@ -23,8 +23,8 @@ const LAYERS: &[&[&str]] = &[
     // Verdicts, what operators see, the signed identity assertion.
     &["cache", "validator", "telemetry", "assertion"],
     &["metrics", "probe"],
-    // The core.
-    &["authorize"],
+    // The core, and revoking what it cached.
+    &["authorize", "revoke"],
     // The doors: what every door shares, then the gRPC answer's encoding, then each door.
     &["doors"],
     &["doors::answer"],

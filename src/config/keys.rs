@@ -430,6 +430,31 @@ pub static VALIDATOR_CA: Key<Option<PathBuf>> = key(
 
 /// Where spans go (OTLP over HTTP/protobuf); unset, nothing is traced. A base URL, like the
 /// OTLP specification's `OTEL_EXPORTER_OTLP_ENDPOINT`: `/v1/traces` is appended.
+pub static REVOKE_SECRET_FILE: Key<Option<PathBuf>> = key(
+    "revoke_secret_file",
+    "FILE",
+    None,
+    parse::path,
+    "File holding the bearer secret (32+ bytes) for POST /v1/revoke on the ops port, shared by every replica; off unless set",
+);
+
+pub static REVOCATION_REDIS_URL: Key<Option<Secret<Url>>> = key(
+    "revocation_redis_url",
+    "URL",
+    None,
+    parse::redis_url,
+    "Redis or Valkey (redis://host:6379) whose pub/sub shares revocations between replicas; needs revoke_secret_file",
+)
+.secret();
+
+pub static REVOCATION_CHANNEL: Key<String> = key(
+    "revocation_channel",
+    "NAME",
+    Some("session-authz.revocations"),
+    parse::channel,
+    "The pub/sub channel revocations are shared on",
+);
+
 pub static OTEL_ENDPOINT: Key<Option<Url>> = key(
     "otel_endpoint",
     "URL",
@@ -495,6 +520,9 @@ pub static KEYS: &[&KeySpec] = &[
     &TLS_KEY.spec,
     &TLS_CLIENT_CA.spec,
     &VALIDATOR_CA.spec,
+    &REVOKE_SECRET_FILE.spec,
+    &REVOCATION_REDIS_URL.spec,
+    &REVOCATION_CHANNEL.spec,
     &OTEL_ENDPOINT.spec,
     &OTEL_SERVICE_NAME.spec,
     &OTEL_SAMPLE_RATIO.spec,
@@ -568,6 +596,9 @@ mod tests {
             .collect();
         assert_eq!(seed, ["auth_enabled", "aimenu_url"]);
         let secret: Vec<&str> = KEYS.iter().filter(|k| k.secret).map(|k| k.name).collect();
-        assert_eq!(secret, ["aimenu_url", "otel_endpoint"]);
+        assert_eq!(
+            secret,
+            ["aimenu_url", "revocation_redis_url", "otel_endpoint"]
+        );
     }
 }

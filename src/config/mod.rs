@@ -60,6 +60,9 @@ pub struct Config {
     pub otel: Option<OtelConfig>,
     /// The signed identity assertion (`assertion_*`); `None` (no `assertion_key`): off.
     pub assertion: Option<crate::assertion::Settings>,
+    /// `POST /v1/revoke` and the revocation bus (`revoke_secret_file`, `revocation_*`);
+    /// `None`: off.
+    pub revocation: Option<crate::revoke::Settings>,
 }
 
 /// How to reach the auth service (the validator) and how much to ask of it at once.
@@ -240,6 +243,7 @@ impl Config {
                 read.get(&keys::OTEL_SAMPLE_RATIO)?,
             ),
             assertion: assertion_settings(&mut read)?,
+            revocation: revocation_settings(&mut read)?,
         };
         config.check_consistency(&read)?;
         Ok((config, read.effective))
@@ -362,6 +366,43 @@ fn assertion_settings(
         issuer,
         audience,
         ttl,
+    }))
+}
+
+/// The revocation settings, the secret read from its file: `None` without
+/// `revoke_secret_file`; a bus without a secret is an error.
+fn revocation_settings(
+    read: &mut Reader<'_>,
+) -> Result<Option<crate::revoke::Settings>, ConfigError> {
+    let file = read.get(&keys::REVOKE_SECRET_FILE)?;
+    let redis = read.get(&keys::REVOCATION_REDIS_URL)?;
+    let channel = read.get(&keys::REVOCATION_CHANNEL)?;
+    let key = keys::REVOKE_SECRET_FILE.spec.name;
+    let Some(file) = file else {
+        if redis.is_some() {
+            let key = keys::REVOCATION_REDIS_URL.spec.name;
+            return Err(ConfigError::Conflict {
+                key,
+                origin: read.origin(key),
+                why: "is set but revoke_secret_file is not: the replicas need the secret to share revocations"
+                    .to_owned(),
+            });
+        }
+        return Ok(None);
+    };
+    let conflict = |why: String| ConfigError::Conflict {
+        key,
+        origin: read.origin(key),
+        why,
+    };
+    let bytes = std::fs::read(&file)
+        .map_err(|err| conflict(format!("cannot read {}: {err}", file.display())))?;
+    let secret = crate::revoke::RevokeSecret::from_file_bytes(&bytes)
+        .map_err(|why| conflict(format!("{} {why}", file.display())))?;
+    Ok(Some(crate::revoke::Settings {
+        secret,
+        redis: redis.map(|url| url.expose().clone()),
+        channel,
     }))
 }
 
@@ -615,6 +656,7 @@ mod tests {
             drain_delay: Duration::from_secs(5),
             otel: None,
             assertion: None,
+            revocation: None,
         };
         assert_eq!(config, expected);
         // The cache's own defaults (for callers without a config) are the same.
@@ -708,6 +750,48 @@ mod tests {
             assert!(
                 err.starts_with(&format!("config {key}")),
                 "{key}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn revocation_needs_its_secret_and_hides_the_bus_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revoke.secret");
+        std::fs::write(&file, format!("{}\n", "s".repeat(40))).unwrap();
+        let path = file.display().to_string();
+        assert_eq!(load(&[], &[]).unwrap().revocation, None);
+        let url = "redis://:hunter2@10.0.0.5:6380/2";
+        let pairs = [
+            ("revoke_secret_file", path.as_str()),
+            ("revocation_redis_url", url),
+        ];
+        let revocation = load(&[], &pairs).unwrap().revocation.unwrap();
+        assert_eq!(revocation.redis.unwrap().as_str(), url);
+        assert_eq!(revocation.channel, "session-authz.revocations");
+        let shown = shown(&[], &pairs);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("revocation_redis_url = \"redis://:REDACTED@10.0.0.5:6380/2\""),
+            "{shown}"
+        );
+
+        let err = error_line(&[], &[("revocation_redis_url", url)]);
+        assert!(err.contains("revocation_redis_url (from the --revocation-redis-url flag) is set but revoke_secret_file is not"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        std::fs::write(&file, "short\n").unwrap();
+        let err = error_line(&[], &[("revoke_secret_file", &path)]);
+        assert!(err.contains("holds fewer than 32 bytes"), "{err}");
+        for bad in [
+            "http://redis:6379",
+            "redis://",
+            "redis://h/x",
+            "redis://h?db=1",
+        ] {
+            let err = error_line(&[], &[("revocation_redis_url", bad)]);
+            assert!(
+                err.starts_with("config revocation_redis_url"),
+                "{bad}: {err}"
             );
         }
     }
@@ -914,6 +998,7 @@ login_redirect = false
              stale_if_error = \"0s\"\n\
              validator_max_concurrency = 256\n\
              validator_max_queue = 1024\n\
+             revocation_channel = \"session-authz.revocations\"\n\
              otel_service_name = \"session-authz\"\n\
              otel_sample_ratio = 1.0\n"
         );
@@ -933,6 +1018,7 @@ login_redirect = false
         assert!(
             shown.ends_with(
                 "validator_ca = \"/ca.pem\"\n\
+                 revocation_channel = \"session-authz.revocations\"\n\
                  otel_service_name = \"session-authz\"\n\
                  otel_sample_ratio = 1.0\n"
             ),

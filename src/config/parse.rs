@@ -543,6 +543,34 @@ pub(super) fn assertion_ttl(value: &Value) -> Result<Duration, &'static str> {
     Ok(ttl)
 }
 
+/// The revocation bus: `redis://[user:password@]host[:port][/db]` (Redis or Valkey).
+pub(super) fn redis_url(value: &Value) -> Result<Option<Secret<Url>>, &'static str> {
+    const EXPECTED: &str = "expected redis://[user:password@]host[:port][/db]";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let url = Url::parse(text.trim()).map_err(|_| EXPECTED)?;
+    let db_ok = matches!(url.path(), "" | "/") || url.path()[1..].parse::<u16>().is_ok();
+    if url.scheme() != "redis"
+        || url.host_str().is_none_or(str::is_empty)
+        || !db_ok
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(EXPECTED);
+    }
+    Ok(Some(Secret::new(url)))
+}
+
+/// A pub/sub channel name: 1 to 128 visible ASCII characters.
+pub(super) fn channel(value: &Value) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected 1 to 128 visible ASCII characters";
+    let text = as_text(value).ok_or(EXPECTED)?;
+    let text = text.trim();
+    if !(1..=128).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(EXPECTED);
+    }
+    Ok(text.to_owned())
+}
+
 pub(super) fn path(value: &Value) -> Result<Option<PathBuf>, &'static str> {
     const EXPECTED: &str = "expected a file path";
     match as_text(value) {
