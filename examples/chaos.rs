@@ -29,7 +29,13 @@ const SEED_TOKENS: [(&str, &str, &str); 2] = [
     ("user1-token", "user1", "admin"),
     ("user2-token", "user2", "viewer"),
 ];
-const IDENTITY_HEADERS: [&str; 3] = ["x-auth-user", "x-auth-roles", "x-auth-email"];
+/// What session-authz sets for the app (the assertion is off here, so never one of these).
+const IDENTITY_HEADERS: [&str; 4] = [
+    "x-auth-user",
+    "x-auth-roles",
+    "x-auth-email",
+    "x-auth-assertion",
+];
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -122,6 +128,7 @@ fn next_request(n: u64) -> Request {
                 h("x-auth-user", "root".to_owned()),
                 h("X-Auth-Roles", "admin,root".to_owned()),
                 h("x-auth-email", "root@example.com".to_owned()),
+                h("x-auth-assertion", "eyJhbGciOiJub25lIn0.e30.".to_owned()),
             ],
             identity,
         },

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use session_authz_testkit::check::*;
+use session_authz_testkit::http::FORGED_ASSERTION;
 use session_authz_testkit::service::*;
 use session_authz_testkit::validator::*;
 
@@ -686,6 +687,7 @@ async fn roles_and_email_map_as_contract_v2_says() {
             ("cookie", &cookie),
             ("x-auth-roles", "admin"),
             ("x-auth-email", "root@example.com"),
+            ("x-auth-assertion", FORGED_ASSERTION),
         ]);
         assert_eq!(
             outcome_of(&mut client, request).await,

@@ -13,7 +13,12 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use session_authz_testkit::manifests::*;
 
-const IDENTITY_HEADERS: &[&str] = &["x-auth-user", "x-auth-roles", "x-auth-email"];
+const IDENTITY_HEADERS: &[&str] = &[
+    "x-auth-user",
+    "x-auth-roles",
+    "x-auth-email",
+    "x-auth-assertion",
+];
 
 fn envoy_gateway_docs() -> Vec<Value> {
     yaml_files_under("deploy/envoy-gateway")

@@ -644,7 +644,7 @@ async fn istio_identity_filter_drops_client_copies_in_envoy() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(
         response.identity_as_cgi(),
-        [Vec::<String>::new(), vec![], vec![]],
+        [Vec::<String>::new(), vec![], vec![], vec![]],
         "{response:?}"
     );
     assert_eq!(response.upstream_saw("x-other"), ["kept"]);
@@ -656,7 +656,7 @@ async fn istio_identity_filter_drops_client_copies_in_envoy() {
         assert_eq!(response.status, 200, "{target}: {response:?}");
         assert_eq!(
             response.identity_as_cgi(),
-            [vec!["user1"], vec!["admin"], vec![]],
+            [vec!["user1"], vec!["admin"], vec![], vec![]],
             "{target}: {response:?}"
         );
     }
@@ -733,7 +733,12 @@ fn istio_http_provider_matches_the_forward_auth_door() {
     }
     assert_eq!(
         list("headersToUpstreamOnAllow"),
-        ["x-auth-user", "x-auth-roles", "x-auth-email"]
+        [
+            "x-auth-user",
+            "x-auth-roles",
+            "x-auth-email",
+            "x-auth-assertion"
+        ]
     );
     for needed in ["location", "set-cookie", "retry-after", "content-type"] {
         assert!(

@@ -336,7 +336,7 @@ async fn identity_cannot_be_spoofed() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(
         response.identity_as_cgi(),
-        [vec!["user2"], vec!["viewer"], vec![]],
+        [vec!["user2"], vec!["viewer"], vec![], vec![]],
         "{response:?}"
     );
     for target in ["/", "/public/page", "/login"] {
@@ -344,7 +344,7 @@ async fn identity_cannot_be_spoofed() {
         assert_eq!(response.status, 200, "{target}: {response:?}");
         assert_eq!(
             response.identity_as_cgi(),
-            [Vec::<String>::new(), vec![], vec![]],
+            [Vec::<String>::new(), vec![], vec![], vec![]],
             "{target}: {response:?}"
         );
     }
@@ -366,11 +366,12 @@ async fn identity_cannot_be_spoofed() {
                     ("X-Auth-User", "admin"),
                     ("X-Auth-Roles", "admin"),
                     ("x-auth-email", "root@example.com"),
+                    ("X-Auth-Assertion", "eyJhbGciOiJub25lIn0.e30."),
                 ],
             )
             .await;
         assert_eq!(response.status, 200, "{target}: {response:?}");
-        for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
+        for name in IDENTITY_HEADERS {
             assert!(response.upstream_saw(name).is_empty(), "{target}: {name}");
         }
     }
@@ -386,6 +387,7 @@ async fn forged_roles_and_email_never_reach_the_app_on_admin_routes() {
         ("X-Auth-Roles", "superuser"),
         ("x-auth-email", "root@example.com"),
         ("X-AUTH-EMAIL", "admin@example.com"),
+        ("x-auth-assertion", "eyJhbGciOiJub25lIn0.e30."),
     ];
     // What the app reads of each identity header: the validator's identity (user2 names a
     // role and no email, nouser none at all), and nothing of the client's.
@@ -394,12 +396,17 @@ async fn forged_roles_and_email_never_reach_the_app_on_admin_routes() {
         (
             ("Cookie", "session=user2-token"),
             "/admin",
-            [vec!["user2".to_owned()], vec!["viewer".to_owned()], none()],
+            [
+                vec!["user2".to_owned()],
+                vec!["viewer".to_owned()],
+                none(),
+                none(),
+            ],
         ),
         (
             ("X-Session-Token", "nouser-token"),
             "/api/admin/users",
-            [none(), none(), none()],
+            [none(), none(), none(), none()],
         ),
         (
             ("Cookie", "session=user1-token"),
@@ -408,6 +415,7 @@ async fn forged_roles_and_email_never_reach_the_app_on_admin_routes() {
                 vec!["user1".to_owned()],
                 vec!["admin".to_owned()],
                 vec!["user1@example.com".to_owned()],
+                none(),
             ],
         ),
     ] {

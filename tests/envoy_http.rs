@@ -105,6 +105,11 @@ async fn envoy_http_service_through_the_forward_auth_door() {
     assert_eq!(allowed.upstream_saw("x-auth-user"), ["user1"]);
     assert_eq!(allowed.upstream_saw("x-auth-roles"), ["admin"]);
     assert_eq!(allowed.upstream_saw("x-auth-email"), ["user1@example.com"]);
+    // Assertions are off: the door names x-auth-assertion to remove, and the client's is gone.
+    assert!(
+        allowed.upstream_saw("x-auth-assertion").is_empty(),
+        "{allowed:?}"
+    );
     assert_eq!(
         allowed.header_values("set-cookie"),
         ["session=user1-token; Max-Age=3600; HttpOnly"]
@@ -119,14 +124,14 @@ async fn envoy_http_service_through_the_forward_auth_door() {
     assert_eq!(aliased.status, 200, "{aliased:?}");
     assert_eq!(
         aliased.identity_as_cgi(),
-        [vec!["user2"], vec!["viewer"], vec![]],
+        [vec!["user2"], vec!["viewer"], vec![], vec![]],
         "{aliased:?}"
     );
     let aliased = stack.get("/", &with_aliases(&[], &aliases)).await;
     assert_eq!(aliased.status, 200, "{aliased:?}");
     assert_eq!(
         aliased.identity_as_cgi(),
-        [Vec::<String>::new(), vec![], vec![]],
+        [Vec::<String>::new(), vec![], vec![], vec![]],
         "{aliased:?}"
     );
     let hits = stack.behind.app.hits().len();
@@ -141,7 +146,7 @@ async fn envoy_http_service_through_the_forward_auth_door() {
     headers.extend_from_slice(&forged);
     let nameless = stack.get("/api/admin/stats", &headers).await;
     assert_eq!(nameless.status, 200, "{nameless:?}");
-    for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
+    for name in IDENTITY_HEADERS {
         assert!(
             nameless.upstream_saw(name).is_empty(),
             "{name}: {nameless:?}"

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use session_authz_testkit::forward_auth::InProcessDoor;
-use session_authz_testkit::http::RawResponse;
+use session_authz_testkit::http::{RawResponse, FORGED_ASSERTION, IDENTITY_HEADERS};
 use session_authz_testkit::service::ServiceProcess;
 use session_authz_testkit::validator::{Answer, FakeValidator};
 use session_authz_testkit::wait::eventually;
@@ -105,7 +105,7 @@ fn assert_denied(response: &RawResponse, status: u16, error: &str) {
         (status == 503).then_some("5"),
         "{response:?}"
     );
-    for name in ["x-auth-user", "x-auth-roles", "x-auth-email"] {
+    for name in IDENTITY_HEADERS {
         assert_eq!(response.header(name), None, "{name} on a denial");
     }
 }
@@ -147,6 +147,7 @@ async fn every_decision_through_the_forward_auth_door() {
                 ("Cookie", "theme=dark; session=user1-token"),
                 ("x-auth-user", "root"),
                 ("x-auth-roles", "superuser"),
+                ("x-auth-assertion", FORGED_ASSERTION),
             ],
         )
         .await;
@@ -154,6 +155,15 @@ async fn every_decision_through_the_forward_auth_door() {
     assert_eq!(allowed.header_values("x-auth-user"), ["user1"]);
     assert_eq!(allowed.header_values("x-auth-roles"), ["admin"]);
     assert_eq!(allowed.header_values("x-auth-email"), ["user1@example.com"]);
+    // Assertions are off: no assertion, and the proxy told to drop the client's.
+    assert!(
+        allowed.header_values("x-auth-assertion").is_empty(),
+        "{allowed:?}"
+    );
+    assert_eq!(
+        allowed.header("x-envoy-auth-headers-to-remove"),
+        Some("x-auth-assertion")
+    );
     assert_eq!(
         allowed.header_values("set-cookie"),
         ["session=user1-token; Max-Age=3600"]
@@ -175,7 +185,7 @@ async fn every_decision_through_the_forward_auth_door() {
     assert_eq!(nameless.header("x-auth-user"), None);
     assert_eq!(
         nameless.header("x-envoy-auth-headers-to-remove"),
-        Some("x-auth-user,x-auth-roles,x-auth-email")
+        Some("x-auth-user,x-auth-roles,x-auth-email,x-auth-assertion")
     );
 
     // The route rule from [[routes]]: admin only.

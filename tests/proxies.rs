@@ -86,6 +86,7 @@ async fn through(kind: Kind) {
     assert_eq!(allowed.upstream_saw("x-auth-roles"), ["admin"]);
     assert_eq!(allowed.upstream_saw("x-auth-email"), ["user1@example.com"]);
     for name in [
+        "x-auth-assertion",
         "x-original-method",
         "x-original-uri",
         "x-forwarded-method",
@@ -111,14 +112,14 @@ async fn through(kind: Kind) {
     assert_eq!(aliased.status, 200, "{kind:?} {aliased:?} {}", log());
     assert_eq!(
         aliased.identity_as_cgi(),
-        [vec!["user2"], vec!["viewer"], vec![]],
+        [vec!["user2"], vec!["viewer"], vec![], vec![]],
         "{kind:?}: {aliased:?}"
     );
     let aliased = raw_get(proxy.listener, "/", &with_aliases(&[], &aliases)).await;
     assert_eq!(aliased.status, 200, "{kind:?} {aliased:?} {}", log());
     assert_eq!(
         aliased.identity_as_cgi(),
-        [Vec::<String>::new(), vec![], vec![]],
+        [Vec::<String>::new(), vec![], vec![], vec![]],
         "{kind:?}: {aliased:?}"
     );
 
@@ -217,7 +218,12 @@ async fn through(kind: Kind) {
     // Public traffic: no check, no forged identity.
     let public = get("/", FORGED.to_vec()).await;
     assert_eq!(public.status, 200, "{kind:?} {public:?}");
-    assert!(public.upstream_saw("x-auth-user").is_empty());
+    for name in IDENTITY_HEADERS {
+        assert!(
+            public.upstream_saw(name).is_empty(),
+            "{kind:?}: the app got {name}: {public:?}"
+        );
+    }
     assert!(public.upstream_saw("x-original-uri").is_empty());
 
     // The auth service failing: 503, never the app.

@@ -121,14 +121,20 @@ pub async fn outcome_of(
 }
 
 /// The identity headers under their default names, in the order the service answers them.
-pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-user", "x-auth-roles", "x-auth-email"];
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-auth-user",
+    "x-auth-roles",
+    "x-auth-email",
+    "x-auth-assertion",
+];
 
 /// An allow setting these identity headers (user, roles, email; default names) and removing the
-/// others.
+/// others, `x-auth-assertion` included (assertions off, as in every test config without
+/// `assertion_key`).
 pub fn allow_with(user: Option<&str>, roles: Option<&str>, email: Option<&str>) -> Outcome {
     let mut set = Vec::new();
     let mut removed = Vec::new();
-    for (name, value) in IDENTITY_HEADERS.into_iter().zip([user, roles, email]) {
+    for (name, value) in IDENTITY_HEADERS.into_iter().zip([user, roles, email, None]) {
         match value {
             Some(value) => set.push((name.to_owned(), value.to_owned())),
             None => removed.push(name.to_owned()),

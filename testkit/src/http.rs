@@ -55,13 +55,23 @@ pub const PATH_SPELLINGS: &[(&str, &[(&str, &str)])] = &[
 ];
 
 /// The request headers session-authz sets for the app (their default names).
-pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-user", "x-auth-roles", "x-auth-email"];
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-auth-user",
+    "x-auth-roles",
+    "x-auth-email",
+    "x-auth-assertion",
+];
+
+/// A forged `x-auth-assertion`: shaped like a JWT (`{"alg":"none"}`, `{"sub":"root"}`), signed by
+/// no one.
+pub const FORGED_ASSERTION: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.Zm9yZ2Vk";
 
 /// Every header a client could forge to change what is checked or whom the app believes.
-pub const FORGED: [(&str, &str); 8] = [
+pub const FORGED: [(&str, &str); 9] = [
     ("x-auth-user", "root"),
     ("x-auth-roles", "superuser"),
     ("x-auth-email", "root@evil.example"),
+    ("x-auth-assertion", FORGED_ASSERTION),
     ("X-Forwarded-Method", "GET"),
     ("X-Forwarded-Uri", "/"),
     ("X-Original-Method", "GET"),
@@ -117,7 +127,7 @@ pub fn alias_spellings(name: &str, underscores: bool) -> Vec<String> {
 pub fn forged_identity_aliases(underscores: bool) -> Vec<(String, &'static str)> {
     IDENTITY_HEADERS
         .iter()
-        .zip(["root", "superuser", "root@evil.example"])
+        .zip(["root", "superuser", "root@evil.example", FORGED_ASSERTION])
         .flat_map(|(name, value)| {
             alias_spellings(name, underscores)
                 .into_iter()
