@@ -115,6 +115,27 @@ async fn wait_for_state(authz: &ServiceProcess, state: char) {
     .unwrap_or_else(|| panic!("config {state} never took effect: {:?}", authz.logs()));
 }
 
+/// The binary reading `session-authz.toml` of a new folder, in force with state `A`; the
+/// folder and the validator live as long as the test holds them.
+async fn started_in_a() -> (tempfile::TempDir, FakeValidator, ServiceProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session-authz.toml");
+    std::fs::write(&file, config('A')).unwrap();
+    let validator = validator().await;
+    let authz = service(&validator, &file, &[]);
+    wait_for_state(&authz, 'A').await;
+    (dir, validator, authz)
+}
+
+/// Waits until `n` reloads ended with `result`.
+async fn wait_reloads(authz: &ServiceProcess, result: &str, n: u64) {
+    eventually(Duration::from_secs(20), || async {
+        (reloads(authz, result).await == n).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("never {n} reloads with {result}: {:?}", authz.logs()));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_and_header_names_change_under_load_and_no_check_sees_half() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,20 +187,12 @@ async fn routes_and_header_names_change_under_load_and_no_check_sees_half() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_or_deleted_file_keeps_the_running_config() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _validator, authz) = started_in_a().await;
     let file = dir.path().join("session-authz.toml");
-    std::fs::write(&file, config('A')).unwrap();
-    let validator = validator().await;
-    let authz = service(&validator, &file, &[]);
-    wait_for_state(&authz, 'A').await;
 
     // Invalid: a route key that does not exist (with B's header name beside it).
     replace(&file, &config('B').replace("require_roles", "require_role"));
-    eventually(Duration::from_secs(20), || async {
-        (reloads(&authz, "error").await == 1).then_some(())
-    })
-    .await
-    .expect("the bad file was counted");
+    wait_reloads(&authz, "error", 1).await;
     assert_eq!(decided_by(&authz).await, (Some('A'), Some('A')));
     let logged = authz.logs();
     let line = logged
@@ -193,11 +206,7 @@ async fn a_bad_or_deleted_file_keeps_the_running_config() {
     );
 
     std::fs::remove_file(&file).unwrap();
-    eventually(Duration::from_secs(20), || async {
-        (reloads(&authz, "error").await == 2).then_some(())
-    })
-    .await
-    .expect("the deleted file was counted");
+    wait_reloads(&authz, "error", 2).await;
     assert_eq!(decided_by(&authz).await, (Some('A'), Some('A')));
 
     // Back, and valid: in force again.
@@ -241,19 +250,11 @@ async fn a_configmap_update_is_picked_up() {
 /// SIGHUP reloads; a changed key that needs a restart is named and keeps its value.
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_and_restart_keys_are_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _validator, authz) = started_in_a().await;
     let file = dir.path().join("session-authz.toml");
-    std::fs::write(&file, config('A')).unwrap();
-    let validator = validator().await;
-    let authz = service(&validator, &file, &[]);
-    wait_for_state(&authz, 'A').await;
 
     nix::sys::signal::kill(authz.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
-    eventually(Duration::from_secs(20), || async {
-        (reloads(&authz, "ok").await == 1).then_some(())
-    })
-    .await
-    .expect("SIGHUP reloaded");
+    wait_reloads(&authz, "ok", 1).await;
 
     replace(
         &file,
