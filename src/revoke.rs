@@ -235,15 +235,17 @@ impl Revocations {
             tokio::select! {
                 () = &mut stop => return,
                 result = self.listen(&client) => {
-                    self.subscribed.store(false, Ordering::Release);
                     self.metrics.revocation_bus_up(false);
+                    // A connection that was up and dropped is news again, and retried soon.
+                    if self.subscribed.swap(false, Ordering::AcqRel) {
+                        warned = false;
+                        backoff = FIRST_BACKOFF;
+                    }
                     if let Err(err) = result {
                         if !warned {
                             tracing::warn!(%err, "revocation bus down: revocations are not being shared; sessions expire at cache_ttl as without one");
                             warned = true;
                         }
-                    } else {
-                        backoff = FIRST_BACKOFF;
                     }
                 }
             }
@@ -252,9 +254,6 @@ impl Revocations {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if self.subscribed.load(Ordering::Acquire) {
-                warned = false;
-            }
         }
     }
 
