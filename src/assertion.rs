@@ -292,10 +292,6 @@ impl Signer {
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// The assertion for `identity` towards `audience` (the route's, else `assertion_audience`).
     pub fn assertion(
         &self,

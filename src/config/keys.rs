@@ -237,7 +237,7 @@ pub static ASSERTION_KEY: Key<Vec<PathBuf>> = key(
 pub static ASSERTION_HEADER: Key<String> = key(
     "assertion_header",
     "NAME",
-    Some("x-auth-assertion"),
+    Some(crate::assertion::DEFAULT_HEADER),
     parse::header_name,
     "Header the signed identity assertion is set upstream in (removed when off)",
 );
@@ -450,7 +450,7 @@ pub static REVOCATION_REDIS_URL: Key<Option<Secret<Url>>> = key(
 pub static REVOCATION_CHANNEL: Key<String> = key(
     "revocation_channel",
     "NAME",
-    Some("session-authz.revocations"),
+    Some(crate::revoke::DEFAULT_CHANNEL),
     parse::channel,
     "The pub/sub channel revocations are shared on",
 );

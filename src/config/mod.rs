@@ -327,6 +327,15 @@ impl Config {
     }
 }
 
+/// The error for `key` (and where it was set) that cannot be used because of `why`.
+fn key_conflict(read: &Reader<'_>, key: &'static str, why: String) -> ConfigError {
+    ConfigError::Conflict {
+        key,
+        origin: read.origin(key),
+        why,
+    }
+}
+
 /// The signed assertion's settings, its keys read from their files: `None` without
 /// `assertion_key`. A file that cannot sign, or keys without an audience, is an error naming
 /// the key and where it was set.
@@ -341,11 +350,7 @@ fn assertion_settings(
         return Ok(None);
     }
     let key = keys::ASSERTION_KEY.spec.name;
-    let conflict = |why: String| ConfigError::Conflict {
-        key,
-        origin: read.origin(key),
-        why,
-    };
+    let conflict = |why| key_conflict(read, key, why);
     let texts = files
         .iter()
         .map(|path| {
@@ -380,21 +385,16 @@ fn revocation_settings(
     let key = keys::REVOKE_SECRET_FILE.spec.name;
     let Some(file) = file else {
         if redis.is_some() {
-            let key = keys::REVOCATION_REDIS_URL.spec.name;
-            return Err(ConfigError::Conflict {
-                key,
-                origin: read.origin(key),
-                why: "is set but revoke_secret_file is not: the replicas need the secret to share revocations"
+            return Err(key_conflict(
+                read,
+                keys::REVOCATION_REDIS_URL.spec.name,
+                "is set but revoke_secret_file is not: the replicas need the secret to share revocations"
                     .to_owned(),
-            });
+            ));
         }
         return Ok(None);
     };
-    let conflict = |why: String| ConfigError::Conflict {
-        key,
-        origin: read.origin(key),
-        why,
-    };
+    let conflict = |why| key_conflict(read, key, why);
     let bytes = std::fs::read(&file)
         .map_err(|err| conflict(format!("cannot read {}: {err}", file.display())))?;
     let secret = crate::revoke::RevokeSecret::from_file_bytes(&bytes)
