@@ -186,8 +186,13 @@ fn watched_folders(file: &Path) -> Vec<PathBuf> {
 
 impl Reloader {
     /// Reloads on every SIGHUP, and when `file` (the `--config` file) changes, until `stop`
-    /// completes.
-    pub async fn run(mut self, file: Option<PathBuf>, stop: impl std::future::Future<Output = ()>) {
+    /// completes. The signal handler, the watcher and the first read are set up before this
+    /// returns, so a change made once the service is ready is never missed.
+    pub fn run(
+        mut self,
+        file: Option<PathBuf>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> impl std::future::Future<Output = ()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(hangup) => Some(hangup),
@@ -197,31 +202,37 @@ impl Reloader {
             }
         };
         let (events, mut changed) = mpsc::unbounded_channel();
-        // Kept for as long as the loop runs: dropping it stops the watching.
-        let _watcher = file.as_deref().and_then(|file| watch_file(file, events));
+        let watcher = file.as_deref().and_then(|file| watch_file(file, events));
         let mut seen = file.as_deref().map(contents);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(hangup) => hangup.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    tracing::info!("SIGHUP: reloading the config");
-                    let _ = self.reload();
-                    seen = file.as_deref().map(contents);
-                }
-                Some(()) = changed.recv() => {
-                    // One change is often several events: wait until they stop.
-                    while tokio::time::timeout(SETTLE, changed.recv()).await.is_ok_and(|e| e.is_some()) {}
-                    let now = file.as_deref().map(contents);
-                    if now != seen {
-                        tracing::info!("the config file changed: reloading");
+        async move {
+            // Kept for as long as the loop runs: dropping it stops the watching.
+            let _watcher = watcher;
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    Some(()) = async {
+                        match hangup.as_mut() {
+                            Some(hangup) => hangup.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        tracing::info!("SIGHUP: reloading the config");
                         let _ = self.reload();
-                        seen = now;
+                        seen = file.as_deref().map(contents);
+                    }
+                    Some(()) = changed.recv() => {
+                        // One change is often several events: wait until they stop.
+                        while tokio::time::timeout(SETTLE, changed.recv())
+                            .await
+                            .is_ok_and(|e| e.is_some())
+                        {}
+                        let now = file.as_deref().map(contents);
+                        if now != seen {
+                            tracing::info!("the config file changed: reloading");
+                            let _ = self.reload();
+                            seen = now;
+                        }
                     }
                 }
             }
