@@ -52,7 +52,8 @@ impl Counted {
     /// waits until `addr` accepts connections (slowly: every thread runs on callgrind's CPU).
     pub(crate) async fn start(mut wrapped: Command, addr: SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        wrapped.current_dir(dir.path());
+        let kept = std::env::var_os("BENCH_CALLGRIND_DIR").map(std::path::PathBuf::from);
+        wrapped.current_dir(kept.as_deref().unwrap_or(dir.path()));
         let child = Proc::spawn(&mut wrapped);
         eventually(Duration::from_secs(120), || async {
             tokio::net::TcpStream::connect(addr).await.ok().map(drop)
@@ -73,7 +74,12 @@ impl Counted {
         drive(load, WARMUP).await;
         self.control("-z");
         drive(load, COUNTED).await;
-        total(&self.control("-e")) as f64 / COUNTED as f64
+        let total = total(&self.control("-e"));
+        if std::env::var_os("BENCH_CALLGRIND_DIR").is_some() {
+            // The counted requests' profile, for callgrind_annotate.
+            self.control("-d");
+        }
+        total as f64 / COUNTED as f64
     }
 }
 

@@ -10,6 +10,9 @@
 //! [`DEFAULT_SECONDS`], [`DEFAULT_REPEATS`]). `BENCH_ONLY=instructions` counts instructions only;
 //! `BENCH_ONLY='WORDS[|WORDS…]'` measures only the scenarios whose name holds one of them
 //! (`gRPC`, `Envoy`, `cache miss|HTTP call`, …).
+//! `BENCH_ONLY=instructions:HTTP` counts only the forward-auth door's hit and its baseline;
+//! `BENCH_CALLGRIND_DIR=DIR` keeps each counted server's callgrind profile of the counted
+//! requests there (`callgrind_annotate DIR/callgrind.out.PID.1`).
 //! `BENCH_RAW=FILE` writes every run's figures to FILE.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -693,15 +696,40 @@ struct Count {
     baseline: Option<&'static str>,
 }
 
+/// Instructions per request of the forward-auth door's cache hit and its baseline only (a
+/// quicker reading while working on that door).
+async fn count_door(validator: SocketAddr) -> Vec<Count> {
+    let baseline = count_baseline(&["--http"], forwarded).await;
+    let (command, _, door) = authz_command(validator, &[]);
+    let server = Counted::start(Counted::wrap(&command), door).await;
+    let hit = server.per_request(forwarded(door)).await;
+    vec![
+        Count {
+            name: DOOR_NOTHING,
+            per_request: baseline,
+            baseline: None,
+        },
+        Count {
+            name: DOOR_HIT,
+            per_request: hit,
+            baseline: Some(DOOR_NOTHING),
+        },
+    ]
+}
+
+/// The forward-auth door's load: a GET naming the original request in `X-Forwarded-*`.
+fn forwarded(addr: SocketAddr) -> Load {
+    Load::Http {
+        addr,
+        path: "/",
+        forwarded: true,
+    }
+}
+
 /// Instructions per request of every gRPC scenario and of the forward-auth door, each server
 /// under callgrind in turn ([`instructions`]).
 async fn count_instructions(validator: SocketAddr, validate_url: &str) -> Vec<Count> {
     let grpc = |addr, checks| Load::Grpc { addr, checks };
-    let forwarded = |addr| Load::Http {
-        addr,
-        path: "/",
-        forwarded: true,
-    };
     let count = |name, per_request, baseline| Count {
         name,
         per_request,
@@ -1063,6 +1091,10 @@ async fn main() {
             "{}",
             render_counts(&count_instructions(setup.validator, &setup.validate_url).await)
         );
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("instructions:HTTP") {
+        println!("{}", render_counts(&count_door(setup.validator).await));
         return;
     }
     if let Ok(only) = std::env::var("BENCH_ONLY") {
