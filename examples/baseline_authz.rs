@@ -98,15 +98,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "baseline forward-auth endpoint on {}",
             listener.local_addr()?
         );
-        // Every request allowed: the body is never read, as the door never reads it.
-        let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
-        session_authz::listener::serve_http(
-            listener,
-            router,
-            session_authz::doors::http::LIMITS,
-            stop(),
-        )
-        .await?;
+        // Every request allowed: a plain hyper service, an empty 200 at once, the body never
+        // read (as the door never reads it).
+        let allow = hyper::service::service_fn(|_request| async {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
+                hyper::body::Bytes,
+            >::new()))
+        });
+        session_authz::listener::serve(listener, allow, session_authz::doors::http::LIMITS, stop())
+            .await?;
         return Ok(());
     }
     let rest: Vec<String> = args.collect();

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -29,6 +31,31 @@ pub async fn serve_http(
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve(
+        listener,
+        hyper_util::service::TowerToHyperService::new(router),
+        limits,
+        stop,
+    )
+    .await
+}
+
+/// [`serve_http`] for a hyper service of its own (the forward-auth door: no router between
+/// hyper and its one answer).
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -56,10 +83,8 @@ pub async fn serve_http(
         };
         // Small answers, often on kept-alive connections: no Nagle delay.
         let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(
-            hyper_util::rt::TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(router.clone()),
-        );
+        let connection =
+            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
