@@ -250,9 +250,9 @@ pub async fn start_reloading(
     );
     // Same accept loop as the ops port, with the door's own limits.
     let forward_auth = forward_auth_listener.map(|(listener, _)| {
-        listener::serve_http(
+        listener::serve(
             listener,
-            forward_auth_door.router(),
+            forward_auth_door.service(),
             forward_auth::LIMITS,
             stop_requested(stopped),
         )

@@ -88,11 +88,29 @@ impl IdentityHeaders {
         identity: &'a Identity,
         assertion: Option<&'a str>,
     ) -> [(&'a str, Option<&'a str>); 4] {
+        let [user, roles, email, signed] = Self::values(identity, assertion);
+        let [user_name, roles_name, email_name, signed_name] = self.names();
         [
-            (self.user.as_str(), identity.user()),
-            (self.roles.as_str(), identity.roles_value()),
-            (self.email.as_str(), identity.email()),
-            (self.assertion.as_str(), assertion),
+            (user_name, user),
+            (roles_name, roles),
+            (email_name, email),
+            (signed_name, signed),
+        ]
+    }
+
+    /// The header names, in the order of [`IdentityHeaders::values`].
+    pub fn names(&self) -> [&str; 4] {
+        [&self.user, &self.roles, &self.email, &self.assertion]
+    }
+
+    /// The values of [`IdentityHeaders::fields`], without the names (a door that made its own
+    /// from [`IdentityHeaders::names`]).
+    pub fn values<'a>(identity: &'a Identity, assertion: Option<&'a str>) -> [Option<&'a str>; 4] {
+        [
+            identity.user(),
+            identity.roles_value(),
+            identity.email(),
+            assertion,
         ]
     }
 }

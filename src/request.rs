@@ -57,6 +57,26 @@ impl<'a> Headers<'a> {
             None => Ok(first),
         }
     }
+
+    /// [`Headers::one`] of each of `names`, in one pass over the headers rather than one per
+    /// name; the first repeat met is the error.
+    pub fn ones<const N: usize>(
+        &self,
+        names: [&'static str; N],
+    ) -> Result<[Option<&'a [u8]>; N], Repeated> {
+        let mut found = [None; N];
+        for (candidate, value) in self.0 {
+            let wanted = names
+                .iter()
+                .position(|name| candidate.eq_ignore_ascii_case(name));
+            if let Some(at) = wanted {
+                if found[at].replace(*value).is_some() {
+                    return Err(Repeated(names[at]));
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +102,10 @@ mod tests {
         assert_eq!(headers.one("cookie"), Ok(None));
         assert_eq!(headers.all("cookie").count(), 0);
         assert_eq!(headers.pairs().len(), 4);
+        assert_eq!(
+            headers.ones(["x-other", "origin", "cookie"]),
+            Ok([Some(&b"1"[..]), Some(&b"https://a.example"[..]), None])
+        );
+        assert_eq!(headers.ones(["origin", "accept"]), Err(Repeated("accept")));
     }
 }

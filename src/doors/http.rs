@@ -4,16 +4,20 @@
 //! ([`original`]), asks the core, and answers 200 (allow, with the identity headers) or the
 //! denial every door sends ([`super::denial`]) — nothing else.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
-use axum::Router;
+use arc_swap::ArcSwap;
+use http::header::SET_COOKIE;
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
 
 use super::{denial, sign_in_headers, IdentityHeaders};
-use crate::authorize::{Authorizer, CachedValidator, Checked, Verdicts};
+use crate::authorize::{Authorizer, CachedValidator, Checked, Live, Verdicts};
 use crate::decision::{Decision, DenyStatus};
 use crate::listener::Limits;
 use crate::request::{Headers, RequestView};
@@ -27,6 +31,9 @@ pub const LIMITS: Limits = Limits {
     header_read_timeout: std::time::Duration::from_secs(5),
 };
 
+/// Every answer's body: empty on an allow and a sign-in, the JSON error on a denial.
+pub type Body = Full<Bytes>;
+
 /// Answers forward-auth checks on the core.
 #[derive(Debug)]
 pub struct ForwardAuth<V = CachedValidator> {
@@ -34,18 +41,38 @@ pub struct ForwardAuth<V = CachedValidator> {
     /// What the proxy puts before the original path when it sends that as the request's own
     /// (Envoy's `path_prefix`); `None`: the whole path is the original one.
     prefix: Option<String>,
+    /// The identity header names of the configuration in force, as this door sends them;
+    /// made again when a reload brings another configuration.
+    named: ArcSwap<NamedFor>,
+}
+
+/// [`Named`] and the configuration it was made from.
+#[derive(Debug)]
+struct NamedFor {
+    live: Arc<Live>,
+    named: Named,
+}
+
+impl NamedFor {
+    fn new(live: Arc<Live>) -> Self {
+        let named = Named::new(live.identity_headers());
+        Self { live, named }
+    }
 }
 
 impl<V: Verdicts + 'static> ForwardAuth<V> {
     pub fn new(core: Arc<Authorizer<V>>, prefix: Option<String>) -> Self {
-        Self { core, prefix }
+        let named = ArcSwap::from_pointee(NamedFor::new(core.live()));
+        Self {
+            core,
+            prefix,
+            named,
+        }
     }
 
-    /// Every path and method is a check.
-    pub fn router(self) -> Router {
-        Router::new()
-            .fallback(check::<V>)
-            .with_state(Arc::new(self))
+    /// The door as a hyper service: every path and method is a check.
+    pub fn service(self) -> Door<V> {
+        Door(Arc::new(self))
     }
 
     /// The answer to one forward-auth request (its body is never read).
@@ -87,16 +114,84 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
                 self.core.unreadable()
             }
         };
-        response(&checked, live.identity_headers(), sign_in)
+        let current = self.named.load();
+        if Arc::ptr_eq(&current.live, &live) {
+            return response(&checked, &current.named, sign_in);
+        }
+        // A reload since the names were made: make them for this Check's configuration.
+        let fresh = Arc::new(NamedFor::new(live));
+        let answer = response(&checked, &fresh.named, sign_in);
+        self.named.store(fresh);
+        answer
     }
 }
 
-async fn check<V: Verdicts + 'static>(
-    State(door): State<Arc<ForwardAuth<V>>>,
-    request: Request,
-) -> Response<Body> {
-    let (parts, _body) = request.into_parts();
-    door.answer(&parts).await
+/// [`ForwardAuth`] as hyper serves it: no router in between, since every request is the one
+/// check.
+#[derive(Debug)]
+pub struct Door<V = CachedValidator>(Arc<ForwardAuth<V>>);
+
+impl<V> Clone for Door<V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<V: Verdicts + 'static> Door<V> {
+    /// The door this serves.
+    pub fn forward_auth(&self) -> &ForwardAuth<V> {
+        &self.0
+    }
+}
+
+impl<V: Verdicts + 'static> hyper::service::Service<Request<Incoming>> for Door<V> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let door = self.0.clone();
+        Box::pin(async move {
+            let (parts, _body) = request.into_parts();
+            Ok(door.answer(&parts).await)
+        })
+    }
+}
+
+/// One configuration's identity header names as `http`'s own, and every
+/// `x-envoy-auth-headers-to-remove` value an allow can need (one per set of fields the
+/// validator left empty), made once per configuration rather than parsed on every allow.
+#[derive(Debug)]
+pub struct Named {
+    /// In [`IdentityHeaders::names`]' order; `None` when one is no header name (the
+    /// configuration check refuses that), and then no allow can be sent.
+    fields: Option<[HeaderName; 4]>,
+    /// Indexed by the set of absent fields, bit `i` for field `i`.
+    removals: Vec<Option<HeaderValue>>,
+}
+
+const REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+impl Named {
+    pub fn new(names: &IdentityHeaders) -> Self {
+        let list = names.names();
+        let fields = match list.map(|name| HeaderName::from_bytes(name.as_bytes()).ok()) {
+            [Some(user), Some(roles), Some(email), Some(assertion)] => {
+                Some([user, roles, email, assertion])
+            }
+            _ => None,
+        };
+        let removals = (0..1usize << list.len())
+            .map(|absent| {
+                let named: Vec<&str> = (0..list.len())
+                    .filter(|field| absent & 1 << field != 0)
+                    .map(|field| list[field])
+                    .collect();
+                HeaderValue::from_str(&named.join(",")).ok()
+            })
+            .collect();
+        Self { fields, removals }
+    }
 }
 
 /// The forward-auth request's own line and authority.
@@ -181,8 +276,25 @@ pub fn original<'a>(
     headers: Headers<'a>,
     prefix: Option<&str>,
 ) -> Result<Original<'a>, Unreadable> {
-    let forwarded = pair(headers, FORWARDED_METHOD, FORWARDED_URI)?;
-    let nginx = pair(headers, ORIGINAL_METHOD, ORIGINAL_URI)?;
+    // One pass for all six, and each read whichever is used, so a repeat is always refused.
+    let [forwarded_method, forwarded_uri, original_method, original_uri, forwarded_host, own_host] =
+        headers
+            .ones([
+                FORWARDED_METHOD,
+                FORWARDED_URI,
+                ORIGINAL_METHOD,
+                ORIGINAL_URI,
+                FORWARDED_HOST,
+                "host",
+            ])
+            .map_err(|repeated| Unreadable::Repeated(repeated.0))?;
+    let forwarded = pair(
+        forwarded_method,
+        forwarded_uri,
+        FORWARDED_METHOD,
+        FORWARDED_URI,
+    )?;
+    let nginx = pair(original_method, original_uri, ORIGINAL_METHOD, ORIGINAL_URI)?;
     let sign_in = if nginx.is_some() {
         SignInAs::Unauthorized
     } else {
@@ -210,9 +322,8 @@ pub fn original<'a>(
     if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Unreadable::BadUri);
     }
-    // Both read, so that a repeat of either is refused whichever is used.
-    let own_host = single(headers, "host")?.or(own.authority);
-    let host = single(headers, FORWARDED_HOST)?
+    let own_host = text(own_host, Unreadable::BadHost)?.or(own.authority);
+    let host = text(forwarded_host, Unreadable::BadHost)?
         .or(own_host)
         .unwrap_or_default();
     if !host.bytes().all(|b| b.is_ascii_graphic()) {
@@ -226,13 +337,16 @@ pub fn original<'a>(
     })
 }
 
-/// A method header and its URI header: both or neither.
+/// A method header and its URI header (named `method` and `uri`): both or neither, as text.
 fn pair<'a>(
-    headers: Headers<'a>,
+    method_value: Option<&'a [u8]>,
+    uri_value: Option<&'a [u8]>,
     method: &'static str,
     uri: &'static str,
 ) -> Result<Option<(&'a str, &'a str)>, Unreadable> {
-    match (single(headers, method)?, single(headers, uri)?) {
+    let method_value = text(method_value, Unreadable::BadMethod)?;
+    let uri_value = text(uri_value, Unreadable::BadUri)?;
+    match (method_value, uri_value) {
         (Some(method), Some(uri)) => Ok(Some((method, uri))),
         (None, None) => Ok(None),
         (Some(_), None) => Err(Unreadable::Incomplete(uri)),
@@ -240,18 +354,12 @@ fn pair<'a>(
     }
 }
 
-/// The one value of `name`, if sent: a repeat is an error, and so is a value that is not text
-/// (it is then checked by its use: a method, a URI, a host).
-fn single<'a>(headers: Headers<'a>, name: &'static str) -> Result<Option<&'a str>, Unreadable> {
-    let Some(value) = headers.one(name).map_err(|_| Unreadable::Repeated(name))? else {
-        return Ok(None);
-    };
-    let text = std::str::from_utf8(value).map_err(|_| match name {
-        FORWARDED_METHOD | ORIGINAL_METHOD => Unreadable::BadMethod,
-        FORWARDED_URI | ORIGINAL_URI => Unreadable::BadUri,
-        _ => Unreadable::BadHost,
-    })?;
-    Ok(Some(text))
+/// A header's value as text; one that is not is `why` (it is then checked by its use: a
+/// method, a URI, a host).
+fn text(value: Option<&[u8]>, why: Unreadable) -> Result<Option<&str>, Unreadable> {
+    value
+        .map(|value| std::str::from_utf8(value).map_err(|_| why))
+        .transpose()
 }
 
 /// An HTTP method is a token (RFC 9110 `tchar`s), at least one.
@@ -265,24 +373,14 @@ fn is_token(text: &str) -> bool {
 /// The core's answer as this door's: exactly 200 with the identity headers on an allow; the
 /// shared denial otherwise; a 302 to sign in, or for nginx the 401 naming it ([`SignInAs`]).
 /// The validator's `Set-Cookie`s go with each, one header apiece.
-pub fn response(checked: &Checked, names: &IdentityHeaders, sign_in: SignInAs) -> Response<Body> {
+pub fn response(checked: &Checked, named: &Named, sign_in: SignInAs) -> Response<Body> {
     let built = match &checked.decision {
-        Decision::Allow { identity, .. } => {
-            let mut headers = Vec::new();
-            let mut absent = Vec::new();
-            for (name, value) in names.fields(identity, checked.assertion.as_deref()) {
-                match value {
-                    Some(value) => headers.push((name, value.to_owned())),
-                    None => absent.push(name),
-                }
-            }
-            if !absent.is_empty() {
-                // Envoy's `http_service` removes these from the upstream request: a client's
-                // own copy of a field the validator did not fill must not reach the app.
-                headers.push(("x-envoy-auth-headers-to-remove", absent.join(",")));
-            }
-            build(StatusCode::OK, headers, &checked.set_cookies, String::new())
-        }
+        Decision::Allow { identity, .. } => allowed(
+            named,
+            identity,
+            checked.assertion.as_deref(),
+            &checked.set_cookies,
+        ),
         Decision::Deny { status, reason } => denied(*status, *reason, None, &checked.set_cookies),
         Decision::SignIn { location, reason } => match sign_in {
             SignInAs::Found => build(
@@ -307,6 +405,37 @@ pub fn response(checked: &Checked, names: &IdentityHeaders, sign_in: SignInAs) -
     })
 }
 
+/// The 200: each identity field the validator filled in its header; the others named in
+/// `x-envoy-auth-headers-to-remove`, for Envoy's `http_service` removes these from the upstream
+/// request (a client's own copy of a field the validator did not fill must not reach the app).
+fn allowed(
+    named: &Named,
+    identity: &crate::contract::Identity,
+    assertion: Option<&str>,
+    set_cookies: &[String],
+) -> Option<Response<Body>> {
+    let fields = named.fields.as_ref()?;
+    let mut response = Response::new(Body::default());
+    let headers = response.headers_mut();
+    let mut absent = 0;
+    let values = IdentityHeaders::values(identity, assertion);
+    for (field, (name, value)) in fields.iter().zip(values).enumerate() {
+        match value {
+            Some(value) => {
+                headers.insert(name, HeaderValue::from_bytes(value.as_bytes()).ok()?);
+            }
+            None => absent |= 1 << field,
+        }
+    }
+    if absent != 0 {
+        headers.insert(REMOVE, named.removals.get(absent)?.clone()?);
+    }
+    for cookie in set_cookies {
+        headers.append(SET_COOKIE, HeaderValue::from_bytes(cookie.as_bytes()).ok()?);
+    }
+    Some(response)
+}
+
 /// The shared denial, with one more header when given.
 fn denied(
     status: DenyStatus,
@@ -320,9 +449,9 @@ fn denied(
     build(code, answer.headers, set_cookies, answer.body)
 }
 
-fn build<N: AsRef<str>>(
+fn build(
     status: StatusCode,
-    headers: Vec<(N, String)>,
+    headers: Vec<(&'static str, String)>,
     set_cookies: &[String],
     body: String,
 ) -> Option<Response<Body>> {
@@ -330,14 +459,13 @@ fn build<N: AsRef<str>>(
     *response.status_mut() = status;
     let map = response.headers_mut();
     for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_ref().as_bytes()).ok()?;
-        map.insert(name, HeaderValue::from_bytes(value.as_bytes()).ok()?);
+        map.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_bytes(value.as_bytes()).ok()?,
+        );
     }
     for cookie in set_cookies {
-        map.append(
-            axum::http::header::SET_COOKIE,
-            HeaderValue::from_bytes(cookie.as_bytes()).ok()?,
-        );
+        map.append(SET_COOKIE, HeaderValue::from_bytes(cookie.as_bytes()).ok()?);
     }
     Some(response)
 }
@@ -641,7 +769,11 @@ mod tests {
             assertion: Some("h.c.s".into()),
             ..checked(decision, &["session=a; Max-Age=60", "theme=dark"])
         };
-        let response = response(&signed, &IdentityHeaders::default(), SignInAs::Found);
+        let response = response(
+            &signed,
+            &Named::new(&IdentityHeaders::default()),
+            SignInAs::Found,
+        );
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header_values(&response, "x-auth-assertion"), ["h.c.s"]);
         assert_eq!(header_values(&response, "x-auth-user"), ["alice"]);
@@ -673,7 +805,7 @@ mod tests {
             reason: Reason::ValidSession,
         };
         let unsigned = checked(decision, &[]);
-        let response = response(&unsigned, &names, SignInAs::Found);
+        let response = response(&unsigned, &Named::new(&names), SignInAs::Found);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header_values(&response, "x-user"), ["bob"]);
         assert!(response.headers().get("x-roles").is_none());
@@ -686,7 +818,7 @@ mod tests {
             assertion: Some("a.b.c".into()),
             ..unsigned
         };
-        let response = super::response(&signed, &names, SignInAs::Found);
+        let response = super::response(&signed, &Named::new(&names), SignInAs::Found);
         assert_eq!(header_values(&response, "x-jwt"), ["a.b.c"]);
         assert_eq!(
             header_values(&response, "x-envoy-auth-headers-to-remove"),
@@ -708,7 +840,7 @@ mod tests {
             let expected = denial(status, reason);
             let response = response(
                 &checked(Decision::Deny { status, reason }, &["session=; Max-Age=0"]),
-                &IdentityHeaders::default(),
+                &Named::new(&IdentityHeaders::default()),
                 SignInAs::Found,
             );
             assert_eq!(response.status().as_u16(), expected.code);
@@ -731,7 +863,7 @@ mod tests {
         };
         let response = response(
             &checked(decision, &["session=; Max-Age=0"]),
-            &IdentityHeaders::default(),
+            &Named::new(&IdentityHeaders::default()),
             SignInAs::Found,
         );
         assert_eq!(response.status(), StatusCode::FOUND);
@@ -756,7 +888,7 @@ mod tests {
         };
         let answer = response(
             &checked(decision, &["session=; Max-Age=0"]),
-            &IdentityHeaders::default(),
+            &Named::new(&IdentityHeaders::default()),
             SignInAs::Unauthorized,
         );
         let expected = denial(DenyStatus::Unauthenticated, Reason::NoCredential);
@@ -785,12 +917,12 @@ mod tests {
         ] {
             let as_found = response(
                 &checked(decision.clone(), &[]),
-                &IdentityHeaders::default(),
+                &Named::new(&IdentityHeaders::default()),
                 SignInAs::Found,
             );
             let as_401 = response(
                 &checked(decision, &[]),
-                &IdentityHeaders::default(),
+                &Named::new(&IdentityHeaders::default()),
                 SignInAs::Unauthorized,
             );
             assert_eq!(as_found.status(), as_401.status());

@@ -174,7 +174,8 @@ mod tests {
                 grpc_headers.sort();
                 let grpc_status = denied.status.map(|status| status.code);
 
-                let response = http::response(&checked, &names, http::SignInAs::Found);
+                let response =
+                    http::response(&checked, &http::Named::new(&names), http::SignInAs::Found);
                 let mut http_headers: Vec<(String, String)> = response
                     .headers()
                     .iter()
@@ -184,9 +185,10 @@ mod tests {
                     .collect();
                 http_headers.sort();
                 let http_status = i32::from(response.status().as_u16());
-                let body = axum::body::to_bytes(response.into_body(), 4096)
+                let body = http_body_util::BodyExt::collect(response.into_body())
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .to_bytes();
 
                 assert_eq!(grpc_status, Some(http_status), "{decision:?}");
                 assert_eq!(grpc_headers, http_headers, "{decision:?}");

@@ -1,13 +1,13 @@
-//! The forward-auth door in-process ([`InProcessDoor`]: its router driven request by request, no
+//! The forward-auth door in-process ([`InProcessDoor`]: its door driven request by request, no
 //! socket, no binary, on a core built from a configuration), and the stack a proxy's test puts
 //! behind the proxy ([`ForwardAuthStack`]: the binary with its door, a validator, an app).
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
 use axum::http::Request;
+use http_body_util::BodyExt;
 use session_authz::app::Core;
-use tower::ServiceExt;
+use session_authz::doors::http::Door;
 
 use crate::http::{RawResponse, Upstream};
 use crate::process::root;
@@ -16,7 +16,7 @@ use crate::validator::{Answer, FakeValidator};
 
 /// The door and the core behind it.
 pub struct InProcessDoor {
-    router: axum::Router,
+    door: Door,
     pub core: Core,
 }
 
@@ -25,8 +25,8 @@ impl InProcessDoor {
     pub fn new(toml: &str, pairs: &[(&str, &str)]) -> Self {
         let config = config(toml, pairs);
         let core = Core::new(&config).unwrap();
-        let router = core.forward_auth_door(&config).router();
-        Self { router, core }
+        let door = core.forward_auth_door(&config).service();
+        Self { door, core }
     }
 
     /// One forward-auth request: `method` and `target` are the request's own line, `headers`
@@ -41,8 +41,8 @@ impl InProcessDoor {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Body::empty()).unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (parts, ()) = request.body(()).unwrap().into_parts();
+        let response = self.door.forward_auth().answer(&parts).await;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -52,9 +52,7 @@ impl InProcessDoor {
                 (name.as_str().to_owned(), value)
             })
             .collect();
-        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
-            .await
-            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
         RawResponse {
             status,
             headers,
