@@ -1,9 +1,10 @@
 //! The benchmark's ceilings. By default, a do-nothing `envoy.service.auth.v3.Authorization`
 //! server that allows every Check (and reports SERVING health, so Envoy's health check passes).
 //! With `--call URL` it makes one pooled HTTP GET per Check first: the "ceiling + one pooled HTTP
-//! call" baseline. With `--http` it is instead a do-nothing forward-auth endpoint: 200 with no
-//! header and no body to every request, served by the forward-auth door's own accept loop and
-//! limits, so that only the answer differs from the door's. With `--mutations USER ROLES EMAIL`
+//! call" baseline. With `--http` it is instead a do-nothing forward-auth endpoint: a plain hyper
+//! service answering 200 with no header and no body to every request, served by the
+//! forward-auth door's own accept loop and limits, so that only the answer differs from the
+//! door's. With `--mutations USER ROLES EMAIL`
 //! every Check gets the allow session-authz gives a cache hit of a session with that identity:
 //! the three identity headers set (overwrite, never append) and the dynamic metadata (reason,
 //! cache, user, roles). Built here, not by session-authz's code, so that the ceiling does not
