@@ -4,13 +4,17 @@
 //! call" baseline. With `--http` it is instead a do-nothing forward-auth endpoint: a plain hyper
 //! service answering 200 with no header and no body to every request, served by the
 //! forward-auth door's own accept loop and limits, so that only the answer differs from the
-//! door's. With `--mutations USER ROLES EMAIL`
+//! door's. `--http-identity USER ROLES EMAIL` is the same endpoint sending, from values made once
+//! at start-up, the headers the door's allow of that identity carries (the three identity
+//! headers and `x-envoy-auth-headers-to-remove: x-auth-assertion`): what answering costs hyper,
+//! without deciding anything. With `--mutations USER ROLES EMAIL`
 //! every Check gets the allow session-authz gives a cache hit of a session with that identity:
 //! the three identity headers set (overwrite, never append) and the dynamic metadata (reason,
 //! cache, user, roles). Built here, not by session-authz's code, so that the ceiling does not
 //! move with what it measures; the benchmark checks at start-up that the two answers are equal.
 //!
-//! `cargo run --release --example baseline_authz -- ADDR [--call URL | --http | --mutations USER ROLES EMAIL]`
+//! `cargo run --release --example baseline_authz -- ADDR [--call URL | --http |
+//! --http-identity USER ROLES EMAIL | --mutations USER ROLES EMAIL]`
 
 use std::collections::HashMap;
 
@@ -59,6 +63,27 @@ fn with_mutations(user: &str, roles: &str, email: &str) -> CheckResponse {
     response.set_http_response(ok);
     response.set_dynamic_metadata(Some(Struct { fields }));
     response
+}
+
+/// The headers of the forward-auth door's allow for this identity, with its default names.
+fn identity_headers(
+    user: &str,
+    roles: &str,
+    email: &str,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, http::Error> {
+    let header = |name: &'static str, value: &str| -> Result<_, http::Error> {
+        Ok((
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_str(value)?,
+        ))
+    };
+    Ok(vec![
+        header("x-auth-user", user)?,
+        header("x-auth-roles", roles)?,
+        header("x-auth-email", email)?,
+        // Signed assertions are off: Envoy's http_service is told to remove a client's copy.
+        header("x-envoy-auth-headers-to-remove", "x-auth-assertion")?,
+    ])
 }
 
 #[tonic::async_trait]
@@ -111,6 +136,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let rest: Vec<String> = args.collect();
+    if let (Some("--http-identity"), [user, roles, email]) = (mode.as_deref(), rest.as_slice()) {
+        let headers = identity_headers(user, roles, email)?;
+        eprintln!(
+            "baseline forward-auth endpoint with headers on {}",
+            listener.local_addr()?
+        );
+        let allow = hyper::service::service_fn(move |_request| {
+            let mut response =
+                hyper::Response::new(http_body_util::Empty::<hyper::body::Bytes>::new());
+            // Each value a reference-counted copy of the one made at start-up.
+            for (name, value) in &headers {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+            async { Ok::<_, std::convert::Infallible>(response) }
+        });
+        session_authz::listener::serve(listener, allow, session_authz::doors::http::LIMITS, stop())
+            .await?;
+        return Ok(());
+    }
     let (call, mutations) = match (mode.as_deref(), rest.as_slice()) {
         (Some("--call"), [url]) => (
             Some((reqwest::Client::builder().no_proxy().build()?, url.clone())),

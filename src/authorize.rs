@@ -235,10 +235,8 @@ impl<V: Verdicts> Authorizer<V> {
             return self.decide(live, request, &span).await;
         }
         telemetry::continue_trace(&span, request.headers);
-        let checked = self
-            .decide(live, request, &span)
-            .instrument(span.clone())
-            .await;
+        // Boxed, as the cache's miss is: an untraced Check's future need not make room for it.
+        let checked = Box::pin(self.decide(live, request, &span).instrument(span.clone())).await;
         record_check(&span, &checked);
         checked
     }

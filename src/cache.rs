@@ -227,6 +227,17 @@ impl DecisionCache {
                 return Answered::without_cookies(verdict, Origin::Hit);
             }
         }
+        // Boxed: the miss's state (the validator call's among it) is kilobytes, and a hit
+        // should not carry it in every future that awaits this one (docs/benchmarks.md).
+        Box::pin(self.miss(key, fetch)).await
+    }
+
+    /// [`DecisionCache::lookup`] past its hit: join a call in flight, or make one.
+    async fn miss<F, Fut>(&self, key: Key, fetch: F) -> Answered
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Reply>,
+    {
         // Calls that finished before this point are not this Check's to share.
         let begun = self.calls.load(Ordering::SeqCst);
         let now = &self.now;

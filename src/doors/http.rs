@@ -82,21 +82,12 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_bytes()))
             .collect();
-        let own = Own {
-            method: request.method.as_str(),
-            target: request
-                .uri
-                .path_and_query()
-                .map_or_else(|| request.uri.path(), |target| target.as_str()),
-            authority: request.uri.authority().map(|a| a.as_str()),
-        };
-        let mut sign_in = SignInAs::Found;
         let headers = Headers::new(&headers);
         // One configuration decides and names the headers, even across a reload.
         let live = self.core.live();
-        let checked = match original(&own, headers, self.prefix.as_deref()) {
+        let (checked, sign_in) = match original(&Own::of(request), headers, self.prefix.as_deref())
+        {
             Ok(original) => {
-                sign_in = original.sign_in;
                 let view = RequestView {
                     method: original.method,
                     path: original.path,
@@ -105,13 +96,14 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
                     // Per-route rules come from the `[[routes]]` table only.
                     extensions: None,
                 };
-                self.core.authorize_by(&live, &view).await
+                let checked = self.core.authorize_by(&live, &view).await;
+                (checked, original.sign_in)
             }
             Err(why) => {
                 // A proxy that sends these wrongly is misconfigured, or a client forged them
                 // where the proxy lets them through: either way, no guess.
                 tracing::debug!(why = why.as_str(), "forward-auth request unreadable");
-                self.core.unreadable()
+                (self.core.unreadable(), SignInAs::Found)
             }
         };
         let current = self.named.load();
@@ -151,10 +143,9 @@ impl<V: Verdicts + 'static> hyper::service::Service<Request<Incoming>> for Door<
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let door = self.0.clone();
-        Box::pin(async move {
-            let (parts, _body) = request.into_parts();
-            Ok(door.answer(&parts).await)
-        })
+        // Split here, so that the boxed future holds the parts only (the body is never read).
+        let (parts, _) = request.into_parts();
+        Box::pin(async move { Ok(door.answer(&parts).await) })
     }
 }
 
@@ -202,6 +193,19 @@ pub struct Own<'a> {
     pub target: &'a str,
     /// From an absolute-form target, if the request had one.
     pub authority: Option<&'a str>,
+}
+
+impl<'a> Own<'a> {
+    pub fn of(request: &'a Parts) -> Self {
+        Self {
+            method: request.method.as_str(),
+            target: request
+                .uri
+                .path_and_query()
+                .map_or_else(|| request.uri.path(), |target| target.as_str()),
+            authority: request.uri.authority().map(|a| a.as_str()),
+        }
+    }
 }
 
 /// The request the proxy asks about.
