@@ -207,10 +207,14 @@ fn scan_cookie_header(value: &[u8], cookie_name: &str, found: &mut Single) {
     let text = String::from_utf8_lossy(value);
     // Only a value that was not UTF-8 can hold a character the conversion made up.
     let converted = matches!(text, std::borrow::Cow::Owned(_));
-    for parsed in Cookie::split_parse(text.as_ref()).flatten() {
-        if parsed.name() != cookie_name {
-            continue;
-        }
+    // Only the pairs named `cookie_name` are parsed: a browser sends every cookie of the
+    // site, and the crate builds a whole `Cookie` of each. The name is the one the crate would
+    // read (up to the first `=`, trimmed), so no pair it would match is passed over.
+    let named = text.split(';').filter(|pair| {
+        pair.split_once('=')
+            .is_some_and(|(name, _)| name.trim() == cookie_name)
+    });
+    for parsed in named.filter_map(|pair| Cookie::parse(pair.trim()).ok()) {
         let token = parsed.value_trimmed();
         if converted && token.contains(char::REPLACEMENT_CHARACTER) {
             found.unforwardable = true;
@@ -262,6 +266,10 @@ mod tests {
             ("session=\"T\"", cookie("T")),
             ("   session =  T  ;  a=1 ", cookie("T")),
             ("session", Lookup::Absent),
+            ("session; session=T", cookie("T")),
+            ("a=session=T", Lookup::Absent),
+            ("a=1; session=T=U; b=session=V", cookie("T=U")),
+            ("\u{a0}session\u{a0}=T", cookie("T")),
             ("=T; session=U", cookie("U")),
             ("session=T; session=T", cookie("T")),
             (
