@@ -204,7 +204,11 @@ impl Single {
 
 fn scan_cookie_header(value: &[u8], cookie_name: &str, found: &mut Single) {
     // Other cookies may hold any bytes; only the session cookie's own value must be clean.
-    let text = String::from_utf8_lossy(value);
+    // `from_utf8` first: its check of valid text is the quicker one.
+    let text = match std::str::from_utf8(value) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(value),
+    };
     // Only a value that was not UTF-8 can hold a character the conversion made up.
     let converted = matches!(text, std::borrow::Cow::Owned(_));
     // Only the pairs named `cookie_name` are parsed: a browser sends every cookie of the

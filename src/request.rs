@@ -44,7 +44,7 @@ impl<'a> Headers<'a> {
     {
         self.0
             .iter()
-            .filter(move |(candidate, _)| candidate.eq_ignore_ascii_case(name))
+            .filter(move |(candidate, _)| same_name(candidate, name))
             .map(|(_, value)| *value)
     }
 
@@ -66,9 +66,7 @@ impl<'a> Headers<'a> {
     ) -> Result<[Option<&'a [u8]>; N], Repeated> {
         let mut found = [None; N];
         for (candidate, value) in self.0 {
-            let wanted = names
-                .iter()
-                .position(|name| candidate.eq_ignore_ascii_case(name));
+            let wanted = names.iter().position(|name| same_name(candidate, name));
             if let Some(at) = wanted {
                 if found[at].replace(*value).is_some() {
                     return Err(Repeated(names[at]));
@@ -77,6 +75,12 @@ impl<'a> Headers<'a> {
         }
         Ok(found)
     }
+}
+
+/// Header names compared as HTTP does, in any letter case; an exact match, which every
+/// lower-case name the proxies send is, is tried first, since it is a plain comparison.
+fn same_name(candidate: &str, name: &str) -> bool {
+    candidate == name || candidate.eq_ignore_ascii_case(name)
 }
 
 #[cfg(test)]
