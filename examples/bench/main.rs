@@ -283,12 +283,26 @@ async fn same_answer(authz: SocketAddr, ceiling: SocketAddr) {
             .expect("Check")
             .into_inner()
     };
+    same_hit(ask, authz, ceiling, "the mutations baseline").await;
+}
+
+/// Panics unless `ask` of `ceiling` is `ask` of `authz` on a cache hit (after one miss that
+/// fills the cache); `what` names the ceiling.
+async fn same_hit<F, A>(
+    ask: impl Fn(SocketAddr) -> F,
+    authz: SocketAddr,
+    ceiling: SocketAddr,
+    what: &str,
+) where
+    F: std::future::Future<Output = A>,
+    A: PartialEq + std::fmt::Debug,
+{
     ask(authz).await; // a miss, which fills the cache
     let hit = ask(authz).await;
     let mimic = ask(ceiling).await;
     assert_eq!(
         mimic, hit,
-        "the mutations baseline's answer (left) is not session-authz's cache hit (right)"
+        "{what}'s answer (left) is not session-authz's cache hit (right)"
     );
 }
 const DOOR_NOTHING: &str = "HTTP: do-nothing forward-auth endpoint (baseline)";
@@ -306,12 +320,7 @@ async fn same_http_answer(door: SocketAddr, ceiling: SocketAddr) {
     let ask = |addr: SocketAddr| {
         let http = http.clone();
         async move {
-            let response = http
-                .get(format!("http://{addr}/"))
-                .header("cookie", format!("session={SESSION}"))
-                .header("x-forwarded-method", "GET")
-                .header("x-forwarded-uri", "/admin")
-                .header("x-forwarded-host", "dash.example")
+            let response = door_request(&http, addr, "/", true)
                 .send()
                 .await
                 .expect("forward-auth request");
@@ -325,13 +334,7 @@ async fn same_http_answer(door: SocketAddr, ceiling: SocketAddr) {
             (response.status(), headers)
         }
     };
-    ask(door).await; // a miss, which fills the cache
-    let hit = ask(door).await;
-    let mimic = ask(ceiling).await;
-    assert_eq!(
-        mimic, hit,
-        "the header baseline's answer (left) is not the door's cache hit (right)"
-    );
+    same_hit(ask, door, ceiling, "the header baseline").await;
 }
 const HIT: &str = "gRPC: session-authz, cache hit";
 const SIGNED_HIT: &str = "gRPC: session-authz, cache hit, signed assertion";
@@ -453,22 +456,33 @@ async fn one_call(load: Load, grpc: &mut Option<StatusClient>, http: &reqwest::C
             path,
             forwarded,
         } => {
-            let mut request = http
-                .get(format!("http://{addr}{path}"))
-                .header("cookie", format!("session={SESSION}"));
-            if forwarded {
-                request = request
-                    .header("x-forwarded-method", "GET")
-                    .header("x-forwarded-uri", "/admin")
-                    .header("x-forwarded-host", "dash.example");
-            }
-            let response = request.send().await;
+            let response = door_request(http, addr, path, forwarded).send().await;
             match response {
                 Ok(response) => response.status() == 200 && response.bytes().await.is_ok(),
                 Err(_) => false,
             }
         }
     }
+}
+
+/// A GET of `path` with the bench's session cookie; `forwarded`: naming the original request
+/// in `X-Forwarded-*`, as a forward-auth proxy asks.
+fn door_request(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    forwarded: bool,
+) -> reqwest::RequestBuilder {
+    let request = http
+        .get(format!("http://{addr}{path}"))
+        .header("cookie", format!("session={SESSION}"));
+    if !forwarded {
+        return request;
+    }
+    request
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/admin")
+        .header("x-forwarded-host", "dash.example")
 }
 
 /// The clients of `load`, `concurrency` callers at a time: one HTTP/2 connection for gRPC, a
