@@ -196,6 +196,7 @@ pub struct Own<'a> {
 }
 
 impl<'a> Own<'a> {
+    /// The line and authority of the request hyper read.
     pub fn of(request: &'a Parts) -> Self {
         Self {
             method: request.method.as_str(),
