@@ -774,13 +774,15 @@ async fn count_door(validator: SocketAddr) -> Vec<Count> {
 /// Instructions per request of the endpoint sending the door's allow headers, once the bench
 /// has made sure that they are the door's.
 async fn count_headers_baseline(validator: SocketAddr) -> f64 {
-    let (ceiling_proc, ceiling) = start_baseline(&WITH_HEADERS).await;
+    let (command, ceiling) = baseline_command(&WITH_HEADERS);
+    let counted = Counted::start(Counted::wrap(&command), ceiling).await;
+    // Checked before the warm-up, after which the counters are zeroed.
     let (mut command, _, door) = authz_command(validator, &[]);
     let authz = Proc::spawn(&mut command);
     listening(door).await;
     same_http_answer(door, ceiling).await;
-    drop((authz, ceiling_proc));
-    count_baseline(&WITH_HEADERS, forwarded).await
+    drop(authz);
+    counted.per_request(forwarded(ceiling)).await
 }
 
 /// The forward-auth door's load: a GET naming the original request in `X-Forwarded-*`.
