@@ -308,6 +308,71 @@ http {
 }
 "#;
 
+/// Each proxy keeps its connections to the door alive: nginx needs an upstream `keepalive` pool
+/// over HTTP/1.1 for it (by default it opens a TCP connection for every `auth_request`, which
+/// costs nginx and the door more than the check itself); Caddy and Traefik pool on their own.
+/// Where the shipped file sets how long an idle one is kept (`idle`, the setting's name), that is
+/// shorter than the door keeps it, so that the proxy never sends a check on a connection the
+/// door is closing (Traefik has no such setting; Go's client retries a GET on a fresh one).
+async fn reuses_connections_to_the_door(kind: Kind, idle: Option<&str>) {
+    let stack = ForwardAuthStack::start(demo_answers(), "proxies/session-authz.toml", &[]).await;
+    let relay = CountingRelay::start(stack.door).await;
+    let proxy = ProxyProcess::start(kind, relay.addr, stack.app.addr).await;
+    let checks = 20;
+    for _ in 0..checks {
+        let allowed = raw_get(
+            proxy.listener,
+            "/admin",
+            &[("Cookie", "session=user1-token")],
+        )
+        .await;
+        assert_eq!(allowed.status, 200, "{kind:?} {allowed:?} {}", proxy.log());
+        assert_eq!(allowed.upstream_saw("x-auth-user"), ["user1"]);
+    }
+    // One connection, or a second should an idle one have been let go in between.
+    assert!(
+        relay.accepted() <= 2,
+        "{kind:?}: {} connections to the door for {checks} sequential checks",
+        relay.accepted()
+    );
+
+    let Some(idle) = idle else { return };
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(kind.shipped()),
+    )
+    .unwrap();
+    let seconds: Vec<u64> = shipped
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix(idle)?.strip_prefix(' '))
+        .map(|value| {
+            let value = value.trim_end_matches(';').strip_suffix('s');
+            value.and_then(|s| s.parse().ok()).expect("idle time in seconds")
+        })
+        .collect();
+    let door_idle = session_authz::doors::http::LIMITS.header_read_timeout;
+    assert_eq!(seconds.len(), 1, "{}: one {idle}", kind.shipped());
+    assert!(
+        std::time::Duration::from_secs(seconds[0]) < door_idle,
+        "{kind:?} keeps idle connections {} s, the door closes them after {door_idle:?}",
+        seconds[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_reuses_connections_to_the_door() {
+    reuses_connections_to_the_door(Kind::Nginx, Some("keepalive_timeout")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_reuses_connections_to_the_door() {
+    reuses_connections_to_the_door(Kind::Caddy, Some("keepalive")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traefik_reuses_connections_to_the_door() {
+    reuses_connections_to_the_door(Kind::Traefik, None).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_minimal_config_sends_browsers_to_sign_in() {
     let stack = ForwardAuthStack::start(
