@@ -57,24 +57,6 @@ impl<'a> Headers<'a> {
             None => Ok(first),
         }
     }
-
-    /// [`Headers::one`] of each of `names`, in one pass over the headers rather than one per
-    /// name; the first repeat met is the error.
-    pub fn ones<const N: usize>(
-        &self,
-        names: [&'static str; N],
-    ) -> Result<[Option<&'a [u8]>; N], Repeated> {
-        let mut found = [None; N];
-        for (candidate, value) in self.0 {
-            let wanted = names.iter().position(|name| same_name(candidate, name));
-            if let Some(at) = wanted {
-                if found[at].replace(*value).is_some() {
-                    return Err(Repeated(names[at]));
-                }
-            }
-        }
-        Ok(found)
-    }
 }
 
 /// Header names compared as HTTP does, in any letter case; an exact match, which every
@@ -106,10 +88,5 @@ mod tests {
         assert_eq!(headers.one("cookie"), Ok(None));
         assert_eq!(headers.all("cookie").count(), 0);
         assert_eq!(headers.pairs().len(), 4);
-        assert_eq!(
-            headers.ones(["x-other", "origin", "cookie"]),
-            Ok([Some(&b"1"[..]), Some(&b"https://a.example"[..]), None])
-        );
-        assert_eq!(headers.ones(["origin", "accept"]), Err(Repeated("accept")));
     }
 }

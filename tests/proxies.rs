@@ -346,7 +346,9 @@ async fn reuses_connections_to_the_door(kind: Kind, idle: Option<&str>) {
         .filter_map(|line| line.trim().strip_prefix(idle)?.strip_prefix(' '))
         .map(|value| {
             let value = value.trim_end_matches(';').strip_suffix('s');
-            value.and_then(|s| s.parse().ok()).expect("idle time in seconds")
+            value
+                .and_then(|s| s.parse().ok())
+                .expect("idle time in seconds")
         })
         .collect();
     let door_idle = session_authz::doors::http::LIMITS.header_read_timeout;

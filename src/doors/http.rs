@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::header::SET_COOKIE;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 
@@ -77,16 +77,14 @@ impl<V: Verdicts + 'static> ForwardAuth<V> {
 
     /// The answer to one forward-auth request (its body is never read).
     pub async fn answer(&self, request: &Parts) -> Response<Body> {
-        let headers: Vec<(&str, &[u8])> = request
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_bytes()))
-            .collect();
+        let (headers, forwarding) = read_headers(&request.headers);
         let headers = Headers::new(&headers);
         // One configuration decides and names the headers, even across a reload.
         let live = self.core.live();
-        let (checked, sign_in) = match original(&Own::of(request), headers, self.prefix.as_deref())
-        {
+        let original = forwarding.and_then(|forwarding| {
+            original(&Own::of(request), &forwarding, self.prefix.as_deref())
+        });
+        let (checked, sign_in) = match original {
             Ok(original) => {
                 let view = RequestView {
                     method: original.method,
@@ -270,29 +268,67 @@ const FORWARDED_HOST: &str = "x-forwarded-host";
 const ORIGINAL_METHOD: &str = "x-original-method";
 const ORIGINAL_URI: &str = "x-original-uri";
 
+/// The headers [`original`] reads, each sent at most once: in this order, `None` when absent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Forwarding<'a> {
+    pub forwarded_method: Option<&'a HeaderValue>,
+    pub forwarded_uri: Option<&'a HeaderValue>,
+    pub original_method: Option<&'a HeaderValue>,
+    pub original_uri: Option<&'a HeaderValue>,
+    pub forwarded_host: Option<&'a HeaderValue>,
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// The pairs a [`Headers`] view is made of.
+pub type Pairs<'a> = Vec<(&'a str, &'a [u8])>;
+
+/// Every header as the core reads them (`(name, value)` in the order hyper keeps them, with a
+/// power-of-two capacity: mimalloc serves those sizes from its free lists, where the aligned
+/// allocation Rust asks for takes a slow path for other sizes above 128 bytes), and
+/// [`Forwarding`]'s picked out in the same pass; one of those sent twice is the error, never a
+/// pick. hyper's names are lower case, so each is matched exactly.
+pub fn read_headers(map: &HeaderMap) -> (Pairs<'_>, Result<Forwarding<'_>, Unreadable>) {
+    let mut headers = Vec::with_capacity(map.len().next_power_of_two());
+    let mut forwarding = Forwarding::default();
+    let mut repeated = None;
+    for (name, value) in map {
+        headers.push((name.as_str(), value.as_bytes()));
+        let (slot, name) = match name.as_str() {
+            FORWARDED_METHOD => (&mut forwarding.forwarded_method, FORWARDED_METHOD),
+            FORWARDED_URI => (&mut forwarding.forwarded_uri, FORWARDED_URI),
+            ORIGINAL_METHOD => (&mut forwarding.original_method, ORIGINAL_METHOD),
+            ORIGINAL_URI => (&mut forwarding.original_uri, ORIGINAL_URI),
+            FORWARDED_HOST => (&mut forwarding.forwarded_host, FORWARDED_HOST),
+            "host" => (&mut forwarding.host, "host"),
+            _ => continue,
+        };
+        if slot.replace(value).is_some() && repeated.is_none() {
+            repeated = Some(Unreadable::Repeated(name));
+        }
+    }
+    (headers, repeated.map_or(Ok(forwarding), Err))
+}
+
 /// The original method, URI and host: from `X-Forwarded-Method` + `X-Forwarded-Uri` (Traefik,
 /// Caddy), or `X-Original-Method` + `X-Original-URI` (nginx), or else the request's own method
 /// and target with `prefix` taken off (Envoy's `http_service`, Istio). The host is
 /// `X-Forwarded-Host` when sent, else the request's own `Host`. Both conventions at once are
-/// accepted only when they agree; a repeated header, half a pair, a method that is not a token
-/// or a URI not starting with `/` is [`Unreadable`].
+/// accepted only when they agree; half a pair, a value that is not visible ASCII, a method that
+/// is not a token or a URI not starting with `/` is [`Unreadable`] (a repeated header already
+/// is, by [`read_headers`]).
 pub fn original<'a>(
     own: &Own<'a>,
-    headers: Headers<'a>,
+    forwarding: &Forwarding<'a>,
     prefix: Option<&str>,
 ) -> Result<Original<'a>, Unreadable> {
-    // One pass for all six, and each read whichever is used, so a repeat is always refused.
-    let [forwarded_method, forwarded_uri, original_method, original_uri, forwarded_host, own_host] =
-        headers
-            .ones([
-                FORWARDED_METHOD,
-                FORWARDED_URI,
-                ORIGINAL_METHOD,
-                ORIGINAL_URI,
-                FORWARDED_HOST,
-                "host",
-            ])
-            .map_err(|repeated| Unreadable::Repeated(repeated.0))?;
+    let Forwarding {
+        forwarded_method,
+        forwarded_uri,
+        original_method,
+        original_uri,
+        forwarded_host,
+        host: own_host,
+    } = *forwarding;
     let forwarded = pair(
         forwarded_method,
         forwarded_uri,
@@ -344,8 +380,8 @@ pub fn original<'a>(
 
 /// A method header and its URI header (named `method` and `uri`): both or neither, as text.
 fn pair<'a>(
-    method_value: Option<&'a [u8]>,
-    uri_value: Option<&'a [u8]>,
+    method_value: Option<&'a HeaderValue>,
+    uri_value: Option<&'a HeaderValue>,
     method: &'static str,
     uri: &'static str,
 ) -> Result<Option<(&'a str, &'a str)>, Unreadable> {
@@ -359,11 +395,11 @@ fn pair<'a>(
     }
 }
 
-/// A header's value as text; one that is not is `why` (it is then checked by its use: a
-/// method, a URI, a host).
-fn text(value: Option<&[u8]>, why: Unreadable) -> Result<Option<&str>, Unreadable> {
+/// A header's value as text: visible ASCII (what each use, a method, a URI, a host, accepts
+/// at most; `to_str` checks that without a UTF-8 pass); one that is not is `why`.
+fn text(value: Option<&HeaderValue>, why: Unreadable) -> Result<Option<&str>, Unreadable> {
     value
-        .map(|value| std::str::from_utf8(value).map_err(|_| why))
+        .map(|value| value.to_str().map_err(|_| why))
         .transpose()
 }
 
@@ -503,18 +539,36 @@ mod tests {
         }
     }
 
+    /// `headers` as hyper would hand them to the door (names lower-cased), read by
+    /// [`read_headers`] and [`original`].
+    fn read_bytes(
+        own: Own<'static>,
+        headers: &[(&str, &[u8])],
+        prefix: Option<&str>,
+    ) -> Result<Original<'static>, Unreadable> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        // Leaked, so that the `Original` read from it can outlive this call (tests only).
+        let map: &'static HeaderMap = Box::leak(Box::new(map));
+        let (_, forwarding) = read_headers(map);
+        original(&own, &forwarding?, prefix)
+    }
+
     fn read(
         own: Own<'static>,
         headers: &[(&'static str, &'static str)],
         prefix: Option<&str>,
     ) -> Result<Original<'static>, Unreadable> {
-        // Leaked, so that the `Original` read from them can outlive this call (tests only).
-        let headers: &'static [(&str, &[u8])] = headers
+        let headers: Vec<(&str, &[u8])> = headers
             .iter()
             .map(|(name, value)| (*name, value.as_bytes()))
-            .collect::<Vec<_>>()
-            .leak();
-        original(&own, Headers::new(headers), prefix)
+            .collect();
+        read_bytes(own, &headers, prefix)
     }
 
     fn ok(method: &'static str, path: &'static str, host: &'static str) -> Original<'static> {
@@ -732,13 +786,75 @@ mod tests {
     }
 
     #[test]
+    fn the_core_sees_every_header_the_door_picks_from() {
+        let mut map = HeaderMap::new();
+        for (name, value) in [
+            ("host", "authz"),
+            ("cookie", "session=a"),
+            ("x-forwarded-uri", "/admin"),
+            ("cookie", "theme=dark"),
+            ("x-forwarded-method", "GET"),
+        ] {
+            map.append(name, HeaderValue::from_static(value));
+        }
+        let (view, forwarding) = read_headers(&map);
+        let view: Vec<(&str, &str)> = view
+            .iter()
+            .map(|(name, value)| (*name, std::str::from_utf8(value).unwrap()))
+            .collect();
+        // hyper's map keeps a name's values together, in the order received.
+        assert_eq!(
+            view,
+            [
+                ("host", "authz"),
+                ("cookie", "session=a"),
+                ("cookie", "theme=dark"),
+                ("x-forwarded-uri", "/admin"),
+                ("x-forwarded-method", "GET"),
+            ]
+        );
+        let forwarding = forwarding.unwrap();
+        assert_eq!(forwarding.host.unwrap(), "authz");
+        assert_eq!(forwarding.forwarded_method.unwrap(), "GET");
+        assert!(forwarding.original_uri.is_none());
+    }
+
+    /// Every value read must be visible ASCII, the request's own `Host` too when
+    /// `X-Forwarded-Host` stands in for it; half a pair that is not text is refused as such.
+    #[test]
+    fn values_must_be_visible_ascii_even_where_unused() {
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], Unreadable);
+        let cases: [Case; 3] = [
+            (
+                &[
+                    ("x-forwarded-host", b"dash.example"),
+                    ("host", "caf\u{e9}".as_bytes()),
+                ],
+                Unreadable::BadHost,
+            ),
+            (
+                &[("x-forwarded-method", "G\u{c9}T".as_bytes())],
+                Unreadable::BadMethod,
+            ),
+            (&[("x-original-uri", b"/caf\xe9")], Unreadable::BadUri),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(
+                read_bytes(own("GET", "/"), headers, None),
+                Err(expected),
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
     fn non_text_values_are_unreadable() {
         let headers: [(&str, &[u8]); 2] = [
             ("x-forwarded-method", b"GET"),
             ("x-forwarded-uri", b"/caf\xe9"),
         ];
         assert_eq!(
-            original(&own("GET", "/"), Headers::new(&headers), None),
+            read_bytes(own("GET", "/"), &headers, None),
             Err(Unreadable::BadUri)
         );
     }
