@@ -374,8 +374,65 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Ap
 
 /// The gRPC port's connections. tonic applies its own `tcp_nodelay` only to sockets it binds
 /// itself, never to a listener handed to it.
-fn grpc_incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+fn grpc_incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Unvectored>> {
+    use tokio_stream::StreamExt;
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(Unvectored))
+}
+
+/// A gRPC connection as h2 is to see it: one that takes no vectored writes. On a socket that
+/// does, h2 copies a DATA frame into its write buffer only up to 256 bytes and flushes a larger
+/// one on its own; without, up to 1 024. A Check's answer carrying a signed assertion (~600
+/// bytes) then shares a `write` with the answers in flight beside it instead of costing a
+/// `writev` of its own (docs/benchmarks.md, "The signed answer's writes").
+#[derive(Debug)]
+struct Unvectored(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for Unvectored {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+/// Every write but the vectored ones, which are left to the trait's defaults (one buffer at a
+/// time, and `is_write_vectored` false).
+impl tokio::io::AsyncWrite for Unvectored {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Unvectored {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +450,27 @@ mod tests {
         let mut incoming = grpc_incoming(listener);
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let accepted = incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
+        assert!(accepted.0.nodelay().unwrap());
+    }
+
+    /// h2 batches an answer of up to 1 024 bytes with the others in flight only on a
+    /// connection that takes no vectored writes (see [`Unvectored`]).
+    #[tokio::test]
+    async fn grpc_connections_take_no_vectored_writes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = std::pin::pin!(grpc_incoming(listener));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut accepted = incoming.next().await.unwrap().unwrap();
+        assert!(!tokio::io::AsyncWrite::is_write_vectored(&accepted));
+        // Still a whole connection both ways.
+        accepted.write_all(b"ping").await.unwrap();
+        let mut got = [0; 4];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        client.write_all(b"pong").await.unwrap();
+        accepted.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
     }
 }
