@@ -373,14 +373,23 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Ap
 }
 
 /// The gRPC port's connections. tonic applies its own `tcp_nodelay` only to sockets it binds
-/// itself, never to a listener handed to it.
+/// itself, never to a listener handed to it. A failed accept (out of descriptors, or a
+/// connection reset before it was taken) is passed on after a pause, as the HTTP listeners do:
+/// tonic asks again at once, and with the connection still queued the socket stays readable,
+/// so without one the loop would spin a core.
 fn grpc_incoming(
     listener: TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Unvectored>> {
     use tokio_stream::StreamExt;
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map(|accepted| accepted.map(Unvectored))
+        .then(|accepted| async move {
+            if let Err(err) = &accepted {
+                tracing::debug!(listener = "grpc", error = %err, "accept failed");
+                tokio::time::sleep(listener::ACCEPT_BACKOFF).await;
+            }
+            accepted.map(Unvectored)
+        })
 }
 
 /// A gRPC connection as h2 is to see it: one that takes no vectored writes. On a socket that
@@ -447,7 +456,7 @@ mod tests {
     async fn grpc_connections_are_accepted_without_nagle() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = grpc_incoming(listener);
+        let mut incoming = std::pin::pin!(grpc_incoming(listener));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let accepted = incoming.next().await.unwrap().unwrap();
         assert!(accepted.0.nodelay().unwrap());

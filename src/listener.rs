@@ -11,6 +11,10 @@ use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// The pause after a failed accept (out of descriptors, or a connection reset before it was
+/// taken): the queued connection keeps the socket readable, and retrying at once would spin.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// How a plain-HTTP listener (ops, forward-auth) protects itself from slow or idle clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -76,7 +80,7 @@ where
                     // Out of descriptors, or a connection reset before it was accepted: back
                     // off briefly rather than spin.
                     tracing::debug!(listener = limits.name, error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },

@@ -1,5 +1,6 @@
 //! The ops port under hostile clients: idle and half-sent connections are closed, they cannot
-//! take the descriptors that Checks need, and the open-file limit is raised at start-up.
+//! take the descriptors that Checks need, and the open-file limit is raised at start-up; the gRPC
+//! port out of descriptors backs off instead of spinning.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,9 +8,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use session_authz::ops::{OPS_HEADER_READ_TIMEOUT, OPS_MAX_CONNECTIONS};
 use session_authz_testkit::check::*;
-use session_authz_testkit::procfs::{nofile_limits, open_fds};
+use session_authz_testkit::procfs::{cpu_us, nofile_limits, open_fds};
 use session_authz_testkit::service::*;
 use session_authz_testkit::validator::*;
 use session_authz_testkit::wait::eventually;
@@ -111,4 +113,53 @@ async fn idle_ops_connections_cannot_starve_checks_or_probes() {
     .await;
     assert!(ready.is_some(), "/readyz never answered");
     drop(idle);
+}
+
+/// Out of descriptors, a listener cannot accept the connection waiting in its queue, and the
+/// socket stays readable: an accept loop that retries at once spins a core, taking the CPU the
+/// Checks in flight need. The gRPC port's backs off, as the HTTP listeners' do; once descriptors
+/// are free again, it accepts.
+#[tokio::test]
+async fn grpc_port_out_of_descriptors_backs_off_and_recovers() {
+    let validator = FakeValidator::start(vec![]).await;
+    validator.set_default(Answer::json(200, r#"{"valid":true,"user":"alice"}"#));
+    let service = ServiceProcess::spawn_with_fd_limits(64, 64, &[("AIMENU_URL", &validator.url())]);
+    let pid = service.child.id();
+    let mut client = client_at(service.grpc_addr).await;
+    let check = |cookie: &'static str| check_request(&[("cookie", cookie)]);
+    let cached = client.check(check("session=cached")).await.unwrap();
+    assert_eq!(outcome(&cached.into_inner()), allow_as("alice"));
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(service.grpc_addr).unwrap())
+        .collect();
+    eventually(Duration::from_secs(10), || async {
+        (open_fds(pid) >= 62).then_some(())
+    })
+    .await
+    .expect("the server accepts connections up to its descriptor limit");
+
+    // A measurement window, not a wait for a state: a spinning loop burns ~all of it (less on a
+    // busy machine, but far above the bar); backing off 50 ms a time, a few milliseconds.
+    let window = Duration::from_secs(1);
+    let before = cpu_us(pid);
+    tokio::time::sleep(window).await;
+    let spent = cpu_us(pid) - before;
+    assert!(
+        spent < window.as_micros() as f64 / 4.0,
+        "{spent} µs of CPU in {window:?} with the gRPC port out of descriptors"
+    );
+
+    // The connection made before still answers, from the cache (a validator call would need a
+    // descriptor); freed descriptors are used again.
+    let response = client.check(check("session=cached")).await.unwrap();
+    assert_eq!(outcome(&response.into_inner()), allow_as("alice"));
+    drop(held);
+    let answered = eventually(Duration::from_secs(20), || async {
+        let url = format!("http://{}", service.grpc_addr);
+        let mut fresh = AuthorizationClient::connect(url).await.ok()?;
+        let response = fresh.check(check("session=fresh")).await.ok()?;
+        Some(outcome(&response.into_inner()))
+    })
+    .await;
+    assert_eq!(answered, Some(allow_as("alice")));
 }
