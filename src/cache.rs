@@ -176,6 +176,17 @@ impl DecisionCache {
         }
     }
 
+    /// Forgets every answer, and all that `stale_if_error` remembers, returning how many
+    /// answers were held: for when revocations may have been missed.
+    pub fn forget_all(&self) -> u64 {
+        let held = self.entry_count();
+        self.entries.clear();
+        if let Some(last_valid) = &self.last_valid {
+            last_valid.clear();
+        }
+        held
+    }
+
     fn with_clock(settings: Settings, now: Clock) -> Self {
         // quick_cache: a sharded map with CLOCK-Pro-style eviction (a one-off key enters a
         // "cold" section and leaves first, so a token spray does not push out sessions in use)
@@ -585,6 +596,28 @@ mod tests {
             cache.verdict(&cookie("other"), err).await.0,
             Verdict::Error(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn forgetting_all_leaves_neither_answers_nor_stale_ones() {
+        let cache = DecisionCache::new(Settings {
+            stale_if_error: Duration::from_secs(60),
+            ..Settings::default()
+        });
+        let ok = || async { Reply::from(valid("alice")) };
+        let err = || async { Reply::from(Verdict::Error(ValidatorError::Timeout)) };
+        for token in ["a", "b"] {
+            assert_eq!(cache.verdict(&cookie(token), ok).await.1, Origin::Miss);
+            assert_eq!(cache.verdict(&cookie(token), ok).await.1, Origin::Hit);
+        }
+        assert_eq!(cache.forget_all(), 2);
+        assert_eq!(cache.entry_count(), 0);
+        // Asked again; and with the validator failing, no stale allow is left to fall back on.
+        assert!(matches!(
+            cache.verdict(&cookie("a"), err).await,
+            (Verdict::Error(_), Origin::Miss)
+        ));
+        assert_eq!(cache.verdict(&cookie("b"), ok).await.1, Origin::Miss);
     }
 
     /// Sends `junk` one-off tokens through a cache of 1 000 entries where a real user's session

@@ -261,9 +261,17 @@ impl Revocations {
     async fn listen(&self, client: &redis::Client) -> Result<(), BusError> {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&self.settings.channel).await?;
+        // Subscribed from here on. Whatever was cached before may have been revoked unseen:
+        // published while this replica was cut off, or not published at all (the bus down
+        // at the replica that was asked). So it is all asked for again.
+        let forgotten = self.cache.forget_all();
         self.subscribed.store(true, Ordering::Release);
         self.metrics.revocation_bus_up(true);
-        tracing::info!(channel = %self.settings.channel, "revocation bus connected");
+        tracing::info!(
+            channel = %self.settings.channel,
+            forgotten,
+            "revocation bus connected; forgot the cached answers, which may have been revoked while it was not"
+        );
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
             match parse(message.get_payload_bytes()) {

@@ -231,9 +231,18 @@ async fn one_revoke_reaches_every_replica_and_survives_the_engine_restarting() {
         1
     );
 
-    // Back on the same address: the replicas subscribe again and sharing resumes.
+    // Back on the same address: the replicas subscribe again and sharing resumes. What they
+    // cached while cut off may have been revoked unseen (bob, on replica 1 only): each forgets
+    // its answers when it subscribes, and asks the auth service again.
     let _engine = redis(redis_addr, dir.path());
     wait_bus(&replicas, 1).await;
+    for replica in &replicas {
+        assert_eq!(check(replica, "bob-token").await, deny_401());
+        assert!(replica
+            .logs()
+            .iter()
+            .any(|line| line.contains("forgot the cached answers")));
+    }
     for replica in &replicas {
         assert!(matches!(
             check(replica, "carol-token").await,
