@@ -435,46 +435,6 @@ impl Drop for Upstream {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aliases_are_one_name_to_a_cgi_app() {
-        let all = alias_spellings("x-auth-user", true);
-        assert!(all.len() > ALIAS_SEPARATORS.len(), "{all:?}");
-        for spelling in &all {
-            assert_ne!(spelling, "x-auth-user");
-            assert_eq!(cgi_name(spelling), "X_AUTH_USER", "{spelling}");
-        }
-        for expected in [
-            "X-AUTH-USER",
-            "x-auth_user",
-            "X_AUTH-USER",
-            "X_Auth_User",
-            "x.auth.user",
-        ] {
-            assert!(all.iter().any(|s| s == expected), "{expected}: {all:?}");
-        }
-        assert!(alias_spellings("x-auth-user", false)
-            .iter()
-            .all(|s| !s.contains('_')));
-        assert_ne!(cgi_name("x-auth-users"), "X_AUTH_USER");
-    }
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        let response = parse_response(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((response.status, response.body.as_str()), (200, "abcde"));
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").is_err()
-        );
-    }
-}
-
 /// A TCP relay in front of `to` that counts the connections it is asked to open: how a test
 /// sees whether a proxy keeps its connections to the door alive. Each connection is piped to a
 /// connection of its own to `to`; dropping the relay stops accepting.
@@ -521,5 +481,45 @@ impl CountingRelay {
 impl Drop for CountingRelay {
     fn drop(&mut self) {
         self.accept.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_are_one_name_to_a_cgi_app() {
+        let all = alias_spellings("x-auth-user", true);
+        assert!(all.len() > ALIAS_SEPARATORS.len(), "{all:?}");
+        for spelling in &all {
+            assert_ne!(spelling, "x-auth-user");
+            assert_eq!(cgi_name(spelling), "X_AUTH_USER", "{spelling}");
+        }
+        for expected in [
+            "X-AUTH-USER",
+            "x-auth_user",
+            "X_AUTH-USER",
+            "X_Auth_User",
+            "x.auth.user",
+        ] {
+            assert!(all.iter().any(|s| s == expected), "{expected}: {all:?}");
+        }
+        assert!(alias_spellings("x-auth-user", false)
+            .iter()
+            .all(|s| !s.contains('_')));
+        assert_ne!(cgi_name("x-auth-users"), "X_AUTH_USER");
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        let response = parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((response.status, response.body.as_str()), (200, "abcde"));
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").is_err()
+        );
     }
 }
