@@ -193,6 +193,8 @@ impl KeySet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub keys: Arc<KeySet>,
+    /// The files the keys were read from, in order: a reload watches them.
+    pub files: Vec<std::path::PathBuf>,
     /// `iss`.
     pub issuer: String,
     /// `aud` where the route names none.
@@ -375,6 +377,7 @@ mod tests {
         Signer::new(
             Settings {
                 keys: Arc::new(keys),
+                files: Vec::new(),
                 issuer: "session-authz".to_owned(),
                 audience: "dashboard".to_owned(),
                 ttl: Duration::from_secs(ttl),

@@ -787,6 +787,7 @@ mod tests {
             ]),
             assertion: Some(assertion::Settings {
                 keys: Arc::new(keys),
+                files: Vec::new(),
                 issuer: "gate".to_owned(),
                 audience: "dashboard".to_owned(),
                 ttl: Duration::from_secs(60),

@@ -1,5 +1,6 @@
-//! Live config reload: on SIGHUP, and when the `--config` file changes, the configuration is
-//! read again and the settings that need no new listener are swapped in whole.
+//! Live config reload: on SIGHUP, and when the `--config` file or an assertion key file changes,
+//! the configuration is read again and the settings that need no new listener are swapped in
+//! whole.
 //!
 //! A file that does not validate (as `--check-config` would refuse it) keeps the running
 //! settings, logged and counted; a changed key that only a restart applies is named.
@@ -168,7 +169,7 @@ fn contents(path: &Path) -> Result<Vec<u8>, std::io::ErrorKind> {
 }
 
 /// The folders whose events may mean `file` changed: its own (an editor's rename, a
-/// ConfigMap's `..data` symlink swap) and, when it is a symlink, its target's.
+/// ConfigMap's or Secret's `..data` symlink swap) and, when it is a symlink, its target's.
 fn watched_folders(file: &Path) -> Vec<PathBuf> {
     let parent = |path: &Path| match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -184,10 +185,98 @@ fn watched_folders(file: &Path) -> Vec<PathBuf> {
     folders
 }
 
+/// The files a reload reads that can change under it: the `--config` file, and the key files
+/// of the assertion in force. Watched through their folders; their bytes tell a change from an
+/// event that changed nothing.
+struct Watched {
+    events: mpsc::UnboundedSender<()>,
+    /// Made when there is a first file to watch; `None` after it could not be (SIGHUP still
+    /// reloads).
+    watcher: Option<notify::RecommendedWatcher>,
+    failed: bool,
+    folders: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    seen: Vec<Result<Vec<u8>, std::io::ErrorKind>>,
+}
+
+impl Watched {
+    fn new(events: mpsc::UnboundedSender<()>) -> Self {
+        Self {
+            events,
+            watcher: None,
+            failed: false,
+            folders: Vec::new(),
+            files: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Watches `files` from now on (their folders not watched yet are added) and remembers
+    /// their bytes.
+    fn follow(&mut self, files: Vec<PathBuf>) {
+        use notify::Watcher;
+        self.seen = files.iter().map(|file| contents(file)).collect();
+        self.files = files;
+        if self.failed {
+            return;
+        }
+        let folders: Vec<PathBuf> = self.files.iter().flat_map(|f| watched_folders(f)).collect();
+        for folder in folders {
+            if self.folders.contains(&folder) {
+                continue;
+            }
+            let watcher = match &mut self.watcher {
+                Some(watcher) => watcher,
+                None => {
+                    let events = self.events.clone();
+                    let made =
+                        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                            if event.is_ok() {
+                                let _ = events.send(());
+                            }
+                        });
+                    match made {
+                        Ok(watcher) => self.watcher.insert(watcher),
+                        Err(err) => {
+                            tracing::warn!(%err, "cannot watch the config and key files: reload on SIGHUP only");
+                            self.failed = true;
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(err) = watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(%err, folder = %folder.display(), "cannot watch a config or key file's folder: its changes reload on SIGHUP only");
+            }
+            self.folders.push(folder);
+        }
+    }
+
+    /// Whether a watched file's bytes differ from those remembered.
+    fn changed(&self) -> bool {
+        self.files
+            .iter()
+            .zip(&self.seen)
+            .any(|(file, seen)| contents(file) != *seen)
+    }
+}
+
 impl Reloader {
-    /// Reloads on every SIGHUP, and when `file` (the `--config` file) changes, until `stop`
-    /// completes. The signal handler, the watcher and the first read are set up before this
-    /// returns, so a change made once the service is ready is never missed.
+    /// The files a reload reads that can change under it: `config` (the `--config` file) and
+    /// the assertion's key files now in force.
+    fn watched_files(&self, config: Option<&Path>) -> Vec<PathBuf> {
+        let keys = self.running.assertion.iter().flat_map(|a| a.files.iter());
+        config
+            .map(Path::to_path_buf)
+            .into_iter()
+            .chain(keys.cloned())
+            .collect()
+    }
+
+    /// Reloads on every SIGHUP, and when `file` (the `--config` file) or a key file of the
+    /// assertion in force changes (a mounted Secret's update), until `stop` completes. The
+    /// signal handler, the watcher and the first read are set up before this returns, so a
+    /// change made once the service is ready is never missed.
     pub fn run(
         mut self,
         file: Option<PathBuf>,
@@ -202,11 +291,9 @@ impl Reloader {
             }
         };
         let (events, mut changed) = mpsc::unbounded_channel();
-        let watcher = file.as_deref().and_then(|file| watch_file(file, events));
-        let mut seen = file.as_deref().map(contents);
+        let mut watched = Watched::new(events);
+        watched.follow(self.watched_files(file.as_deref()));
         async move {
-            // Kept for as long as the loop runs: dropping it stops the watching.
-            let _watcher = watcher;
             tokio::pin!(stop);
             loop {
                 tokio::select! {
@@ -219,7 +306,6 @@ impl Reloader {
                     } => {
                         tracing::info!("SIGHUP: reloading the config");
                         let _ = self.reload();
-                        seen = file.as_deref().map(contents);
                     }
                     Some(()) = changed.recv() => {
                         // One change is often several events: wait until they stop.
@@ -227,45 +313,18 @@ impl Reloader {
                             .await
                             .is_ok_and(|e| e.is_some())
                         {}
-                        let now = file.as_deref().map(contents);
-                        if now != seen {
-                            tracing::info!("the config file changed: reloading");
-                            let _ = self.reload();
-                            seen = now;
+                        if !watched.changed() {
+                            continue;
                         }
+                        tracing::info!("the config file or a key file changed: reloading");
+                        let _ = self.reload();
                     }
                 }
+                // The reload may name other key files; a failed one keeps the old ones.
+                watched.follow(self.watched_files(file.as_deref()));
             }
         }
     }
-}
-
-/// Watches the folders of `file` ([`watched_folders`]); each event sends a `()`. `None` (and a
-/// warning) when the system cannot watch them: SIGHUP still reloads.
-fn watch_file(
-    file: &Path,
-    events: mpsc::UnboundedSender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let mut watcher =
-        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = events.send(());
-            }
-        }) {
-            Ok(watcher) => watcher,
-            Err(err) => {
-                tracing::warn!(%err, "cannot watch the config file: reload on SIGHUP only");
-                return None;
-            }
-        };
-    for folder in watched_folders(file) {
-        if let Err(err) = watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(%err, folder = %folder.display(), "cannot watch the config file's folder: reload on SIGHUP only");
-            return None;
-        }
-    }
-    Some(watcher)
 }
 
 #[cfg(test)]

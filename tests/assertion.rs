@@ -7,13 +7,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+use session_authz_testkit::check::{check_request, outcome, Outcome};
 use session_authz_testkit::envoy::EnvoyProcess;
 use session_authz_testkit::http::{raw_get, Upstream};
 use session_authz_testkit::process::{example, free_addr, python, root, run, Proc};
-use session_authz_testkit::service::ServiceProcess;
+use session_authz_testkit::service::{client_at, ServiceProcess};
 use session_authz_testkit::validator::{Answer, FakeValidator};
+use session_authz_testkit::wait::eventually;
 
 /// A new PKCS#8 PEM key (`ed25519` or `p256`) in `dir`, written by scripts/assertion-key.py.
 fn key_file(dir: &Path, kind: &str) -> PathBuf {
@@ -267,4 +270,50 @@ async fn the_sample_dashboard_verifies_the_assertion() {
             direct.body
         );
     }
+}
+
+/// A key file replaced where it lies (as kubelet updates a mounted Secret: a new file renamed
+/// over the old) is read again without a SIGHUP: the new key signs, and the JWKS follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_file_is_picked_up_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = dir.path().join("secret");
+    std::fs::create_dir(&mounted).unwrap();
+    let key = mounted.join("assertion.pem");
+    std::fs::copy(key_file(dir.path(), "ed25519"), &key).unwrap();
+    let validator = validator().await;
+    let authz = service(&validator, &[&key], &[]);
+    let before = jwks(&authz).await;
+    assert!(before.contains("OKP"), "{before}");
+
+    let rotated = key_file(dir.path(), "p256");
+    let staged = mounted.join(".assertion.pem.new");
+    std::fs::copy(&rotated, &staged).unwrap();
+    std::fs::rename(&staged, &key).unwrap();
+    let after = eventually(Duration::from_secs(20), || async {
+        let now = jwks(&authz).await;
+        (now != before).then_some(now)
+    })
+    .await
+    .expect("the JWKS follows the rotated key file");
+    let published: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(published["keys"][0]["kty"], "EC", "{after}");
+
+    let mut client = client_at(authz.grpc_addr).await;
+    let response = client
+        .check(check_request(&[("cookie", "session=user1-token")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Outcome::Allow { set, .. } = outcome(&response) else {
+        panic!("{response:?}")
+    };
+    let token = set
+        .iter()
+        .find(|(name, _)| name == "x-auth-assertion")
+        .map(|(_, value)| value.clone())
+        .unwrap();
+    let (alg, claims) = pyjwt_verify(&token, &after, "dashboard").unwrap();
+    assert_eq!(alg, "ES256");
+    assert_eq!(claims["sub"], "user1");
 }

@@ -368,6 +368,7 @@ fn assertion_settings(
     };
     Ok(Some(crate::assertion::Settings {
         keys: std::sync::Arc::new(keys),
+        files,
         issuer,
         audience,
         ttl,
