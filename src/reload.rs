@@ -189,22 +189,28 @@ fn watched_folders(file: &Path) -> Vec<PathBuf> {
 /// of the assertion in force. Watched through their folders; their bytes tell a change from an
 /// event that changed nothing.
 struct Watched {
-    events: mpsc::UnboundedSender<()>,
-    /// Made when there is a first file to watch; `None` after it could not be (SIGHUP still
-    /// reloads).
+    /// `None` when the system cannot watch (SIGHUP still reloads).
     watcher: Option<notify::RecommendedWatcher>,
-    failed: bool,
     folders: Vec<PathBuf>,
     files: Vec<PathBuf>,
     seen: Vec<Result<Vec<u8>, std::io::ErrorKind>>,
 }
 
 impl Watched {
+    /// Each event in a watched folder sends a `()` on `events`.
     fn new(events: mpsc::UnboundedSender<()>) -> Self {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = events.send(());
+            }
+        });
+        let watcher = watcher
+            .inspect_err(|err| {
+                tracing::warn!(%err, "cannot watch the config and key files: reload on SIGHUP only");
+            })
+            .ok();
         Self {
-            events,
-            watcher: None,
-            failed: false,
+            watcher,
             folders: Vec::new(),
             files: Vec::new(),
             seen: Vec::new(),
@@ -217,34 +223,13 @@ impl Watched {
         use notify::Watcher;
         self.seen = files.iter().map(|file| contents(file)).collect();
         self.files = files;
-        if self.failed {
+        let Some(watcher) = &mut self.watcher else {
             return;
-        }
-        let folders: Vec<PathBuf> = self.files.iter().flat_map(|f| watched_folders(f)).collect();
-        for folder in folders {
+        };
+        for folder in self.files.iter().flat_map(|file| watched_folders(file)) {
             if self.folders.contains(&folder) {
                 continue;
             }
-            let watcher = match &mut self.watcher {
-                Some(watcher) => watcher,
-                None => {
-                    let events = self.events.clone();
-                    let made =
-                        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                            if event.is_ok() {
-                                let _ = events.send(());
-                            }
-                        });
-                    match made {
-                        Ok(watcher) => self.watcher.insert(watcher),
-                        Err(err) => {
-                            tracing::warn!(%err, "cannot watch the config and key files: reload on SIGHUP only");
-                            self.failed = true;
-                            return;
-                        }
-                    }
-                }
-            };
             if let Err(err) = watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
                 tracing::warn!(%err, folder = %folder.display(), "cannot watch a config or key file's folder: its changes reload on SIGHUP only");
             }
